@@ -1,0 +1,101 @@
+"""Action-unit estimation: one ``AUEstimator`` interface, back ends in a registry.
+
+``create_estimator("mesh")`` builds a back end by name; back-end modules are imported lazily
+so that the core stays importable without their heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cache
+from typing import ClassVar
+
+from engine.resources import data_file
+from engine.types import AUReading, Face, FaceRecord
+
+#: Back-end name -> module that registers it.
+_BACKEND_MODULES = {
+    "mesh": "engine.aus.mesh",
+    "blendshapes": "engine.aus.blendshapes",
+    "pyfeat": "engine.aus.pyfeat",
+    "table": "engine.aus.table",
+}
+_REGISTRY: dict[str, type[AUEstimator]] = {}
+
+#: Highest intensity on the FACS scale used throughout (A=1 ... E=5).
+MAX_INTENSITY = 5.0
+
+
+@dataclass(frozen=True)
+class AUDefinition:
+    """One row of ``data/au_definitions.csv``."""
+
+    au: str
+    name: str
+    muscle: str
+    region: str
+    phrase: str
+
+
+@cache
+def au_definitions() -> dict[str, AUDefinition]:
+    """FACS action units known to the project, keyed by code (``"AU01"``), in table order."""
+    with data_file("au_definitions.csv").open(newline="") as fh:
+        return {row["au"]: AUDefinition(**row) for row in csv.DictReader(fh)}
+
+
+def normalise_au_code(code: str | int) -> str:
+    """``"AU1"``, ``"au01_r"``, ``1`` -> ``"AU01"``; raises ValueError for anything else."""
+    text = str(code).strip().upper()
+    if text.startswith("AU"):
+        text = text[2:]
+    text = text.split("_")[0]
+    if not text.isdigit():
+        raise ValueError(f"not a FACS action-unit code: {code!r}")
+    return f"AU{int(text):02d}"
+
+
+class AUEstimator(ABC):
+    """Estimates FACS action-unit intensities (0-5) for one face.
+
+    Subclasses set ``name`` and ``needs_pixels`` (False for back ends that look values up by
+    image, such as ``table``) and implement ``estimate``. Per-face problems (no face found,
+    unknown image) raise ``engine.types.StageError`` with stage ``"aus"``.
+    """
+
+    name: ClassVar[str]
+    needs_pixels: ClassVar[bool] = True
+
+    @property
+    @abstractmethod
+    def model_version(self) -> str:
+        """Identifies the weights or table used, recorded in every shard row."""
+
+    @abstractmethod
+    def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
+        """AU intensities of ``face`` (the crop of ``record``'s image)."""
+
+    def close(self) -> None:
+        """Release native resources; the default has none."""
+
+
+def register_estimator(cls: type[AUEstimator]) -> type[AUEstimator]:
+    """Class decorator adding a back end to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_estimators() -> list[str]:
+    """Names accepted by ``create_estimator``."""
+    return sorted(_BACKEND_MODULES)
+
+
+def create_estimator(name: str, **options) -> AUEstimator:
+    """Build the AU back end ``name`` with back-end specific ``options``."""
+    if name not in _BACKEND_MODULES:
+        raise ValueError(f"unknown AU back end {name!r}; choose one of {', '.join(list_estimators())}")
+    importlib.import_module(_BACKEND_MODULES[name])
+    return _REGISTRY[name](**options)

@@ -1,0 +1,49 @@
+"""Preprocessing shared by the MediaPipe back ends: any face crop -> a fixed RGB canvas.
+
+MediaPipe's detectors miss faces that fill the whole frame (such as 48x48 FER+ crops), so the
+crop is resized to ``FACE_SIDE`` pixels on its longer side and centred on a black
+``CANVAS_SIDE`` square. The same geometry is used for training and inference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FACE_SIDE = 160
+CANVAS_SIDE = 256
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey (H x W or H x W x 1), RGB or RGBA uint8 -> H x W x 3 uint8 RGB."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected a grey, RGB or RGBA image, got shape {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
+
+
+def to_canvas(crop: np.ndarray) -> np.ndarray:
+    """Resize ``crop`` to ``FACE_SIDE`` on its longer side and centre it on a black canvas."""
+    rgb = to_rgb(crop)
+    height, width = rgb.shape[:2]
+    scale = FACE_SIDE / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    interpolation = cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    canvas = np.zeros((CANVAS_SIDE, CANVAS_SIDE, 3), dtype=np.uint8)
+    top, left = (CANVAS_SIDE - new_h) // 2, (CANVAS_SIDE - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as RGB uint8; raises FileNotFoundError naming the file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}: missing or not a supported image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,130 @@
+"""Render stage: emotion evidence -> a three-part CoT through the Jinja templates in ``templates/cot``.
+
+Each face gets one of several phrasings, chosen deterministically from its record id, so a
+rerun reproduces the same text. Only AUs measured above threshold reach the templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from engine.aus import au_definitions
+from engine.cot import CoT
+from engine.resources import templates_dir
+from engine.rules import EmotionEvidence
+
+#: The CoT phrasings in ``templates/cot/``, in the order the per-record hash picks from.
+DEFAULT_VARIANTS = ("listing", "regional", "evidence")
+
+
+@dataclass(frozen=True)
+class RenderedCoT:
+    """A CoT and the id of the template (``cot/<variant>@<source hash>``) that wrote it."""
+
+    cot: CoT
+    template_id: str
+
+
+def join_and(items) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+class CoTRenderer:
+    """Renders ``EmotionEvidence`` into a ``CoT``.
+
+    Names at most ``max_aus`` AUs (strongest first) and ``max_prototypes`` prototypes (the best
+    per emotion); when a text would exceed ``max_words`` it lists fewer AUs.
+    """
+
+    def __init__(
+        self,
+        folder: Path | None = None,
+        variants: tuple[str, ...] = DEFAULT_VARIANTS,
+        max_aus: int = 5,
+        max_prototypes: int = 2,
+        max_words: int = 160,
+        threshold: float = 1.0,
+    ):
+        if not variants:
+            raise ValueError("at least one CoT template variant is required")
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(folder or templates_dir())),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=False,
+            lstrip_blocks=True,
+        )
+        self.env.filters["join_and"] = join_and
+        self._macros = self.env.get_template("cot/_macros.j2")
+        self.templates = {v: self.env.get_template(f"cot/{v}.j2") for v in variants}
+        self.template_ids = {
+            v: f"cot/{v}@{_source_hash(self.env, f'cot/{v}.j2', 'cot/_macros.j2')}"
+            for v in variants
+        }
+        self.variants = variants
+        self.max_aus = max_aus
+        self.max_prototypes = max_prototypes
+        self.max_words = max_words
+        self.threshold = threshold
+        self._phrases = {code: d.phrase for code, d in au_definitions().items()}
+
+    def variant_for(self, record_id: str) -> str:
+        digest = hashlib.sha1(record_id.encode()).digest()
+        return self.variants[int.from_bytes(digest[:4], "big") % len(self.variants)]
+
+    def render(self, record_id: str, label: str | None, evidence: EmotionEvidence) -> RenderedCoT:
+        """The CoT of one face; ``label`` is the ground truth (None for unlabelled data)."""
+        variant = self.variant_for(record_id)
+        template = self.templates[variant]
+        best_per_emotion = {}
+        ranked = sorted(
+            evidence.prototypes,
+            key=lambda p: (p.emotion != evidence.dominant, p.emotion != evidence.secondary),
+        )
+        for match in ranked:
+            best_per_emotion.setdefault(match.emotion, match)
+        context = {
+            "dominant": evidence.dominant,
+            "secondary": evidence.secondary,
+            "scores": evidence.scores,
+            "prototypes": list(best_per_emotion.values())[: self.max_prototypes],
+            "conflicts": evidence.conflicts,
+            "labelled": label is not None,
+            "label": label,
+            "supports_label": label is None or evidence.dominant == label,
+            "conclusion_label": label if label is not None else evidence.dominant,
+            "threshold": self.threshold,
+        }
+        for count in range(min(self.max_aus, len(evidence.active)), -1, -1):
+            listed = evidence.active[:count]
+            context["aus"] = [
+                {**a.__dict__, "phrase": self._phrases.get(a.au, a.name)} for a in listed
+            ]
+            context["hidden"] = len(evidence.active) - count
+            context["regions"] = list(dict.fromkeys(a.region for a in listed))
+            cot = self._render_blocks(template, context)
+            if cot.word_count <= self.max_words or count <= 1:
+                break
+        return RenderedCoT(cot, self.template_ids[variant])
+
+    def _render_blocks(self, template: jinja2.Template, context: dict) -> CoT:
+        context["m"] = self._macros.make_module(context)
+        ctx = template.new_context(context)
+        return CoT(*("".join(template.blocks[name](ctx))
+                     for name in ("observations", "interpretation", "conclusion")))
+
+
+def _source_hash(env: jinja2.Environment, *names: str) -> str:
+    digest = hashlib.sha1()
+    for name in names:
+        source, _, _ = env.loader.get_source(env, name)
+        digest.update(source.encode())
+    return digest.hexdigest()[:8]

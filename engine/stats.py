@@ -1,0 +1,60 @@
+"""Run statistics from the shards of an output folder (written as ``_stats.json``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+from engine.shards import MANIFEST, REJECTED_DIR
+from engine.types import EMOTIONS
+
+_COLUMNS = ["split", "label", "verified", "faithfulness", "cot_words", "seconds",
+            "au_supports_label", "dominant_emotion", "inferred_label"]
+
+
+def read_shards(out_dir: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Accepted records of ``out_dir`` (only ``columns`` when given)."""
+    files = sorted(Path(out_dir).glob("shard-*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=columns or [])
+    return ds.dataset([str(f) for f in files], format="parquet").to_table(columns=columns).to_pandas()
+
+
+def read_rejected(out_dir: Path) -> pd.DataFrame:
+    """Rejected records of ``out_dir`` with their stage and reason."""
+    files = sorted((Path(out_dir) / REJECTED_DIR).glob("shard-*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=["record_id", "stage", "reason"])
+    return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+
+
+def shard_stats(out_dir: Path, dropped: dict | None = None, wall_seconds: float | None = None) -> dict:
+    """Counts per class and split, verified share, faithfulness, words per CoT, seconds per image."""
+    frame = read_shards(out_dir, _COLUMNS)
+    rejected = read_rejected(out_dir)
+    n = len(frame)
+    per_class = {e: int((frame["label"] == e).sum()) for e in EMOTIONS} if n else {}
+    stats = {
+        "records": n,
+        "rejected": len(rejected),
+        "rejected_by_stage": rejected["stage"].value_counts().to_dict() if len(rejected) else {},
+        "per_class": per_class,
+        "per_split": frame["split"].value_counts().to_dict() if n else {},
+        "verified_share": float(frame["verified"].mean()) if n else None,
+        "label_agreement": float((frame["inferred_label"] == frame["label"]).mean()) if n else None,
+        "au_supports_label_share": float(frame["au_supports_label"].astype(float).mean())
+        if n else None,
+        "faithfulness_mean": float(frame["faithfulness"].mean()) if n else None,
+        "faithfulness_min": float(frame["faithfulness"].min()) if n else None,
+        "words_per_cot_mean": float(frame["cot_words"].mean()) if n else None,
+        "words_per_cot_min": int(frame["cot_words"].min()) if n else None,
+        "words_per_cot_max": int(frame["cot_words"].max()) if n else None,
+        "seconds_per_image": float(frame["seconds"].mean()) if n else None,
+        "dropped_by_dataset_protocol": dropped or {},
+        "manifest": MANIFEST,
+    }
+    if wall_seconds is not None:
+        stats["wall_seconds_this_run"] = wall_seconds
+    return stats

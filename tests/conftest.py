@@ -1,0 +1,37 @@
+"""Shared fixtures: the read-only data folder beside the repository.
+
+``shared_dir`` is ``$EXPLLM_SHARED`` or ``<repo>/../shared``; tests that need it (or
+``ferplus_dir`` inside it) are skipped cleanly where it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_path() -> Path:
+    """Where the shared data folder is expected (it may not exist)."""
+    return Path(os.environ.get("EXPLLM_SHARED") or REPO.parent / "shared")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared read-only folder; skips the test when it is absent."""
+    path = shared_path()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} absent (set EXPLLM_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ferplus_dir(shared_dir: Path) -> Path:
+    """The FER+ root holding FER2013Train|Valid|Test; skips the test when it is absent."""
+    path = shared_dir / "data" / "ferplus"
+    if not all((path / f"FER2013{s}" / "label.csv").is_file() for s in ("Train", "Valid", "Test")):
+        pytest.skip(f"FER+ data absent under {path}")
+    return path
