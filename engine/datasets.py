@@ -111,13 +111,13 @@ def read_dataset(
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for kind {kind!r}; accepted: {accepted}")
+    wanted = None if split is None else normalise_split(split)
     dataset = reader(root, protocol=protocol, **options)
     records = sorted(dataset.records, key=_order)
-    if split is not None:
-        wanted = normalise_split(split)
+    if wanted is not None:
         present = sorted({record.split for record in records}, key=SPLITS.index)
         if wanted not in present:
-            raise ValueError(f"split {split!r} not found in {root}; splits present: {present}")
+            raise ValueError(f"split {wanted!r} not found in {root}; splits present: {present}")
         records = [record for record in records if record.split == wanted]
         dropped = {s: c for s, c in dataset.dropped.items() if s == wanted}
     else:

@@ -83,6 +83,12 @@ def text_summary(out_dir: Path, samples: int = 3) -> str:
 def write_html(out_dir: Path, target: Path, samples: int = 24) -> Path:
     """A self-contained HTML report: summary, then faces with an AU bar chart and their CoT."""
     out_dir, target = Path(out_dir), Path(target)
+    inside = target.resolve().parent == out_dir.resolve()
+    if inside and not target.name.startswith(("_", ".")):
+        raise ValueError(
+            f"{target} would sit among the shards and break pandas.read_parquet({out_dir}); "
+            "write it elsewhere or give it a name starting with '_'"
+        )
     frame, rejected, manifest = load_run(out_dir)
     root = _dataset_root(manifest)
     stats_path = out_dir / STATS

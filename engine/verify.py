@@ -2,7 +2,8 @@
 
 * ``inferred_label``: the emotion a reader takes from the text alone — the emphasised
   (``**bold**``) emotion of the Conclusion, else its first emotion word, else the most-named
-  emotion of the whole text (synonyms such as "happy" or "joy" count, from ``label_maps.json``).
+  emotion of the whole text (synonyms such as "happy" or "sorrow" count, from
+  ``label_maps.json`` and ``emotion_lexicon.json``).
 * ``faithfulness``: of the AUs the text mentions (by FACS number or by name), the share that was
   measured above threshold; 1.0 when it mentions none.
 * ``verified``: exact format, inferred label = ground truth, faithfulness 1.0.
@@ -43,7 +44,10 @@ class Verification:
 def _emotion_words() -> tuple[re.Pattern, dict[str, str]]:
     synonyms = json.loads(data_file("label_maps.json").read_text()).get("synonyms", {})
     words = {e: e for e in EMOTIONS}
-    words.update({k.lower(): v for k, v in synonyms.items() if v in EMOTIONS})
+    # label codes such as "ha" or "an" are no words of prose
+    words.update({k.lower(): v for k, v in synonyms.items() if v in EMOTIONS and len(k) > 2})
+    lexicon = json.loads(data_file("emotion_lexicon.json").read_text())
+    words.update({w.lower(): e for e in EMOTIONS for w in lexicon.get(e, [])})
     alternation = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
     return re.compile(rf"\b({alternation})\b", re.IGNORECASE), words
 

@@ -117,6 +117,12 @@ def _load_chunk(path: Path, names: list[str]) -> Arrays | None:
         return Arrays(*(data[f] for f in _FIELDS))
 
 
+def _report(split: str, paths: Iterator[str], total: int, progress: bool) -> None:
+    for done, path in enumerate(paths, start=1):
+        if progress:
+            print(f"[extract {split}] {done}/{total} chunks -> {path}", flush=True)
+
+
 def extract(
     ferplus_root: Path,
     split: str,
@@ -139,12 +145,14 @@ def extract(
         for chunk, path in zip(chunks, paths, strict=True)
         if _load_chunk(path, chunk) is None
     ]
-    if todo:
+    if todo and workers <= 1:
+        _init_worker(str(teacher_model))
+        done_paths: Iterator[str] = map(_extract_chunk, todo)
+        _report(split, done_paths, len(todo), progress)
+    elif todo:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(max(1, workers), _init_worker, (str(teacher_model),)) as pool:
-            for done, path in enumerate(pool.imap_unordered(_extract_chunk, todo), start=1):
-                if progress:
-                    print(f"[extract {split}] {done}/{len(todo)} chunks -> {path}", flush=True)
+        with ctx.Pool(workers, _init_worker, (str(teacher_model),)) as pool:
+            _report(split, pool.imap_unordered(_extract_chunk, todo), len(todo), progress)
     parts = [_load_chunk(path, chunk) for chunk, path in zip(chunks, paths, strict=True)]
     return Arrays.concat([p for p in parts if p is not None])
 

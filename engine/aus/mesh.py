@@ -1,11 +1,31 @@
-"""``mesh`` back end (offline default): in-wheel MediaPipe face mesh -> our numpy AU head."""
+"""``mesh`` back end, the offline default: in-wheel MediaPipe face mesh -> our numpy AU head.
+
+The face crop is put on the shared canvas (``engine.aus.canvas``), MediaPipe's face mesh
+(shipped inside the ``mediapipe`` wheel) gives 478 3-D landmarks, these are Procrustes-aligned
+to a mean shape (translation, scale and rotation removed) and a small MLP
+(``engine/weights/mesh_au_head.npz``, numpy inference) predicts the Face Landmarker
+blendshapes that ``data/blendshape_to_au.csv`` maps to AUs. The head is distilled from the
+``blendshapes`` back end by ``scripts/train_mesh_head.py``; see ``MESH_AU_HEAD.md``.
+"""
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import mediapipe as mp
 import numpy as np
 
+from engine.aus import AUEstimator, register_estimator
+from engine.aus.blendshape_map import blendshapes_to_reading, table_version
+from engine.aus.canvas import to_canvas
+from engine.types import AUReading, Face, FaceRecord, Pose, StageError
+
 N_LANDMARKS = 478
+WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "mesh_au_head.npz"
+#: From image axes (x right, y down, z away from the camera) to x right, y up, z towards it.
+_IMAGE_TO_FACE = np.diag([1.0, -1.0, -1.0])
 
 
 def open_face_mesh():
@@ -24,3 +44,126 @@ def run_face_mesh(face_mesh, canvas: np.ndarray) -> np.ndarray | None:
     height, width = canvas.shape[:2]
     xyz = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64)
     return xyz * np.array([width, height, width], dtype=np.float64)
+
+
+def normalise_shape(points: np.ndarray) -> np.ndarray:
+    """Centre landmarks on their centroid and scale them to unit RMS distance."""
+    centred = points - points.mean(axis=-2, keepdims=True)
+    rms = np.sqrt((centred**2).sum(axis=(-2, -1), keepdims=True) / points.shape[-2])
+    return centred / np.maximum(rms, 1e-12)
+
+
+def align(points: np.ndarray, mean_shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Procrustes-align (n, 478, 3) or (478, 3) landmarks to ``mean_shape``.
+
+    Returns the aligned, normalised shapes and the rotations ``R`` with ``aligned = x @ R.T``.
+    """
+    x = normalise_shape(points)
+    h = np.swapaxes(x, -1, -2) @ mean_shape
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2)))
+    fix = np.ones(u.shape[:-2] + (3,))
+    fix[..., 2] = d
+    rotation = np.swapaxes(vt, -1, -2) @ (fix[..., :, None] * np.swapaxes(u, -1, -2))
+    return x @ np.swapaxes(rotation, -1, -2), rotation
+
+
+def rotation_pose(rotation: np.ndarray) -> Pose:
+    """Rough head pose of a face from its alignment rotation (face -> mean-shape frame).
+
+    The mean shape is about frontal, so the face's rotation is ``rotation.T``; it is expressed
+    in the Face Landmarker's frame and decomposed as in ``engine.aus.blendshapes.matrix_pose``.
+    """
+    r = _IMAGE_TO_FACE @ rotation.T @ _IMAGE_TO_FACE
+    pitch = np.degrees(np.arcsin(np.clip(-r[1, 2], -1.0, 1.0)))
+    yaw = np.degrees(np.arctan2(r[0, 2], r[2, 2]))
+    roll = np.degrees(np.arctan2(r[1, 0], r[1, 1]))
+    return Pose(yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass(frozen=True)
+class MeshAUHead:
+    """Aligned landmarks -> blendshape scores: whitening projection then a ReLU MLP."""
+
+    mean_shape: np.ndarray  # (478, 3), centred, unit RMS
+    feature_mean: np.ndarray  # (1434,)
+    projection: np.ndarray  # (1434, p), PCA with whitening
+    weights: tuple[np.ndarray, ...]  # W1, W2, ..., last layer linear then sigmoid
+    biases: tuple[np.ndarray, ...]
+    outputs: tuple[str, ...]  # blendshape names
+    version: str
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS_PATH) -> MeshAUHead:
+        """Read a head written by ``scripts/train_mesh_head.py``."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"mesh AU head weights {path} are missing; run scripts/train_mesh_head.py"
+            )
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        with np.load(path, allow_pickle=False) as data:
+            layers = int(data["n_layers"])
+            return cls(
+                mean_shape=data["mean_shape"].astype(np.float64),
+                feature_mean=data["feature_mean"].astype(np.float64),
+                projection=data["projection"].astype(np.float64),
+                weights=tuple(data[f"W{i}"].astype(np.float64) for i in range(layers)),
+                biases=tuple(data[f"b{i}"].astype(np.float64) for i in range(layers)),
+                outputs=tuple(str(name) for name in data["outputs"]),
+                version=f"{data['version']}-sha256:{digest}",
+            )
+
+    def features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned-shape features (n, 1434) or (1434,) and the alignment rotations."""
+        aligned, rotation = align(points, self.mean_shape)
+        flat = (aligned - self.mean_shape).reshape(*aligned.shape[:-2], -1)
+        return flat, rotation
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Blendshape scores in [0, 1] for features from ``features``."""
+        h = (features - self.feature_mean) @ self.projection
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            h = np.maximum(h @ w + b, 0.0)
+        return _sigmoid(h @ self.weights[-1] + self.biases[-1])
+
+
+@register_estimator
+class MeshEstimator(AUEstimator):
+    """AUs from the in-wheel face mesh and the distilled numpy head (no download needed)."""
+
+    name = "mesh"
+
+    def __init__(self, weights_path: str | Path | None = None):
+        self._head = MeshAUHead.load(Path(weights_path) if weights_path else WEIGHTS_PATH)
+        self._face_mesh = open_face_mesh()
+        self._version = f"{self._head.version}+table:{table_version()}"
+
+    @property
+    def model_version(self) -> str:
+        return self._version
+
+    def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
+        if face is None:
+            raise StageError("aus", f"no face crop for {record.record_id}")
+        points = run_face_mesh(self._face_mesh, to_canvas(face.crop))
+        if points is None:
+            raise StageError("aus", "no face found by MediaPipe face mesh")
+        features, rotation = self._head.features(points)
+        scores = self._head.predict_features(features)
+        intensities, sides = blendshapes_to_reading(
+            dict(zip(self._head.outputs, scores.tolist(), strict=True))
+        )
+        return AUReading(
+            intensities=intensities,
+            backend=self.name,
+            model_version=self._version,
+            sides=sides,
+            pose=rotation_pose(rotation),
+        )
+
+    def close(self) -> None:
+        self._face_mesh.close()

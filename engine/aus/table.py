@@ -50,10 +50,9 @@ from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 KEY_COLUMNS: tuple[str, ...] = ("relpath", "image", "input", "file", "filename", "name", "path")
 SCALES: tuple[str, ...] = ("auto", "0-1", "0-5")
 
-_AU_COLUMN = re.compile(
-    r"^au[ _-]?0*(?P<number>\d{1,2})(?:_(?P<suffix>r|c|l|left|right)|_(?P<upper>R))?$",
-    re.IGNORECASE,
-)
+_AU_COLUMN = re.compile(r"^au[ _-]?0*(?P<number>\d{1,2})(?:_(?P<suffix>[a-z]+))?$", re.IGNORECASE)
+#: Column name suffix -> kind; case matters for ``r`` (OpenFace intensity) against ``R`` (right).
+_SUFFIX_KINDS = {"": "intensity", "r": "intensity", "R": "right", "L": "left", "l": "left"}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _SCORE_COLUMNS = {"pyfeat": "FaceScore", "openface": "confidence"}
@@ -93,15 +92,10 @@ def find_au_columns(columns: Iterable[str]) -> AUColumns:
         if match is None:
             continue
         code = f"AU{int(match['number']):02d}"
-        suffix = (match["suffix"] or "").lower()
-        if code not in known or suffix == "c":
+        suffix = match["suffix"] or ""
+        kind = _SUFFIX_KINDS.get(suffix) or {"left": "left", "right": "right"}.get(suffix.lower())
+        if code not in known or kind is None:
             continue
-        if match["upper"] or suffix == "right":
-            kind = "right"
-        elif suffix in ("l", "left"):
-            kind = "left"
-        else:
-            kind = "intensity"
         found[kind].setdefault(code, str(column))
     return AUColumns(**found)
 

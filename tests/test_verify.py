@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from engine.verify import emotions_in, infer_label, mentioned_aus, verify
+
+EXACT = (
+    "**Key Observations:** AU12 (lip corner puller) is marked and the brow lowerer is absent "
+    "from the measurements.\n\n**Overall Emotional Interpretation:** A happy display.\n\n"
+    "**Conclusion:** The expression is **happiness**."
+)
+
+
+def test_mentions_by_number_and_name():
+    assert mentioned_aus(EXACT) == ("AU04", "AU12")
+    assert mentioned_aus("AU 6 with au1 and AU25B") == ("AU01", "AU06", "AU25")
+    assert mentioned_aus("no action units named here") == ()
+
+
+def test_faithfulness_counts_unmeasured_mentions():
+    check = verify(EXACT, "happiness", {"AU12"})
+    assert check.faithfulness == pytest.approx(0.5)
+    assert check.unmeasured_aus == ("AU04",)
+    assert not check.verified
+    assert "AU04" in check.reason
+    assert verify(EXACT, "happiness", {"AU12", "AU04"}).verified
+
+
+def test_des2exp_reads_the_conclusion():
+    assert infer_label(EXACT) == "happiness"
+    mixed = EXACT.replace("The expression is **happiness**.",
+                          "Labelled **sadness**, although the AUs favour happiness.")
+    assert infer_label(mixed) == "sadness"
+    plain = EXACT.replace("The expression is **happiness**.", "She looks angry and tense.")
+    assert infer_label(plain) == "anger"
+    check = verify(plain, "happiness", {"AU12", "AU04"})
+    assert not check.label_match and "reads as anger" in check.reason
+
+
+def test_synonyms_resolve():
+    assert emotions_in("joyful, afraid, surprised, disgusted") == [
+        "happiness", "fear", "surprise", "disgust"]
+
+
+def test_format_failure_is_reported():
+    check = verify("The face looks happy.", "happiness", set())
+    assert not check.format_ok and not check.verified
+    assert check.inferred_label == "happiness"
+
+
+def test_reads_labels_of_the_papers_cots(shared_dir):
+    records = json.loads((shared_dir / "reference" / "expllm_rafdb_test_cot.json").read_text())
+    agree = sum(infer_label(r["description"]) == r["emo"].lower() for r in records)
+    # the released CoTs were verified against their labels; the reader recovers nearly all
+    assert agree / len(records) > 0.9
