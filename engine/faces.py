@@ -30,8 +30,9 @@ class FaceFinder:
 
     ``mode``: ``aligned`` takes the whole image, ``dataset`` the record's box (clipped to the
     image), ``detector`` the Haar cascade; ``auto`` picks the dataset box when the record has
-    one, else ``aligned`` for kinds of face crops (ferplus, fer2013, rafdb, ckplus), else the
-    detector. ``margin`` grows a detected box by that fraction of its side on every side.
+    one, else ``aligned`` for kinds of face crops (ferplus, fer2013, rafdb, ckplus) and for
+    images no larger than ``crop_max_side`` on both sides (a tight crop leaves a detector
+    nothing to find), else the detector. ``margin`` grows a detected box by that fraction of its side on every side.
     For detection, images whose shorter side is below ``min_detect_side`` pixels are upscaled
     by an integer factor, then padded on every side by ``pad`` times the shorter side.
     """
@@ -43,6 +44,7 @@ class FaceFinder:
     scale_factor: float = 1.1
     min_neighbors: int = 4
     min_face_fraction: float = 0.1
+    crop_max_side: int = 128
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -52,6 +54,8 @@ class FaceFinder:
         """The face of ``image`` (``H x W x 3`` RGB) of ``record``; StageError("faces") if none."""
         mode = self.resolve_mode(record)
         height, width = image.shape[:2]
+        if self.mode == "auto" and mode == "detector" and max(height, width) <= self.crop_max_side:
+            mode = "aligned"
         if mode == "aligned":
             return Face((0, 0, width, height), image, "aligned")
         if mode == "dataset":

@@ -65,7 +65,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     print(text_summary(Path(args.dir), samples=args.samples))
     if args.html:
-        print(f"\nHTML report: {write_html(Path(args.dir), Path(args.html))}")
+        target = write_html(Path(args.dir), Path(args.html), samples=args.html_samples)
+        print(f"\nHTML report: {target}")
     return 0
 
 
@@ -82,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shard_size=16, quiet=False,
     )
     cmd_exp_cot(ns)
-    return cmd_inspect(argparse.Namespace(dir=str(shards), samples=3,
+    return cmd_inspect(argparse.Namespace(dir=str(shards), samples=3, html_samples=40,
                                           html=str(Path(args.out) / "report.html")))
 
 
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("dir")
     insp.add_argument("--samples", type=int, default=3)
     insp.add_argument("--html", help="also write a self-contained HTML report here")
+    insp.add_argument("--html-samples", type=int, default=24, help="faces shown in the report")
     insp.set_defaults(func=cmd_inspect)
 
     demo = sub.add_parser("demo", help="build the offline demo dataset, run the flow, inspect")

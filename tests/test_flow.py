@@ -150,3 +150,17 @@ def test_sigkilled_run_resumes_without_loss_or_duplicates(tmp_path, ferplus_dir,
     manifest = json.loads((killed_out / MANIFEST).read_text())["shards"]
     for name, entry in finished_before.items():
         assert manifest[name] == entry, "finished shards must not be rewritten"
+
+
+def test_dask_task_runner_on_a_local_cluster(tmp_path, prefect_harness):
+    pytest.importorskip("prefect_dask")
+    from flows.exp_cot import exp_cot, task_runner_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    table = make_table_dataset(data, count=12)
+    config = PipelineConfig(au_backend="table", au_options=(("path", str(table)),))
+    run = exp_cot.with_options(task_runner=task_runner_for("dask", 2))
+    stats = run(spec=f"folder:{data}", out=str(tmp_path / "out"), config=config, shard_size=4)
+    assert stats["records"] == 12
+    assert len(pd.read_parquet(tmp_path / "out")) == 12

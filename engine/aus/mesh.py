@@ -85,16 +85,26 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def mirror_landmarks(points: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Landmarks of the horizontally mirrored face: x negated, left/right points swapped."""
+    return (points * np.array([-1.0, 1.0, 1.0]))[..., pairs, :]
+
+
 @dataclass(frozen=True)
 class MeshAUHead:
-    """Aligned landmarks -> blendshape scores: whitening projection then a ReLU MLP."""
+    """Aligned landmarks -> blendshape scores: whitening projection then a ReLU MLP.
+
+    Predictions average the face and its mirror image (with left/right outputs swapped back).
+    """
 
     mean_shape: np.ndarray  # (478, 3), centred, unit RMS
+    landmark_pairs: np.ndarray  # (478,) index of each landmark's mirror partner
     feature_mean: np.ndarray  # (1434,)
     projection: np.ndarray  # (1434, p), PCA with whitening
-    weights: tuple[np.ndarray, ...]  # W1, W2, ..., last layer linear then sigmoid
+    weights: tuple[np.ndarray, ...]  # W0, W1, ...: ReLU layers, the last one linear + sigmoid
     biases: tuple[np.ndarray, ...]
     outputs: tuple[str, ...]  # blendshape names
+    output_pairs: np.ndarray  # index of each output's mirror partner (itself if unsided)
     version: str
 
     @classmethod
@@ -109,26 +119,35 @@ class MeshAUHead:
             layers = int(data["n_layers"])
             return cls(
                 mean_shape=data["mean_shape"].astype(np.float64),
+                landmark_pairs=data["landmark_pairs"].astype(np.intp),
                 feature_mean=data["feature_mean"].astype(np.float64),
                 projection=data["projection"].astype(np.float64),
                 weights=tuple(data[f"W{i}"].astype(np.float64) for i in range(layers)),
                 biases=tuple(data[f"b{i}"].astype(np.float64) for i in range(layers)),
                 outputs=tuple(str(name) for name in data["outputs"]),
+                output_pairs=data["output_pairs"].astype(np.intp),
                 version=f"{data['version']}-sha256:{digest}",
             )
 
     def features(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Aligned-shape features (n, 1434) or (1434,) and the alignment rotations."""
+        """Aligned-shape features, (n, 1434) or (1434,), and the alignment rotations."""
         aligned, rotation = align(points, self.mean_shape)
         flat = (aligned - self.mean_shape).reshape(*aligned.shape[:-2], -1)
         return flat, rotation
 
-    def predict_features(self, features: np.ndarray) -> np.ndarray:
-        """Blendshape scores in [0, 1] for features from ``features``."""
+    def forward(self, features: np.ndarray) -> np.ndarray:
+        """Blendshape scores in [0, 1] from ``features`` (no mirror averaging)."""
         h = (features - self.feature_mean) @ self.projection
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
             h = np.maximum(h @ w + b, 0.0)
         return _sigmoid(h @ self.weights[-1] + self.biases[-1])
+
+    def predict(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Blendshape scores of (n, 478, 3) or (478, 3) landmarks and their alignment rotations."""
+        features, rotation = self.features(points)
+        mirrored, _ = self.features(mirror_landmarks(points, self.landmark_pairs))
+        scores = 0.5 * (self.forward(features) + self.forward(mirrored)[..., self.output_pairs])
+        return scores, rotation
 
 
 @register_estimator
@@ -152,8 +171,7 @@ class MeshEstimator(AUEstimator):
         points = run_face_mesh(self._face_mesh, to_canvas(face.crop))
         if points is None:
             raise StageError("aus", "no face found by MediaPipe face mesh")
-        features, rotation = self._head.features(points)
-        scores = self._head.predict_features(features)
+        scores, rotation = self._head.predict(points)
         intensities, sides = blendshapes_to_reading(
             dict(zip(self._head.outputs, scores.tolist(), strict=True))
         )

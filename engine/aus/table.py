@@ -47,7 +47,9 @@ from engine.aus import MAX_INTENSITY, AUEstimator, au_definitions, register_esti
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 #: Image columns tried, in order, when ``key_column`` is not given.
-KEY_COLUMNS: tuple[str, ...] = ("relpath", "image", "input", "file", "filename", "name", "path")
+KEY_COLUMNS: tuple[str, ...] = (
+    "relpath", "image_path", "image", "input", "file", "filename", "name", "path"
+)
 SCALES: tuple[str, ...] = ("auto", "0-1", "0-5")
 
 _AU_COLUMN = re.compile(r"^au[ _-]?0*(?P<number>\d{1,2})(?:_(?P<suffix>[a-z]+))?$", re.IGNORECASE)

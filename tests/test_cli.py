@@ -1,0 +1,69 @@
+"""The expllm command line: exp-cot, inspect (text and HTML), errors, demo."""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from tests.test_flow import make_table_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    data.mkdir()
+    table = make_table_dataset(data, count=20)
+    out = root / "out"
+    with prefect_test_harness(server_startup_timeout=180):
+        code = main(["exp-cot", f"folder:{data}", "--out", str(out), "--au-backend", "table",
+                     "--au-option", f"path={table}", "--shard-size", "6", "--quiet",
+                     "--embed-images"])
+    assert code == 0
+    return out
+
+
+def test_inspect_prints_counts_and_samples(table_run, capsys):
+    assert main(["inspect", str(table_run), "--samples", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "records: 20 accepted, 0 rejected" in text
+    assert re.search(r"happiness\s+10\s+10", text)
+    assert "faithfulness: mean 1.000" in text
+    assert text.count("**Key Observations:**") == 2
+    assert "AU12" in text
+
+
+def test_html_report_is_self_contained(table_run, tmp_path):
+    target = tmp_path / "report.html"
+    assert main(["inspect", str(table_run), "--html", str(target), "--html-samples", "4"]) == 0
+    page = target.read_text()
+    assert page.count("<img alt='face' src='data:image/png;base64,") == 4
+    assert page.count("<svg") == 4
+    assert "<b>Key Observations:</b>" in page
+    assert not re.search(r"(src|href)=['\"]?https?:", page)  # nothing fetched from outside
+
+
+def test_html_inside_output_folder_is_refused(table_run, capsys):
+    assert main(["inspect", str(table_run), "--html", str(table_run / "report.html")]) == 2
+    assert "read_parquet" in capsys.readouterr().err
+    assert len(pd.read_parquet(table_run)) == 20
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["exp-cot", "imagenet:/tmp", "--out", "x"], "unknown dataset kind 'imagenet'"),
+        (["exp-cot", "ferplus:/nonexistent/fer", "--out", "x"], "/nonexistent/fer"),
+        (["inspect", "/nonexistent/run"], "not an expllm output folder"),
+    ],
+)
+def test_spec_level_errors_stop_with_a_message(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
