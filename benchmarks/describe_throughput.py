@@ -39,10 +39,19 @@ def readings_from_run(folder: Path, count: int) -> list[tuple[FaceRecord, AURead
     for row in frame.head(count).itertuples(index=False):
         row = row._asdict()
         intensities = {c: float(row[c]) for c in codes if pd.notna(row[c])}
-        sides = {c: (float(row[f"{c}_L"]), float(row[f"{c}_R"])) for c in codes
-                 if pd.notna(row.get(f"{c}_L"))}
-        record = FaceRecord(row["record_id"], row["dataset"], row["split"], Path("."),
-                            row["image_path"], row["label"])
+        sides = {
+            c: (float(row[f"{c}_L"]), float(row[f"{c}_R"]))
+            for c in codes
+            if pd.notna(row.get(f"{c}_L"))
+        }
+        record = FaceRecord(
+            row["record_id"],
+            row["dataset"],
+            row["split"],
+            Path("."),
+            row["image_path"],
+            row["label"],
+        )
         items.append((record, AUReading(intensities, row["au_backend"], "run", sides=sides)))
     return items
 
@@ -54,8 +63,14 @@ def random_readings(count: int) -> list[tuple[FaceRecord, AUReading]]:
     for index in range(count):
         chosen = rng.sample(codes, rng.randint(0, 8))
         reading = AUReading({c: rng.uniform(0, 5) for c in chosen}, "random", "seed0")
-        record = FaceRecord(f"bench/{index}", "bench", "test", Path("."), f"{index}.png",
-                            EMOTIONS[index % len(EMOTIONS)])
+        record = FaceRecord(
+            f"bench/{index}",
+            "bench",
+            "test",
+            Path("."),
+            f"{index}.png",
+            EMOTIONS[index % len(EMOTIONS)],
+        )
         items.append((record, reading))
     return items
 
@@ -66,8 +81,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--shard-size", type=int, default=256)
     args = parser.parse_args()
-    items = (readings_from_run(args.from_run, args.count) if args.from_run
-             else random_readings(args.count))
+    items = (
+        readings_from_run(args.from_run, args.count)
+        if args.from_run
+        else random_readings(args.count)
+    )
     pipeline = ExpCoTPipeline(PipelineConfig(au_backend="table"), estimator=_NoEstimator())
     started = time.perf_counter()
     rows = [pipeline.describe(record, reading) for record, reading in items]
@@ -77,15 +95,21 @@ def main() -> None:
         store.open()
         write_started = time.perf_counter()
         for start in range(0, len(rows), args.shard_size):
-            store.write_shard(f"shard-{start // args.shard_size:05d}",
-                              rows[start : start + args.shard_size], [], {})
+            store.write_shard(
+                f"shard-{start // args.shard_size:05d}",
+                rows[start : start + args.shard_size],
+                [],
+                {},
+            )
         written = time.perf_counter() - write_started
     source = args.from_run or "random readings (seed 0)"
     print(f"AUs from: {source}; {len(items)} faces")
     print(f"stages 4-6 (rules, render, verify): {len(items) / described:,.0f} CoTs/s")
     print(f"stages 4-7 (with Parquet shards):    {len(items) / (described + written):,.0f} CoTs/s")
-    print(f"verified: {sum(r['verified'] for r in rows) / len(rows):.1%}, faithfulness min "
-          f"{min(r['faithfulness'] for r in rows):.2f}")
+    print(
+        f"verified: {sum(r['verified'] for r in rows) / len(rows):.1%}, faithfulness min "
+        f"{min(r['faithfulness'] for r in rows):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ def main() -> None:
     records = read_dataset(args.spec, split=args.split, limit=args.limit).records
 
     bare_rate, ok = bare_backend(records, args.au_backend, options)
-    print(f"bare {args.au_backend} back end (1 process): {bare_rate:.1f} images/s "
-          f"({ok}/{len(records)} with a face)")
+    print(
+        f"bare {args.au_backend} back end (1 process): {bare_rate:.1f} images/s "
+        f"({ok}/{len(records)} with a face)"
+    )
 
     from flows.exp_cot import exp_cot, task_runner_for
 
@@ -71,13 +73,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = exp_cot.with_options(task_runner=task_runner_for("process", args.workers))
         started = time.perf_counter()
-        stats = run(spec=args.spec, out=tmp, split=args.split, limit=args.limit, config=config,
-                    shard_size=args.shard_size)
+        stats = run(
+            spec=args.spec,
+            out=tmp,
+            split=args.split,
+            limit=args.limit,
+            config=config,
+            shard_size=args.shard_size,
+        )
         total = time.perf_counter() - started
     flow_rate = len(records) / stats["wall_seconds_this_run"]
-    print(f"exp_cot flow, {args.workers} workers: {flow_rate:.1f} images/s processing "
-          f"({len(records) / total:.1f} images/s including Prefect start-up and dataset read, "
-          f"{total:.1f} s)")
+    print(
+        f"exp_cot flow, {args.workers} workers: {flow_rate:.1f} images/s processing "
+        f"({len(records) / total:.1f} images/s including Prefect start-up and dataset read, "
+        f"{total:.1f} s)"
+    )
     print(f"flow / bare back end: {flow_rate / bare_rate:.0%} (bar: >= 80%)")
 
 

@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     student, teacher = np.array(values["mesh"]), np.array(values["blendshapes"])
     print(f"{len(names)} FER+ Test faces, {len(student)} read by both back ends")
     for backend in estimators:
-        print(f"{backend}: {1000 * seconds[backend] / len(names):.1f} ms/face, "
-              f"{misses[backend]} without a face")  # fmt: skip
+        print(
+            f"{backend}: {1000 * seconds[backend] / len(names):.1f} ms/face, "
+            f"{misses[backend]} without a face"
+        )
     kept = []
     for i, au in enumerate(aus):
         sd = teacher[:, i].std()

@@ -25,7 +25,10 @@ def build_demo_dataset(target: Path, ferplus_root: Path | None = None, per_class
         from skimage import data as skdata
     except ImportError as exc:
         raise ImportError("the demo needs scikit-image: pip install 'expllm[demo]'") from exc
-    photos = {"happiness": ("astronaut", skdata.astronaut()), "neutral": ("camera", skdata.camera())}
+    photos = {
+        "happiness": ("astronaut", skdata.astronaut()),
+        "neutral": ("camera", skdata.camera()),
+    }
     for label, (name, image) in photos.items():
         _write(target / label / f"skimage-{name}.png", image)
     if ferplus_root is not None and (ferplus_root / "FER2013Test" / "label.csv").exists():

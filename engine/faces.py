@@ -32,7 +32,8 @@ class FaceFinder:
     image), ``detector`` the Haar cascade; ``auto`` picks the dataset box when the record has
     one, else ``aligned`` for kinds of face crops (ferplus, fer2013, rafdb, ckplus) and for
     images no larger than ``crop_max_side`` on both sides (a tight crop leaves a detector
-    nothing to find), else the detector. ``margin`` grows a detected box by that fraction of its side on every side.
+    nothing to find), else the detector. ``margin`` grows a detected box by that fraction of
+    its side on every side.
     For detection, images whose shorter side is below ``min_detect_side`` pixels are upscaled
     by an integer factor, then padded on every side by ``pad`` times the shorter side.
     """

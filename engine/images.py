@@ -63,6 +63,13 @@ def load_image(
     return array
 
 
+def check_source(source: FaceRecord | str | os.PathLike[str]) -> None:
+    """Cheap check, without decoding, that an image source exists, is readable and not empty."""
+    text = str(source.path if isinstance(source, FaceRecord) else source)
+    match = _ROW_REF.match(text)
+    _check_file(Path(match["table"]) if match else Path(text))
+
+
 def decode_pixels(values: str, source: str = "<pixels>") -> np.ndarray:
     """Turn space-separated grey values of a square image into an RGB array."""
     try:

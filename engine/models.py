@@ -59,7 +59,9 @@ def model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+        raise KeyError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+        ) from None
 
 
 def cache_dir() -> Path:
@@ -101,13 +103,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _download(source: str, fd: int, filename: str) -> str:
+    """Stream ``source`` into the open file ``fd``; returns the hex sha256 of what was read."""
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=60) as reply:
+            for block in iter(lambda: reply.read(_CHUNK), b""):
+                digest.update(block)
+                out.write(block)
+    except OSError as error:  # URLError, HTTPError, timeouts, disk errors
+        raise OSError(f"download of {filename} from {source} failed: {error}") from error
+    return digest.hexdigest()
+
+
 def fetch_model(name: str, dest_dir: Path | None = None, url: str | None = None) -> Path:
     """Download model ``name`` into ``dest_dir`` (default the user cache) and return its path.
 
     The file is streamed to a temporary file beside the target, its sha256 checked against
-    the registry, then renamed into place; on a mismatch the download is deleted and
-    ValueError raised. ``url`` overrides the registry's address (mirrors, tests). A file
-    already present with the right checksum is kept without downloading.
+    the registry, then renamed into place. A checksum mismatch deletes the download and raises
+    ValueError; a failed download raises OSError; both name the file. ``url`` overrides the
+    registry's address (mirrors, tests). A file already present with the right checksum is kept
+    without downloading.
     """
     spec = model_spec(name)
     folder = Path(dest_dir) if dest_dir is not None else cache_dir()
@@ -116,18 +132,14 @@ def fetch_model(name: str, dest_dir: Path | None = None, url: str | None = None)
         return target
     folder.mkdir(parents=True, exist_ok=True)
     source = url or spec.url
-    digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=60) as response:
-            for block in iter(lambda: response.read(_CHUNK), b""):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != spec.sha256:
+        digest = _download(source, fd, spec.filename)
+        if digest != spec.sha256:
             raise ValueError(
                 f"checksum mismatch for {spec.filename} downloaded from {source}: "
-                f"sha256 {digest.hexdigest()}, expected {spec.sha256}; the file was discarded"
+                f"sha256 {digest}, expected {spec.sha256}; the file was discarded"
             )
         os.replace(tmp, target)
     except BaseException:

@@ -17,7 +17,7 @@ import numpy as np
 import engine
 from engine.aus import AUEstimator, au_definitions, create_estimator
 from engine.faces import FaceFinder
-from engine.images import load_image
+from engine.images import check_source, load_image
 from engine.render import CoTRenderer
 from engine.rules import EmotionEvidence, RuleBook
 from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
@@ -56,8 +56,9 @@ class ExpCoTPipeline:
         self.config = config
         self.estimator = estimator or create_estimator(config.au_backend, **dict(config.au_options))
         self.rules = RuleBook.load()
-        self.renderer = CoTRenderer(threshold=self.rules.active_threshold,
-                                    max_words=config.max_words)
+        self.renderer = CoTRenderer(
+            threshold=self.rules.active_threshold, max_words=config.max_words
+        )
         self.finder = FaceFinder(mode=config.face_mode)
         self._au_codes = tuple(au_definitions())
 
@@ -81,6 +82,8 @@ class ExpCoTPipeline:
         image = face = None
         if self.estimator.needs_pixels or self.config.embed_images:
             image = load_image(record, max_pixels=self.config.max_pixels)
+        else:
+            check_source(record)
         if self.estimator.needs_pixels:
             face = self.finder.find(image, record)
         reading = self.estimator.estimate(face, record)
@@ -152,7 +155,9 @@ class ExpCoTPipeline:
             "secondary_emotion": evidence.secondary,
             "matched_prototypes": [m.prototype for m in evidence.prototypes],
             "conflicts": list(evidence.conflicts),
-            "au_supports_label": None if record.label is None else evidence.dominant == record.label,
+            "au_supports_label": None
+            if record.label is None
+            else evidence.dominant == record.label,
         }
         for code in self._au_codes:
             row[code] = reading.intensities.get(code)

@@ -1,4 +1,5 @@
-"""Render stage: emotion evidence -> a three-part CoT through the Jinja templates in ``templates/cot``.
+"""Render stage: emotion evidence -> a three-part CoT through the Jinja templates in
+``templates/cot``.
 
 Each face gets one of several phrasings, chosen deterministically from its record id, so a
 rerun reproduces the same text. Only AUs measured above threshold reach the templates.
@@ -118,8 +119,12 @@ class CoTRenderer:
     def _render_blocks(self, template: jinja2.Template, context: dict) -> CoT:
         context["m"] = self._macros.make_module(context)
         ctx = template.new_context(context)
-        return CoT(*("".join(template.blocks[name](ctx))
-                     for name in ("observations", "interpretation", "conclusion")))
+        return CoT(
+            *(
+                "".join(template.blocks[name](ctx))
+                for name in ("observations", "interpretation", "conclusion")
+            )
+        )
 
 
 def _source_hash(env: jinja2.Environment, *names: str) -> str:

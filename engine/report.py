@@ -44,12 +44,15 @@ def au_summary(frame: pd.DataFrame, threshold: float = 1.0) -> pd.DataFrame:
 def text_summary(out_dir: Path, samples: int = 3) -> str:
     """What ``expllm inspect`` prints."""
     frame, rejected, manifest = load_run(out_dir)
-    lines = [f"expllm output {out_dir} (schema {manifest.get('schema_version')}, "
-             f"{len(manifest.get('shards', {}))} shards)",
-             f"records: {len(frame)} accepted, {len(rejected)} rejected"]
+    lines = [
+        f"expllm output {out_dir} (schema {manifest.get('schema_version')}, "
+        f"{len(manifest.get('shards', {}))} shards)",
+        f"records: {len(frame)} accepted, {len(rejected)} rejected",
+    ]
     if len(frame):
-        table = pd.crosstab(frame["label"].fillna("(none)"), frame["split"], margins=True,
-                            margins_name="total")
+        table = pd.crosstab(
+            frame["label"].fillna("(none)"), frame["split"], margins=True, margins_name="total"
+        )
         order = [e for e in (*EMOTIONS, "(none)", "total") if e in table.index]
         lines += ["", "per class and split:", table.loc[order].to_string()]
         lines += [
@@ -71,12 +74,21 @@ def text_summary(out_dir: Path, samples: int = 3) -> str:
             au_summary(frame).to_string(),
         ]
         for _, row in _samples(frame, samples).iterrows():
-            lines += ["", f"--- sample {row['record_id']} (label {row['label']}, "
-                      f"{row['template_id']}) ---", row["cot_text"]]
+            lines += [
+                "",
+                f"--- sample {row['record_id']} (label {row['label']}, {row['template_id']}) ---",
+                row["cot_text"],
+            ]
     if len(rejected):
-        lines += ["", "rejected by stage and reason:",
-                  rejected.groupby(["stage", "reason"]).size().sort_values(ascending=False)
-                  .head(10).to_string()]
+        lines += [
+            "",
+            "rejected by stage and reason:",
+            rejected.groupby(["stage", "reason"])
+            .size()
+            .sort_values(ascending=False)
+            .head(10)
+            .to_string(),
+        ]
     return "\n".join(lines)
 
 
@@ -107,18 +119,20 @@ def write_html(out_dir: Path, target: Path, samples: int = 24) -> Path:
     summary = html.escape(text_summary(out_dir, samples=0))
     rejected_html = (
         rejected[["record_id", "stage", "reason"]].head(50).to_html(index=False, escape=True)
-        if len(rejected) else "<p>none</p>"
+        if len(rejected)
+        else "<p>none</p>"
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>expllm report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}pre{{background:#f6f6f6;padding:1em;
 overflow:auto}}.card{{display:flex;gap:1.5em;border-top:1px solid #ddd;padding:1em 0}}
-.side{{width:260px;flex:none}}.side img{{width:160px;image-rendering:pixelated;border:1px solid #ccc}}
+.side{{width:260px;flex:none}}
+.side img{{width:160px;image-rendering:pixelated;border:1px solid #ccc}}
 .meta{{color:#555;font-size:.9em}}.cot p{{margin:.4em 0}}</style></head><body>
 <h1>expllm Exp-CoT report</h1><p>{html.escape(str(out_dir))} — run config:
-<code>{html.escape(json.dumps(manifest.get('config', {})))}</code></p>
+<code>{html.escape(json.dumps(manifest.get("config", {})))}</code></p>
 <h2>Summary</h2><pre>{summary}</pre>
 <h2>Statistics</h2><pre>{html.escape(json.dumps(stats, indent=1))}</pre>
-<h2>Samples</h2>{''.join(cards)}<h2>Rejected (first 50)</h2>{rejected_html}</body></html>"""
+<h2>Samples</h2>{"".join(cards)}<h2>Rejected (first 50)</h2>{rejected_html}</body></html>"""
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
     return target
@@ -154,8 +168,10 @@ def _face_img(row: pd.Series, root: Path | None) -> str:
             image = None
         if image is None:
             return "<p>(image not available)</p>"
-        x, y, w, h = (int(row[k]) if pd.notna(row[k]) else None
-                      for k in ("face_x", "face_y", "face_w", "face_h"))
+        x, y, w, h = (
+            int(row[k]) if pd.notna(row[k]) else None
+            for k in ("face_x", "face_y", "face_w", "face_h")
+        )
         if None not in (x, y, w, h):
             image = cv2.rectangle(image.copy(), (x, y), (x + w - 1, y + h - 1), (0, 200, 0), 1)
         ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -172,13 +188,17 @@ def _au_chart(row: pd.Series) -> str:
     if not bars:
         return "<p class='meta'>no AU at or above 0.5</p>"
     height = 14 * len(bars)
-    parts = [f"<svg width='250' height='{height}' xmlns='http://www.w3.org/2000/svg' "
-             "font-size='10' font-family='sans-serif'>"]
+    parts = [
+        f"<svg width='250' height='{height}' xmlns='http://www.w3.org/2000/svg' "
+        "font-size='10' font-family='sans-serif'>"
+    ]
     for i, (code, value) in enumerate(bars):
         color = "#2a7" if value >= 1.0 else "#bbb"
-        parts.append(f"<text x='0' y='{i * 14 + 10}'>{code}</text><rect x='38' y='{i * 14 + 2}' "
-                     f"width='{value / 5 * 180:.1f}' height='10' fill='{color}'/>"
-                     f"<text x='{42 + value / 5 * 180:.1f}' y='{i * 14 + 10}'>{value:.1f}</text>")
+        parts.append(
+            f"<text x='0' y='{i * 14 + 10}'>{code}</text><rect x='38' y='{i * 14 + 2}' "
+            f"width='{value / 5 * 180:.1f}' height='10' fill='{color}'/>"
+            f"<text x='{42 + value / 5 * 180:.1f}' y='{i * 14 + 10}'>{value:.1f}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -93,8 +93,9 @@ class RuleBook:
         associations: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in _read_csv(folder / "au_emotions.csv"):
             au = _known_au(row["au"], definitions, "au_emotions.csv")
-            associations[au].append((_known_emotion(row["emotion"], "au_emotions.csv"),
-                                     float(row["weight"])))
+            associations[au].append(
+                (_known_emotion(row["emotion"], "au_emotions.csv"), float(row["weight"]))
+            )
         prototypes = tuple(
             _Prototype(
                 name=row["prototype"],

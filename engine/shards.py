@@ -39,8 +39,11 @@ _FILE_MODE = 0o666 & ~_UMASK  # what a plain open() would have given
 def _au_fields() -> list[pa.Field]:
     fields = []
     for code in au_definitions():
-        fields += [pa.field(code, pa.float32()), pa.field(f"{code}_L", pa.float32()),
-                   pa.field(f"{code}_R", pa.float32())]
+        fields += [
+            pa.field(code, pa.float32()),
+            pa.field(f"{code}_L", pa.float32()),
+            pa.field(f"{code}_R", pa.float32()),
+        ]
     return fields
 
 

@@ -10,8 +10,17 @@ import pyarrow.dataset as ds
 from engine.shards import MANIFEST, REJECTED_DIR
 from engine.types import EMOTIONS
 
-_COLUMNS = ["split", "label", "verified", "faithfulness", "cot_words", "seconds",
-            "au_supports_label", "dominant_emotion", "inferred_label"]
+_COLUMNS = [
+    "split",
+    "label",
+    "verified",
+    "faithfulness",
+    "cot_words",
+    "seconds",
+    "au_supports_label",
+    "dominant_emotion",
+    "inferred_label",
+]
 
 
 def read_shards(out_dir: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -19,7 +28,9 @@ def read_shards(out_dir: Path, columns: list[str] | None = None) -> pd.DataFrame
     files = sorted(Path(out_dir).glob("shard-*.parquet"))
     if not files:
         return pd.DataFrame(columns=columns or [])
-    return ds.dataset([str(f) for f in files], format="parquet").to_table(columns=columns).to_pandas()
+    return (
+        ds.dataset([str(f) for f in files], format="parquet").to_table(columns=columns).to_pandas()
+    )
 
 
 def read_rejected(out_dir: Path) -> pd.DataFrame:
@@ -30,8 +41,10 @@ def read_rejected(out_dir: Path) -> pd.DataFrame:
     return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
 
 
-def shard_stats(out_dir: Path, dropped: dict | None = None, wall_seconds: float | None = None) -> dict:
-    """Counts per class and split, verified share, faithfulness, words per CoT, seconds per image."""
+def shard_stats(
+    out_dir: Path, dropped: dict | None = None, wall_seconds: float | None = None
+) -> dict:
+    """Counts per class and split, verified share, faithfulness, words, seconds per image."""
     frame = read_shards(out_dir, _COLUMNS)
     rejected = read_rejected(out_dir)
     n = len(frame)
@@ -45,7 +58,8 @@ def shard_stats(out_dir: Path, dropped: dict | None = None, wall_seconds: float 
         "verified_share": float(frame["verified"].mean()) if n else None,
         "label_agreement": float((frame["inferred_label"] == frame["label"]).mean()) if n else None,
         "au_supports_label_share": float(frame["au_supports_label"].astype(float).mean())
-        if n else None,
+        if n
+        else None,
         "faithfulness_mean": float(frame["faithfulness"].mean()) if n else None,
         "faithfulness_min": float(frame["faithfulness"].min()) if n else None,
         "words_per_cot_mean": float(frame["cot_words"].mean()) if n else None,

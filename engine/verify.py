@@ -91,7 +91,7 @@ def mentioned_aus(text: str) -> tuple[str, ...]:
 
 
 def verify(text: str, label: str | None, measured: set[str] | frozenset[str]) -> Verification:
-    """Check a CoT text against the ground-truth ``label`` and the AUs ``measured`` above threshold."""
+    """Check a CoT text against the ground truth ``label`` and the AUs ``measured`` (active)."""
     format_ok = CoT.is_exact(text)
     inferred = infer_label(text)
     mentioned = mentioned_aus(text)

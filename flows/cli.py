@@ -40,8 +40,10 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stopped = mark_run(out)
     if stopped:
-        print(f"stopped {len(stopped)} process(es) left by a killed run on {out}: {stopped}",
-              file=sys.stderr)
+        print(
+            f"stopped {len(stopped)} process(es) left by a killed run on {out}: {stopped}",
+            file=sys.stderr,
+        )
     from flows.exp_cot import exp_cot, task_runner_for
 
     run = exp_cot.with_options(task_runner=task_runner_for(args.task_runner, args.workers))
@@ -55,8 +57,20 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         progress=not args.quiet,
     )
-    print(json.dumps({k: stats[k] for k in ("records", "rejected", "verified_share",
-                                            "faithfulness_mean", "seconds_per_image")}))
+    print(
+        json.dumps(
+            {
+                k: stats[k]
+                for k in (
+                    "records",
+                    "rejected",
+                    "verified_share",
+                    "faithfulness_mean",
+                    "seconds_per_image",
+                )
+            }
+        )
+    )
     return 0
 
 
@@ -77,14 +91,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = build_demo_dataset(Path(args.out) / "data", shared / "data" / "ferplus")
     shards = Path(args.out) / "shards"
     ns = argparse.Namespace(
-        spec=f"folder:{data}", out=str(shards), split=None, limit=None, protocol="majority",
-        workers=1, task_runner="process", au_backend=args.au_backend, au_option=[],
-        aligned=None, face_mode=None, embed_images=True, max_pixels=100_000_000,
-        shard_size=16, quiet=False,
+        spec=f"folder:{data}",
+        out=str(shards),
+        split=None,
+        limit=None,
+        protocol="majority",
+        workers=1,
+        task_runner="process",
+        au_backend=args.au_backend,
+        au_option=[],
+        aligned=None,
+        face_mode=None,
+        embed_images=True,
+        max_pixels=100_000_000,
+        shard_size=16,
+        quiet=False,
     )
     cmd_exp_cot(ns)
-    return cmd_inspect(argparse.Namespace(dir=str(shards), samples=3, html_samples=40,
-                                          html=str(Path(args.out) / "report.html")))
+    return cmd_inspect(
+        argparse.Namespace(
+            dir=str(shards), samples=3, html_samples=40, html=str(Path(args.out) / "report.html")
+        )
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -116,20 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="deterministic stratified sample of N faces")
     run.add_argument("--protocol", default="majority", choices=["majority", "plurality"])
     run.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    run.add_argument("--task-runner", default="process", choices=["process", "thread", "dask", "ray"])
+    run.add_argument(
+        "--task-runner", default="process", choices=["process", "thread", "dask", "ray"]
+    )
     run.add_argument("--au-backend", default="mesh", choices=list_estimators())
-    run.add_argument("--au-option", action="append", default=[], metavar="KEY=VALUE",
-                     help="back-end option, e.g. path=aus.csv for the table back end")
+    run.add_argument(
+        "--au-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="back-end option, e.g. path=aus.csv for the table back end",
+    )
     aligned = run.add_mutually_exclusive_group()
-    aligned.add_argument("--aligned", dest="aligned", action="store_true", default=None,
-                         help="images are face crops (default for FER+, FER2013, RAF-DB, CK+)")
-    aligned.add_argument("--detect", dest="aligned", action="store_false",
-                         help="detect faces with OpenCV")
+    aligned.add_argument(
+        "--aligned",
+        dest="aligned",
+        action="store_true",
+        default=None,
+        help="images are face crops (default for FER+, FER2013, RAF-DB, CK+)",
+    )
+    aligned.add_argument(
+        "--detect", dest="aligned", action="store_false", help="detect faces with OpenCV"
+    )
     run.add_argument("--face-mode", choices=["auto", "aligned", "dataset", "detector"])
     run.add_argument("--shard-size", type=int, default=256)
     run.add_argument("--embed-images", action="store_true", help="store image bytes in shards")
-    run.add_argument("--max-pixels", type=int, default=100_000_000,
-                     help="reject larger images (decompression bombs)")
+    run.add_argument(
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        help="reject larger images (decompression bombs)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_exp_cot)
 

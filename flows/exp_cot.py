@@ -55,14 +55,18 @@ def process_shard(plan: ShardPlan, config: PipelineConfig, out_dir: str, run_con
     started = time.perf_counter()
     result = _pipeline(config).run(plan.records)
     entry = {"seconds": time.perf_counter() - started, "records": len(plan.records)}
-    ShardStore(Path(out_dir), run_config).write_shard(plan.name, result.rows, result.rejected, entry)
+    ShardStore(Path(out_dir), run_config).write_shard(
+        plan.name, result.rows, result.rejected, entry
+    )
     return {"name": plan.name, "rows": len(result.rows), "rejected": len(result.rejected), **entry}
 
 
 def task_runner_for(kind: str, workers: int):
     """``process`` (default; real parallelism), ``thread``, ``dask`` or ``ray``."""
     if kind == "process":
-        return ProcessPoolTaskRunner(max_workers=workers) if workers > 1 else ThreadPoolTaskRunner(1)
+        return (
+            ProcessPoolTaskRunner(max_workers=workers) if workers > 1 else ThreadPoolTaskRunner(1)
+        )
     if kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "dask":
@@ -109,15 +113,18 @@ def exp_cot(
     store.open()
     done = store.finished()
     plans = [p for p in plan_shards(dataset.records, shard_size) if p.name not in done]
-    logger.info("%d records, %d shards to write, %d already done", len(dataset), len(plans),
-                len(done))
+    logger.info(
+        "%d records, %d shards to write, %d already done", len(dataset), len(plans), len(done)
+    )
     started = time.perf_counter()
     futures = [process_shard.submit(p, config, str(out), run_config) for p in plans]
-    with tqdm(total=sum(len(p.records) for p in plans), unit="face", disable=not progress,
-              desc="exp-cot") as bar:
+    with tqdm(
+        total=sum(len(p.records) for p in plans), unit="face", disable=not progress, desc="exp-cot"
+    ) as bar:
         for future in as_completed(futures):
             bar.update(future.result()["records"])
-    stats = shard_stats(Path(out), dropped=dataset.dropped,
-                        wall_seconds=time.perf_counter() - started)
+    stats = shard_stats(
+        Path(out), dropped=dataset.dropped, wall_seconds=time.perf_counter() - started
+    )
     store.write_stats(stats)
     return stats

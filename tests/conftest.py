@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from flows.runtime import configure_offline
+
+configure_offline()  # Prefect: no analytics, quiet logs, generous server start-up in tests
+
 REPO = Path(__file__).resolve().parents[1]
 
 

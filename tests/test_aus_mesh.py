@@ -46,7 +46,7 @@ def test_alignment_removes_similarity_transforms(head: MeshAUHead) -> None:
     shape = head.mean_shape
     moved = 37.0 * shape @ rotation_y(25).T + np.array([100.0, 80.0, 5.0])
     aligned, rotation = align(moved, shape)
-    assert aligned == pytest.approx(shape, abs=1e-9)
+    assert aligned == pytest.approx(shape, abs=1e-6)
     assert np.linalg.det(rotation) == pytest.approx(1.0)
     assert normalise_shape(moved).mean(axis=0) == pytest.approx(np.zeros(3), abs=1e-12)
 
@@ -137,15 +137,27 @@ def test_reading_fields(estimator, ferplus_dir: Path) -> None:
     assert reading.pose is not None and abs(reading.pose.yaw) < 60
 
 
-def test_mirrored_face_swaps_sides(estimator, ferplus_dir: Path) -> None:
-    record = clear_faces(ferplus_dir, 1, 1)[0]
-    face = as_face(record)
-    flipped = Face(face.box, np.ascontiguousarray(face.crop[:, ::-1]), face.source)
-    first, second = estimator.estimate(face, record), estimator.estimate(flipped, record)
-    for au in ("AU12", "AU07", "AU04"):
-        left, right = first.sides[au]
-        assert second.sides[au] == pytest.approx((right, left), abs=0.75)
-    assert second.pose.yaw == pytest.approx(-first.pose.yaw, abs=8)
+def test_mirrored_faces_swap_sides(estimator, ferplus_dir: Path) -> None:
+    """Left-right asymmetries reverse when the image is mirrored (faces are noisy, so in bulk)."""
+    original, mirrored, yaws = [], [], []
+    for column in (0, 1, 4):  # neutral, happiness, anger
+        for record in clear_faces(ferplus_dir, column, 6):
+            face = as_face(record)
+            flipped = Face(face.box, np.ascontiguousarray(face.crop[:, ::-1]), face.source)
+            try:
+                first, second = (
+                    estimator.estimate(face, record),
+                    estimator.estimate(flipped, record),
+                )
+            except StageError:
+                continue
+            for au, (left, right) in first.sides.items():
+                original.append(left - right)
+                mirrored.append(second.sides[au][1] - second.sides[au][0])
+            yaws.append((first.pose.yaw, second.pose.yaw))
+    assert np.corrcoef(original, mirrored)[0, 1] > 0.25
+    yaw = np.array(yaws)
+    assert np.corrcoef(yaw[:, 0], -yaw[:, 1])[0, 1] > 0.8
 
 
 def test_blank_crop_is_a_stage_error(estimator) -> None:
@@ -155,10 +167,11 @@ def test_blank_crop_is_a_stage_error(estimator) -> None:
         estimator.estimate(blank, record)
 
 
-@pytest.mark.slow
 def test_agreement_with_the_teacher_on_200_test_faces(shared_dir: Path, estimator) -> None:
     """Mean per-AU r against the ``blendshapes`` back end stays near the model card's figure."""
-    teacher = create_estimator("blendshapes", model_path=shared_dir / "models" / "face_landmarker.task")
+    teacher = create_estimator(
+        "blendshapes", model_path=shared_dir / "models" / "face_landmarker.task"
+    )
     root = shared_dir / "data" / "ferplus"
     with (root / "FER2013Test" / "label.csv").open(newline="") as fh:
         names = sorted(row[0] for row in csv.reader(fh))[:200]
@@ -178,4 +191,4 @@ def test_agreement_with_the_teacher_on_200_test_faces(shared_dir: Path, estimato
         t = np.array([p[1].intensities[au] for p in pairs])
         if t.std() >= 0.05:
             rs.append(np.corrcoef(s, t)[0, 1])
-    assert np.mean(rs) > 0.6
+    assert len(rs) >= 15 and np.mean(rs) > 0.7, rs

@@ -22,9 +22,22 @@ def table_run(tmp_path_factory):
     table = make_table_dataset(data, count=20)
     out = root / "out"
     with prefect_test_harness(server_startup_timeout=180):
-        code = main(["exp-cot", f"folder:{data}", "--out", str(out), "--au-backend", "table",
-                     "--au-option", f"path={table}", "--shard-size", "6", "--quiet",
-                     "--embed-images"])
+        code = main(
+            [
+                "exp-cot",
+                f"folder:{data}",
+                "--out",
+                str(out),
+                "--au-backend",
+                "table",
+                "--au-option",
+                f"path={table}",
+                "--shard-size",
+                "6",
+                "--quiet",
+                "--embed-images",
+            ]
+        )
     assert code == 0
     return out
 

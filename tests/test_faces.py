@@ -64,6 +64,14 @@ def test_auto_mode() -> None:
     assert FaceFinder(mode="aligned").resolve_mode(_record("folder")) == "aligned"
 
 
+def test_auto_takes_small_images_of_unknown_kinds_as_crops() -> None:
+    small = np.zeros((48, 48, 3), np.uint8)
+    face = FaceFinder().find(small, _record("folder"))
+    assert face.source == "aligned" and face.box == (0, 0, 48, 48)
+    with pytest.raises(StageError):
+        FaceFinder(mode="detector").find(small, _record("folder"))
+
+
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="unknown face mode 'mtcnn'"):
         FaceFinder(mode="mtcnn")

@@ -38,8 +38,9 @@ def make_table_dataset(root: Path, count: int = 30) -> Path:
         relpath = f"{label}/img{index:03d}.png"
         (root / label).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(root / relpath), rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
-        aus = {"AU06": 2.5, "AU12": 3.5} if label == "happy" else {"AU01": 2, "AU04": 2.5,
-                                                                  "AU15": 3}
+        aus = (
+            {"AU06": 2.5, "AU12": 3.5} if label == "happy" else {"AU01": 2, "AU04": 2.5, "AU15": 3}
+        )
         rows.append({"relpath": relpath, **aus})
     table = root.parent / "aus.csv"
     columns = ["relpath", "AU01", "AU04", "AU06", "AU12", "AU15"]
@@ -66,7 +67,8 @@ def test_flow_writes_shards_and_resumes(tmp_path, prefect_harness):
     assert len(frame) == 30 and frame["record_id"].is_unique
     assert (frame["dominant_emotion"] == frame["label"]).all()
     assert sorted(p.name for p in out.glob("shard-*.parquet")) == [
-        f"shard-0000{i}.parquet" for i in range(4)]
+        f"shard-0000{i}.parquet" for i in range(4)
+    ]
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
     again = exp_cot(spec=f"folder:{data}", out=str(out), config=config, shard_size=8)
     assert again["records"] == 30
@@ -75,8 +77,9 @@ def test_flow_writes_shards_and_resumes(tmp_path, prefect_harness):
         exp_cot(spec=f"folder:{data}", out=str(out), config=config, shard_size=5)
 
 
-def test_bad_inputs_are_rejected_and_the_run_goes_on(tmp_path, ferplus_dir, shared_dir,
-                                                     prefect_harness):
+def test_bad_inputs_are_rejected_and_the_run_goes_on(
+    tmp_path, ferplus_dir, shared_dir, prefect_harness
+):
     from flows.exp_cot import exp_cot
 
     data = tmp_path / "data"
@@ -110,19 +113,73 @@ def test_bad_inputs_are_rejected_and_the_run_goes_on(tmp_path, ferplus_dir, shar
     assert json.loads((out / STATS).read_text())["rejected_by_stage"]["read"] == 4
 
 
+def test_label_rows_naming_missing_files_are_rejected(tmp_path, ferplus_dir, prefect_harness):
+    from flows.exp_cot import exp_cot
+
+    lines = (ferplus_dir / "FER2013Test" / "label.csv").read_text().splitlines()[:6]
+    test_dir = tmp_path / "ferplus" / "FER2013Test"
+    test_dir.mkdir(parents=True)
+    for line in lines[:5]:
+        name = line.split(",")[0]
+        (test_dir / name).write_bytes((ferplus_dir / "FER2013Test" / name).read_bytes())
+    missing = lines[5].split(",")[0]
+    (test_dir / "label.csv").write_text("\n".join(lines) + "\n")
+    for split in ("Train", "Valid"):
+        (tmp_path / "ferplus" / f"FER2013{split}").mkdir()
+        (tmp_path / "ferplus" / f"FER2013{split}" / "label.csv").write_text("")
+    data = tmp_path / "aus.csv"
+    data.write_text("image,AU12\n" + "".join(f"{line.split(',')[0]},0.5\n" for line in lines))
+    config = PipelineConfig(au_backend="table", au_options=(("path", str(data)),))
+    out = tmp_path / "out"
+    exp_cot(
+        spec=f"ferplus:{tmp_path / 'ferplus'}",
+        out=str(out),
+        split="test",
+        config=config,
+        protocol="plurality",
+    )
+    rejected = pd.read_parquet(out / REJECTED_DIR)
+    assert rejected["image_path"].tolist() == [f"FER2013Test/{missing}"]
+    assert rejected["stage"].tolist() == ["read"]
+    assert "not found" in rejected["reason"].item() or "missing" in rejected["reason"].item()
+    assert len(pd.read_parquet(out)) == 5
+
+
 def _run_cli(args, env, log: Path):
     """Start the CLI in its own process group, output to ``log`` (a pipe could fill and block)."""
     with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_without_loss_or_duplicates(tmp_path, ferplus_dir, shared_dir):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "EXPLLM_MODEL_DIR":
-           str(shared_dir / "models")}
-    common = ["exp-cot", f"ferplus:{ferplus_dir}", "--split", "test", "--limit", "240", "--shard-size", "20",
-              "--au-backend", "blendshapes", "--workers", "2", "--quiet"]
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "EXPLLM_MODEL_DIR": str(shared_dir / "models"),
+    }
+    common = [
+        "exp-cot",
+        f"ferplus:{ferplus_dir}",
+        "--split",
+        "test",
+        "--limit",
+        "240",
+        "--shard-size",
+        "20",
+        "--au-backend",
+        "blendshapes",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     killed_out = tmp_path / "killed"
     log = tmp_path / "cli.log"
     proc = _run_cli([*common, "--out", str(killed_out)], env, log)

@@ -87,9 +87,7 @@ def test_default_cache_is_under_home(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert models.cache_dir() == tmp_path / ".cache" / "expllm" / "models"
 
 
-def test_fetch_over_http_checks_and_places_the_file(
-    model_server: str, no_model_env: Path
-) -> None:
+def test_fetch_over_http_checks_and_places_the_file(model_server: str, no_model_env: Path) -> None:
     path = fetch_model("face_landmarker", url=f"{model_server}/{SPEC.filename}")
     assert path == no_model_env / SPEC.filename
     assert path.stat().st_size == SPEC.size
@@ -117,6 +115,6 @@ def test_checksum_mismatch_is_an_error_and_leaves_nothing(
 
 
 def test_http_error_leaves_nothing(model_server: str, tmp_path: Path) -> None:
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="download of face_landmarker.task from .* failed: HTTP"):
         fetch_model("face_landmarker", dest_dir=tmp_path, url=f"{model_server}/missing.task")
     assert list(tmp_path.iterdir()) == []

@@ -78,7 +78,7 @@ class AUEstimator(ABC):
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         """AU intensities of ``face`` (the crop of ``record``'s image)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release native resources; the default has none."""
 
 
@@ -96,6 +96,7 @@ def list_estimators() -> list[str]:
 def create_estimator(name: str, **options) -> AUEstimator:
     """Build the AU back end ``name`` with back-end specific ``options``."""
     if name not in _BACKEND_MODULES:
-        raise ValueError(f"unknown AU back end {name!r}; choose one of {', '.join(list_estimators())}")
+        known = ", ".join(list_estimators())
+        raise ValueError(f"unknown AU back end {name!r}; choose one of {known}")
     importlib.import_module(_BACKEND_MODULES[name])
     return _REGISTRY[name](**options)

@@ -6,7 +6,6 @@ The landmarker (``face_landmarker.task``, Apache-2.0) is downloaded with
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from mediapipe.tasks.python import BaseOptions, vision
 
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
-from engine.aus.canvas import to_canvas
-from engine.models import resolve_model_path
+from engine.aus.canvas import canvases
+from engine.models import resolve_model_path, sha256_file
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 MODEL_NAME = "face_landmarker"
@@ -45,7 +44,9 @@ def open_landmarker(model_path: Path) -> vision.FaceLandmarker:
     return vision.FaceLandmarker.create_from_options(options)
 
 
-def run_landmarker(landmarker: vision.FaceLandmarker, canvas: np.ndarray) -> LandmarkerResult | None:
+def run_landmarker(
+    landmarker: vision.FaceLandmarker, canvas: np.ndarray
+) -> LandmarkerResult | None:
     """Run the landmarker on an RGB canvas; None when it finds no face."""
     image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(canvas))
     result = landmarker.detect(image)
@@ -57,7 +58,7 @@ def run_landmarker(landmarker: vision.FaceLandmarker, canvas: np.ndarray) -> Lan
 
 
 def matrix_pose(matrix: np.ndarray) -> Pose:
-    """Yaw, pitch, roll (degrees) of the rotation part of a facial transformation matrix.
+    """Yaw, pitch, roll (degrees) of the rotation part of a 4x4 (or 3x3) transformation matrix.
 
     Uses R = Ry(yaw) Rx(pitch) Rz(roll) in MediaPipe's canonical face frame (x right,
     y up, z towards the camera).
@@ -70,14 +71,6 @@ def matrix_pose(matrix: np.ndarray) -> Pose:
     return Pose(yaw=float(yaw), pitch=float(pitch), roll=float(roll))
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @register_estimator
 class BlendshapeEstimator(AUEstimator):
     """AUs from Face Landmarker blendshapes mapped through ``data/blendshape_to_au.csv``."""
@@ -88,7 +81,7 @@ class BlendshapeEstimator(AUEstimator):
         self._model_path = Path(model_path) if model_path else resolve_model_path(MODEL_NAME)
         self._landmarker = open_landmarker(self._model_path)
         self._version = (
-            f"face_landmarker-sha256:{_file_digest(self._model_path)[:12]}+table:{table_version()}"
+            f"face_landmarker-sha256:{sha256_file(self._model_path)[:12]}+table:{table_version()}"
         )
 
     @property
@@ -98,9 +91,15 @@ class BlendshapeEstimator(AUEstimator):
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
-        result = run_landmarker(self._landmarker, to_canvas(face.crop))
-        if result is None:
-            raise StageError("aus", "no face found by MediaPipe Face Landmarker")
+        for canvas in canvases(face.crop):
+            result = run_landmarker(self._landmarker, canvas)
+            if result is not None:
+                break
+        else:
+            raise StageError(
+                "aus", f"no face found by MediaPipe Face Landmarker in {record.relpath} (tried 4 "
+                "sizes, plain and contrast-equalised)"
+            )
         intensities, sides = blendshapes_to_reading(result.blendshapes)
         return AUReading(
             intensities=intensities,

@@ -14,6 +14,9 @@ import numpy as np
 
 FACE_SIDE = 160
 CANVAS_SIDE = 256
+#: Face sizes tried, in order, when MediaPipe finds no face at ``FACE_SIDE``; then the same
+#: sizes again on a contrast-equalised (CLAHE) copy, which recovers some dim or flat faces.
+RETRY_FACE_SIDES = (208, 120, 240)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -27,11 +30,11 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
 
 
-def to_canvas(crop: np.ndarray) -> np.ndarray:
-    """Resize ``crop`` to ``FACE_SIDE`` on its longer side and centre it on a black canvas."""
+def to_canvas(crop: np.ndarray, face_side: int = FACE_SIDE) -> np.ndarray:
+    """Resize ``crop`` to ``face_side`` on its longer side and centre it on a black canvas."""
     rgb = to_rgb(crop)
     height, width = rgb.shape[:2]
-    scale = FACE_SIDE / max(height, width)
+    scale = face_side / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     interpolation = cv2.INTER_LINEAR if scale >= 1 else cv2.INTER_AREA
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
@@ -39,6 +42,17 @@ def to_canvas(crop: np.ndarray) -> np.ndarray:
     top, left = (CANVAS_SIDE - new_h) // 2, (CANVAS_SIDE - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = resized
     return canvas
+
+
+def canvases(crop: np.ndarray):
+    """The canvases tried in turn until MediaPipe finds a face: sizes, then equalised sizes."""
+    sides = (FACE_SIDE, *RETRY_FACE_SIDES)
+    for side in sides:
+        yield to_canvas(crop, side)
+    grey = cv2.cvtColor(to_rgb(crop), cv2.COLOR_RGB2GRAY)
+    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(grey)
+    for side in sides:
+        yield to_canvas(equalised, side)
 
 
 def read_rgb(path: Path) -> np.ndarray:

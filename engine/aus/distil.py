@@ -102,8 +102,9 @@ def _extract_chunk(job: tuple[str, list[str], str]) -> str:
         if points is not None:
             landmarks[i] = points
     tmp = Path(out_path).with_suffix(".tmp.npz")
-    np.savez(tmp, names=np.array(names), blendshapes=blendshapes, matrices=matrices,
-             landmarks=landmarks)  # fmt: skip
+    np.savez(
+        tmp, names=np.array(names), blendshapes=blendshapes, matrices=matrices, landmarks=landmarks
+    )
     os.replace(tmp, out_path)
     return out_path
 
@@ -155,8 +156,3 @@ def extract(
             _report(split, pool.imap_unordered(_extract_chunk, todo), len(todo), progress)
     parts = [_load_chunk(path, chunk) for chunk, path in zip(chunks, paths, strict=True)]
     return Arrays.concat([p for p in parts if p is not None])
-
-
-def iter_pairs(arrays: Arrays) -> Iterator[int]:
-    """Indices of faces that both teacher and student found."""
-    yield from np.flatnonzero(arrays.teacher_ok & arrays.student_ok)

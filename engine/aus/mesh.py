@@ -19,7 +19,8 @@ import numpy as np
 
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
-from engine.aus.canvas import to_canvas
+from engine.aus.blendshapes import matrix_pose
+from engine.aus.canvas import canvases
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 N_LANDMARKS = 478
@@ -74,11 +75,7 @@ def rotation_pose(rotation: np.ndarray) -> Pose:
     The mean shape is about frontal, so the face's rotation is ``rotation.T``; it is expressed
     in the Face Landmarker's frame and decomposed as in ``engine.aus.blendshapes.matrix_pose``.
     """
-    r = _IMAGE_TO_FACE @ rotation.T @ _IMAGE_TO_FACE
-    pitch = np.degrees(np.arcsin(np.clip(-r[1, 2], -1.0, 1.0)))
-    yaw = np.degrees(np.arctan2(r[0, 2], r[2, 2]))
-    roll = np.degrees(np.arctan2(r[1, 0], r[1, 1]))
-    return Pose(yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+    return matrix_pose(_IMAGE_TO_FACE @ rotation.T @ _IMAGE_TO_FACE)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -168,9 +165,15 @@ class MeshEstimator(AUEstimator):
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
-        points = run_face_mesh(self._face_mesh, to_canvas(face.crop))
-        if points is None:
-            raise StageError("aus", "no face found by MediaPipe face mesh")
+        for canvas in canvases(face.crop):
+            points = run_face_mesh(self._face_mesh, canvas)
+            if points is not None:
+                break
+        else:
+            raise StageError(
+                "aus", f"no face found by MediaPipe face mesh in {record.relpath} (tried 4 sizes, "
+                "plain and contrast-equalised)"
+            )
         scores, rotation = self._head.predict(points)
         intensities, sides = blendshapes_to_reading(
             dict(zip(self._head.outputs, scores.tolist(), strict=True))
