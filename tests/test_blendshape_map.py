@@ -54,20 +54,34 @@ def test_zero_scores_give_zero_intensities_for_every_mapped_au() -> None:
     assert "AU01" not in sides and "AU26" not in sides
 
 
-def test_gain_clip_sides_and_maximum() -> None:
+def _row(blendshape: str, au: str):
+    return next(r for r in mapping() if r.blendshape == blendshape and r.au == au)
+
+
+def test_rest_gain_clip_sides_and_maximum() -> None:
     intensities, sides = blendshapes_to_reading(
         {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.2, "jawOpen": 1.7, "browInnerUp": -0.1}
     )
-    assert sides["AU12"] == pytest.approx((4.0, 1.0))
-    assert intensities["AU12"] == pytest.approx(4.0)
+    left, right = _row("mouthSmileLeft", "AU12"), _row("mouthSmileRight", "AU12")
+    expected = (min(5.0, (0.8 - left.rest) * left.gain), (0.2 - right.rest) * right.gain)
+    assert sides["AU12"] == pytest.approx(expected)
+    assert intensities["AU12"] == pytest.approx(max(expected))
     assert intensities["AU26"] == MAX_INTENSITY
     assert intensities["AU01"] == 0.0
     assert all(isinstance(v, float) for v in intensities.values())
 
 
 def test_lip_roll_takes_the_larger_lip() -> None:
-    intensities, _ = blendshapes_to_reading({"mouthRollLower": 0.2, "mouthRollUpper": 0.6})
-    assert intensities["AU28"] == pytest.approx(3.0)
+    intensities, _ = blendshapes_to_reading({"mouthRollLower": 0.3, "mouthRollUpper": 0.25})
+    lower, upper = _row("mouthRollLower", "AU28"), _row("mouthRollUpper", "AU28")
+    expected = max((0.3 - lower.rest) * lower.gain, (0.25 - upper.rest) * upper.gain)
+    assert intensities["AU28"] == pytest.approx(min(5.0, expected))
+
+
+def test_scores_at_rest_read_zero() -> None:
+    resting = {row.blendshape: row.rest for row in mapping()}
+    intensities, _ = blendshapes_to_reading(resting)
+    assert all(v == 0.0 for v in intensities.values())
 
 
 def test_table_version_is_a_short_hash() -> None:

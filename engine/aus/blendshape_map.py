@@ -1,7 +1,8 @@
 """MediaPipe blendshape scores -> FACS AU intensities, by ``data/blendshape_to_au.csv``.
 
 Each table row sends one blendshape (score 0-1) to one AU on the subject's ``left``,
-``right`` or ``both`` sides, multiplied by ``gain`` and clipped to the FACS 0-5 scale.
+``right`` or ``both`` sides as ``gain * (score - rest)``, clipped to the FACS 0-5 scale:
+``rest`` is the score of a face at rest (calibrated by ``scripts/calibrate_blendshape_table.py``).
 Several rows for one AU and side combine by maximum; the bilateral intensity of an AU is
 the larger of its two sides, and ``sides`` lists the AUs that have sided rows.
 """
@@ -45,6 +46,7 @@ class MapRow:
     au: str
     side: str
     gain: float
+    rest: float = 0.0
 
 
 @cache
@@ -63,7 +65,10 @@ def mapping() -> tuple[MapRow, ...]:
                 raise ValueError(f"{path}:{line}: AU {row['au']!r} not in au_definitions.csv")
             if row["side"] not in SIDES:
                 raise ValueError(f"{path}:{line}: side {row['side']!r} is not one of {SIDES}")
-            rows.append(MapRow(row["blendshape"], row["au"], row["side"], float(row["gain"])))
+            rest = float(row.get("rest") or 0.0)
+            rows.append(
+                MapRow(row["blendshape"], row["au"], row["side"], float(row["gain"]), rest)
+            )
     return tuple(rows)
 
 
@@ -96,7 +101,8 @@ def blendshapes_to_reading(
     right: dict[str, float] = {}
     both: dict[str, float] = {}
     for row in mapping():
-        value = float(np.clip(scores.get(row.blendshape, 0.0) * row.gain, 0.0, MAX_INTENSITY))
+        score = scores.get(row.blendshape, 0.0)
+        value = float(np.clip((score - row.rest) * row.gain, 0.0, MAX_INTENSITY))
         target = {"left": left, "right": right, "both": both}[row.side]
         target[row.au] = max(target.get(row.au, 0.0), value)
     intensities: dict[str, float] = {}
