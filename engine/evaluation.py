@@ -1,0 +1,270 @@
+"""Score expression predictions against ground truth: metrics, CoT checks and a predictor registry.
+
+Metrics are over the eight ``EMOTIONS``. A prediction without a label (no answer, an unknown
+word, an unreadable image) counts as wrong; the confusion matrix keeps it in a ninth column,
+``NO_LABEL``. Precision of a class never predicted is 0, so is its F1. UAR (mean class
+accuracy) and macro-F1 average over the classes present in the ground truth or the predictions.
+
+Predictors share one API, ``predict(records) -> list[Prediction]`` (one per record, same
+order). They register with ``@register_predictor`` and are built by name with
+``create_predictor(name, **options)``; the concrete ones live in ``engine.predictors`` and are
+imported lazily, so this module stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from engine.cot import CoT
+from engine.types import EMOTIONS, FaceRecord
+from engine.verify import infer_label, verify
+
+#: The column of the confusion matrix holding predictions without a label.
+NO_LABEL = "(none)"
+
+_PREDICTOR_MODULE = "engine.predictors"
+_REGISTRY: dict[str, type[Predictor]] = {}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One predictor's answer for one record.
+
+    ``label`` is one of ``EMOTIONS`` or None (no usable answer; ``error`` says why);
+    ``probabilities`` maps ``EMOTIONS`` to scores where the predictor has them; ``cot`` is the
+    chain-of-thought text for models that explain; ``seconds`` is the time spent on the record
+    (0 for predictions read from files).
+    """
+
+    record_id: str
+    label: str | None
+    probabilities: dict[str, float] | None = None
+    cot: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None and self.label not in EMOTIONS:
+            raise ValueError(f"prediction label {self.label!r} is not one of {EMOTIONS}")
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Precision, recall, F1 and ground-truth support of one class."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+    predicted: int
+
+
+@dataclass(frozen=True)
+class CoTMetrics:
+    """Checks of the chain-of-thought texts of one predictor.
+
+    ``exact_format``: share in the exact three-header format; ``conclusion_matches``: share
+    whose label read from the text (``infer_label``) equals the predicted label;
+    ``faithfulness_mean``/``fully_faithful``: of the AUs each text mentions, the share measured
+    on the same image (mean, and the share of texts at 1.0), over the texts whose image was
+    measured (``measured``).
+    """
+
+    n: int
+    exact_format: float
+    conclusion_matches: float
+    measured: int
+    faithfulness_mean: float | None
+    fully_faithful: float | None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """How one predictor did on ``n`` records.
+
+    ``confusion`` counts rows of true class (``EMOTIONS`` order) by columns of predicted class
+    (``EMOTIONS`` then ``NO_LABEL``); ``confusion_normalised`` divides each row by its support.
+    ``faces_per_second`` is None for predictors that were not timed (predictions from files).
+    """
+
+    predictor: str
+    n: int
+    answered: int
+    accuracy: float
+    uar: float
+    macro_f1: float
+    per_class: dict[str, ClassMetrics]
+    confusion: list[list[int]]
+    confusion_normalised: list[list[float]]
+    seconds: float
+    faces_per_second: float | None
+    cot: CoTMetrics | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (class names kept as keys, matrix labels added)."""
+        data = asdict(self)
+        data["confusion_rows"] = list(EMOTIONS)
+        data["confusion_columns"] = [*EMOTIONS, NO_LABEL]
+        return data
+
+
+def classification_metrics(
+    y_true: Sequence[str],
+    y_pred: Sequence[str | None],
+    predictor: str = "",
+    seconds: float = 0.0,
+) -> Metrics:
+    """Metrics of predictions ``y_pred`` (labels or None) against labels ``y_true``."""
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} ground-truth labels but {len(y_pred)} predictions")
+    if not y_true:
+        raise ValueError("no records to score")
+    unknown = sorted({t for t in y_true if t not in EMOTIONS}, key=str)
+    if unknown:
+        raise ValueError(f"ground-truth label(s) {unknown} not in {EMOTIONS}")
+    unknown = sorted({p for p in y_pred if p is not None and p not in EMOTIONS}, key=str)
+    if unknown:
+        raise ValueError(f"predicted label(s) {unknown} not in {EMOTIONS}")
+    columns = [*EMOTIONS, None]
+    confusion = np.zeros((len(EMOTIONS), len(columns)), dtype=np.int64)
+    for truth, pred in zip(y_true, y_pred, strict=True):
+        confusion[EMOTIONS.index(truth), columns.index(pred)] += 1
+    support = confusion.sum(axis=1)
+    predicted = confusion[:, : len(EMOTIONS)].sum(axis=0)
+    hits = np.diag(confusion[:, : len(EMOTIONS)])
+    precision = np.divide(hits, predicted, out=np.zeros(len(EMOTIONS)), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros(len(EMOTIONS)), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(
+        2 * precision * recall, denominator, out=np.zeros(len(EMOTIONS)), where=denominator > 0
+    )
+    present = (support > 0) | (predicted > 0)
+    normalised = np.divide(
+        confusion,
+        support[:, None],
+        out=np.zeros(confusion.shape),
+        where=support[:, None] > 0,
+    )
+    n = len(y_true)
+    return Metrics(
+        predictor=predictor,
+        n=n,
+        answered=sum(p is not None for p in y_pred),
+        accuracy=float(hits.sum() / n),
+        uar=float(recall[support > 0].mean()),
+        macro_f1=float(f1[present].mean()),
+        per_class={
+            e: ClassMetrics(
+                float(precision[i]),
+                float(recall[i]),
+                float(f1[i]),
+                int(support[i]),
+                int(predicted[i]),
+            )
+            for i, e in enumerate(EMOTIONS)
+        },
+        confusion=confusion.tolist(),
+        confusion_normalised=normalised.round(6).tolist(),
+        seconds=float(seconds),
+        faces_per_second=float(n / seconds) if seconds > 0 else None,
+    )
+
+
+def cot_metrics(
+    predictions: Sequence[Prediction], measured: Sequence[frozenset[str] | None]
+) -> CoTMetrics | None:
+    """CoT checks over the predictions that carry text; None when none does.
+
+    ``measured[i]`` is the set of AUs measured above threshold on record ``i``'s image, or None
+    where it was not measured (that text is then left out of faithfulness).
+    """
+    if len(predictions) != len(measured):
+        raise ValueError(f"{len(predictions)} predictions but {len(measured)} AU sets")
+    pairs = [(p, m) for p, m in zip(predictions, measured, strict=True) if p.cot is not None]
+    if not pairs:
+        return None
+    exact = [CoT.is_exact(p.cot) for p, _ in pairs]
+    matches = [p.label is not None and infer_label(p.cot) == p.label for p, _ in pairs]
+    faithful = [verify(p.cot, None, m).faithfulness for p, m in pairs if m is not None]
+    return CoTMetrics(
+        n=len(pairs),
+        exact_format=float(np.mean(exact)),
+        conclusion_matches=float(np.mean(matches)),
+        measured=len(faithful),
+        faithfulness_mean=float(np.mean(faithful)) if faithful else None,
+        fully_faithful=float(np.mean([f == 1.0 for f in faithful])) if faithful else None,
+    )
+
+
+def evaluate_predictions(
+    name: str,
+    records: Sequence[FaceRecord],
+    predictions: Sequence[Prediction],
+    measured: Sequence[frozenset[str] | None] | None = None,
+) -> Metrics:
+    """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included."""
+    if len(records) != len(predictions):
+        raise ValueError(f"{name}: {len(records)} records but {len(predictions)} predictions")
+    for record, prediction in zip(records, predictions, strict=True):
+        if record.record_id != prediction.record_id:
+            raise ValueError(
+                f"{name}: prediction for {prediction.record_id!r} where {record.record_id!r} "
+                "was expected (predictions out of order)"
+            )
+    metrics = classification_metrics(
+        [r.label for r in records],
+        [p.label for p in predictions],
+        predictor=name,
+        seconds=sum(p.seconds for p in predictions),
+    )
+    cot = cot_metrics(predictions, measured or [None] * len(predictions))
+    return metrics if cot is None else _with_cot(metrics, cot)
+
+
+def _with_cot(metrics: Metrics, cot: CoTMetrics) -> Metrics:
+    return Metrics(**{**metrics.__dict__, "cot": cot})
+
+
+class Predictor(ABC):
+    """Predicts one expression per face record.
+
+    Subclasses set ``name`` and implement ``predict``; records it cannot answer get a
+    ``Prediction`` with ``label=None`` and an ``error`` instead of raising. Problems with the
+    predictor itself (missing file, bad table) raise at construction, naming the file.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def predict(self, records: Sequence[FaceRecord]) -> list[Prediction]:
+        """One prediction per record, in the same order."""
+
+    def describe(self) -> str:
+        """One line for reports (what and from where)."""
+        return self.name
+
+
+def register_predictor(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator adding a predictor to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_predictors() -> list[str]:
+    """Names accepted by ``create_predictor``."""
+    importlib.import_module(_PREDICTOR_MODULE)
+    return sorted(_REGISTRY)
+
+
+def create_predictor(name: str, **options) -> Predictor:
+    """Build the predictor ``name`` with its ``options``."""
+    known = list_predictors()
+    if name not in known:
+        raise ValueError(f"unknown predictor {name!r}; choose one of {', '.join(known)}")
+    return _REGISTRY[name](**options)

@@ -1,0 +1,131 @@
+"""``expllm evaluate``: score a model and its peers on a labelled dataset (flows/evaluate.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+#: The option a bare ``NAME=VALUE`` in ``--peers`` sets, per predictor.
+PRIMARY_OPTION = {"gpt4v": "path", "csv": "path", "nano": "path", "rules": "shards"}
+
+
+def _value(text: str) -> Any:
+    """A JSON scalar (``true``, ``2``) or the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_peers(items: list[str], extra: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``--peers`` entries (``NAME[=VALUE]``, comma-separated) -> (label, name, options).
+
+    ``extra`` holds ``--peer-option NAME.KEY=VALUE`` settings. A ``csv`` peer is labelled
+    ``csv:<file stem>`` so that several can be compared.
+    """
+    peers: list[tuple[str, str, dict[str, Any]]] = []
+    for item in (p.strip() for chunk in items for p in chunk.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        options: dict[str, Any] = {}
+        if sep:
+            if name not in PRIMARY_OPTION:
+                raise ValueError(f"peer {name!r} takes no value (got {item!r})")
+            options[PRIMARY_OPTION[name]] = value
+        label = f"csv:{Path(value).stem}" if name == "csv" and sep else name
+        peers.append((label, name, options))
+    for setting in extra:
+        key, sep, value = setting.partition("=")
+        name, dot, option = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"--peer-option expects NAME.KEY=VALUE, got {setting!r}")
+        matching = [p for p in peers if p[1] == name]
+        if not matching:
+            raise ValueError(f"--peer-option {setting!r}: no peer {name!r} in --peers")
+        for peer in matching:
+            peer[2][option] = _value(value)
+    return peers
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import PredictorSpec, evaluate
+    from flows.exp_cot import task_runner_for
+
+    model_options: tuple[tuple[str, Any], ...] = (("path", args.model),)
+    if args.no_tta:
+        model_options += (("tta", False),)
+    model = PredictorSpec(args.model_name or args.model_kind, args.model_kind, model_options)
+    peers = tuple(
+        PredictorSpec(label, name, tuple(sorted(options.items())))
+        for label, name, options in parse_peers(args.peers, args.peer_option)
+    )
+    au_source = (
+        (("shards", args.au_shards),) if args.au_shards else (("au_backend", args.au_backend),)
+    )
+    run = evaluate.with_options(task_runner=task_runner_for("process", args.workers))
+    result = run(
+        data=args.data,
+        out=args.out,
+        model=model,
+        peers=peers,
+        split=args.split,
+        protocol=args.protocol,
+        limit=args.limit,
+        chunk_size=args.chunk_size,
+        au_source=au_source,
+    )
+    summary = {
+        label: {k: m[k] for k in ("n", "accuracy", "uar", "macro_f1", "faces_per_second")}
+        for label, m in result["predictors"].items()
+    }
+    print(json.dumps(summary, indent=1))
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``evaluate`` to the ``expllm`` sub-commands."""
+    from engine.aus import list_estimators
+
+    ev = subparsers.add_parser(
+        "evaluate", help="score a model and its peers on a labelled dataset, write reports"
+    )
+    ev.add_argument("--model", required=True, help="model folder (nano: holds nano_encoder.onnx)")
+    ev.add_argument("--model-kind", default="nano", help="predictor that reads --model")
+    ev.add_argument("--model-name", help="the model's label in the reports (default: its kind)")
+    ev.add_argument("--no-tta", action="store_true", help="no horizontal-flip averaging")
+    ev.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/data/ferplus")
+    ev.add_argument("--split", default="test", help="train, valid or test (default: test)")
+    ev.add_argument("--protocol", default="majority", choices=["majority", "plurality"])
+    ev.add_argument("--limit", type=int, help="deterministic stratified sample of N faces")
+    ev.add_argument("--out", required=True, help="output folder of the reports")
+    ev.add_argument(
+        "--peers",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE],...",
+        help="peers: gpt4v[=CSV], fer, rules[=SHARDS_DIR], csv=PATH (repeatable)",
+    )
+    ev.add_argument(
+        "--peer-option",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="peer option, e.g. rules.au_backend=blendshapes or fer.tflite=false",
+    )
+    ev.add_argument(
+        "--au-shards", help="Exp-CoT shards with the faces' AUs (CoT faithfulness of the model)"
+    )
+    ev.add_argument(
+        "--au-backend",
+        default="mesh",
+        choices=list_estimators(),
+        help="AU back end measuring the faces for CoT faithfulness, without --au-shards",
+    )
+    ev.add_argument("--chunk-size", type=int, default=512, help="records per task")
+    ev.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    ev.set_defaults(func=cmd_evaluate)
+    return ev

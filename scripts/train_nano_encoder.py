@@ -1,0 +1,264 @@
+"""Train the ``nano`` face encoder: a small ResNet on 48x48 grey faces, from scratch, on FER+.
+
+It is the vision half of the ``nano`` ExpLLM base (issue 4): trained first as an expression
+classifier, its last feature map (256 x 6 x 6) later serves as visual tokens. Exported to ONNX
+(``engine/weights/nano_encoder.onnx``: input ``image`` float32 [N,1,48,48] in [0, 1]; outputs
+``logits`` [N,8] in ``engine.types.EMOTIONS`` order and ``features`` [N,256,6,6]), so inference
+needs only onnxruntime.
+
+Protocol: FER+ Train (majority protocol, 26,940 faces) with the 10-annotator vote distributions
+as soft targets; FER+ Valid for monitoring; FER+ Test (majority, 3,371) for the final figure.
+Augmentation on the device: random affine (rotation +-15 deg, scale 0.85-1.15, shift +-10 %),
+horizontal flip, brightness/contrast jitter, one random erased patch. SGD (momentum 0.9,
+Nesterov), cosine learning rate with warm-up, weight decay 5e-4, bf16 autocast on CUDA.
+Seeds fixed; deterministic algorithms where the backend has them.
+
+    python scripts/train_nano_encoder.py                       # CPU or GPU, reads ../shared
+    python scripts/train_nano_encoder.py --pack .work/ferplus.xz   # write a compact data pack
+    python scripts/train_nano_encoder.py --packed .work/ferplus.xz --epochs 80 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import lzma
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+EMOTIONS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EXPLLM_SHARED", REPO.parent / "shared"))
+
+
+def load_split(spec: str, split: str) -> dict[str, np.ndarray]:
+    """Grey 48x48 faces, majority labels and vote distributions of one FER+ split."""
+    from engine.datasets import read_dataset
+    from engine.images import load_image
+
+    records = read_dataset(spec, split=split, protocol="majority").records
+    images = np.stack([load_image(r)[:, :, 0] for r in records])
+    labels = np.array([EMOTIONS.index(r.label) for r in records], np.int64)
+    soft = np.array([[r.soft_label[e] for e in EMOTIONS] for r in records], np.float32)
+    return {"x": images, "y": labels, "soft": soft}
+
+
+def write_pack(path: Path, spec: str, splits: tuple[str, ...]) -> None:
+    arrays = {}
+    for split in splits:
+        for key, value in load_split(spec, split).items():
+            arrays[f"{split}_{key}"] = value
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with lzma.open(path, "wb", preset=6) as fh:
+        fh.write(buffer.getvalue())
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {sorted(arrays)}")
+
+
+def read_pack(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    with lzma.open(path, "rb") as fh:
+        arrays = np.load(io.BytesIO(fh.read()))
+        data: dict[str, dict[str, np.ndarray]] = {}
+        for key in arrays.files:
+            split, name = key.split("_", 1)
+            data.setdefault(split, {})[name] = arrays[key]
+    return data
+
+
+def build_model(width: int = 32):
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.skip = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.skip(x))
+
+    class NanoEncoder(nn.Module):
+        """ResNet-10-style encoder: 48 -> 24 -> 12 -> 6, widths w, 2w, 4w, 8w."""
+
+        def __init__(self):
+            super().__init__()
+            w = width
+            self.stem = nn.Sequential(nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
+                                      nn.ReLU())
+            self.stages = nn.Sequential(
+                Block(w, w, 1), Block(w, 2 * w, 2), Block(2 * w, 4 * w, 2),
+                Block(4 * w, 8 * w, 2),
+            )
+            self.dropout = nn.Dropout(0.3)
+            self.head = nn.Linear(8 * w, len(EMOTIONS))
+
+        def forward(self, image):
+            features = self.stages(self.stem((image - 0.5) / 0.25))
+            pooled = features.mean(dim=(2, 3))
+            return self.head(self.dropout(pooled)), features
+
+    return NanoEncoder()
+
+
+def augment(x, generator):
+    """Random affine, flip, brightness/contrast and one erased patch, on the batch's device."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    dev = x.device
+
+    def uniform(low, high):
+        return torch.rand(n, device=dev, generator=generator) * (high - low) + low
+
+    angle = uniform(-15, 15) * math.pi / 180
+    scale = uniform(0.85, 1.15)
+    flip = (torch.rand(n, device=dev, generator=generator) < 0.5).float() * 2 - 1
+    tx, ty = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
+                         torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    contrast = uniform(0.7, 1.3).view(n, 1, 1, 1)
+    brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+    side = 16
+    cy = torch.randint(0, 48 - side, (n,), device=dev, generator=generator)
+    cx = torch.randint(0, 48 - side, (n,), device=dev, generator=generator)
+    rows = torch.arange(48, device=dev).view(1, 48, 1)
+    cols = torch.arange(48, device=dev).view(1, 1, 48)
+    patch = ((rows >= cy.view(n, 1, 1)) & (rows < (cy + side).view(n, 1, 1))
+             & (cols >= cx.view(n, 1, 1)) & (cols < (cx + side).view(n, 1, 1)))
+    erase = (torch.rand(n, device=dev, generator=generator) < 0.5).view(n, 1, 1)
+    return x.masked_fill((patch & erase).unsqueeze(1), 0.5)
+
+
+def evaluate(model, x, y, device, batch: int = 1024) -> dict[str, float]:
+    """Accuracy and mean class accuracy with horizontal-flip averaging."""
+    import torch
+
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            chunk = torch.as_tensor(x[start : start + batch], device=device)
+            chunk = chunk.float().div(255).unsqueeze(1)
+            logits = model(chunk)[0].float().softmax(1) + model(chunk.flip(3))[0].float().softmax(1)
+            preds.append(logits.argmax(1).cpu().numpy())
+    pred = np.concatenate(preds)
+    recalls = [float((pred[y == k] == k).mean()) for k in range(len(EMOTIONS)) if (y == k).any()]
+    return {"accuracy": float((pred == y).mean()), "uar": float(np.mean(recalls)), "n": len(y)}
+
+
+def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
+    import torch
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    model = build_model(args.width).to(device).to(memory_format=torch.channels_last)
+    train_x = torch.as_tensor(data["train"]["x"][: args.limit], device=device)
+    train_soft = torch.as_tensor(data["train"]["soft"][: args.limit], device=device)
+    steps_per_epoch = math.ceil(len(train_x) / args.batch)
+    total = steps_per_epoch * args.epochs
+    warmup = max(1, int(0.03 * total))
+    optimiser = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
+                                weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda s: (s + 1) / warmup if s < warmup
+        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))),
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    history = []
+    started = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(train_x), device=device, generator=generator)
+        running = 0.0
+        for step in range(steps_per_epoch):
+            index = order[step * args.batch : (step + 1) * args.batch]
+            x = augment(train_x[index].float().div(255).unsqueeze(1), generator)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = model(x)[0]
+            loss = -(train_soft[index] * logits.float().log_softmax(1)).sum(1).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            running += float(loss)
+        entry = {"epoch": epoch + 1, "loss": running / steps_per_epoch,
+                 "seconds": time.perf_counter() - started}
+        if "valid" in data and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+            entry["valid"] = evaluate(model, data["valid"]["x"], data["valid"]["y"], device)
+        history.append(entry)
+        print(json.dumps(entry), flush=True)
+    summary = {"device": str(device), "train_faces": len(train_x), "epochs": args.epochs,
+               "seconds": time.perf_counter() - started, "history": history}
+    if "test" in data:
+        summary["test"] = evaluate(model, data["test"]["x"], data["test"]["y"], device)
+    return model.cpu().float().eval(), summary
+
+
+def export_onnx(model, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model, (torch.zeros(1, 1, 48, 48),), str(path), input_names=["image"],
+        output_names=["logits", "features"], opset_version=17, dynamo=False,
+        dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=f"ferplus:{SHARED / 'data' / 'ferplus'}")
+    parser.add_argument("--pack", type=Path, help="write a compact train+valid pack and stop")
+    parser.add_argument("--packed", type=Path, help="train from a pack instead of --data")
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--limit", type=int, help="first N training faces (smoke runs)")
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "engine" / "weights")
+    args = parser.parse_args()
+    if args.pack:
+        write_pack(args.pack, args.data, ("train", "valid"))
+        return
+    if args.packed:
+        data = read_pack(args.packed)
+    else:
+        data = {split: load_split(args.data, split) for split in ("train", "valid", "test")}
+    model, summary = train(data, args)
+    summary["config"] = {k: str(v) for k, v in vars(args).items()}
+    export_onnx(model, args.out / "nano_encoder.onnx")
+    (args.out / "nano_encoder_training.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
