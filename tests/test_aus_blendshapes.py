@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,39 +11,21 @@ import pytest
 from engine.aus import create_estimator
 from engine.aus.blendshape_map import mapped_aus
 from engine.aus.blendshapes import BlendshapeEstimator, matrix_pose
-from engine.images import load_image
 from engine.types import Face, FaceRecord, StageError
+from tests.mediapipe_faces import (
+    as_face,
+    assert_mirroring_swaps_sides,
+    clear_faces,
+    mean_intensity,
+)
 
 N_PER_CLASS = 6
 
 
-def clear_faces(ferplus_dir: Path, emotion_column: int, n: int) -> list[FaceRecord]:
-    """The first ``n`` FER+ Test faces with at least 9 of 10 votes in one vote column."""
-    out = []
-    with (ferplus_dir / "FER2013Test" / "label.csv").open(newline="") as fh:
-        for row in csv.reader(fh):
-            if int(row[2 + emotion_column]) >= 9:
-                rel = f"FER2013Test/{row[0]}"
-                out.append(FaceRecord(f"ferplus/{rel}", "ferplus", "test", ferplus_dir, rel, None))
-            if len(out) == n:
-                break
-    return out
 
 
-def as_face(record: FaceRecord) -> Face:
-    image = load_image(record)
-    return Face((0, 0, image.shape[1], image.shape[0]), image, "aligned")
 
 
-def mean_intensity(estimator, records: list[FaceRecord], au: str) -> float:
-    values = []
-    for record in records:
-        try:
-            values.append(estimator.estimate(as_face(record), record).intensities[au])
-        except StageError:
-            continue
-    assert len(values) >= len(records) // 2, "too few faces found"
-    return float(np.mean(values))
 
 
 @pytest.fixture(scope="module")
@@ -80,26 +61,7 @@ def test_reading_fields(estimator, ferplus_dir: Path) -> None:
 
 
 def test_mirrored_faces_swap_sides(estimator, ferplus_dir: Path) -> None:
-    """Left-right asymmetries reverse when the image is mirrored (faces are noisy, so in bulk)."""
-    original, mirrored, yaws = [], [], []
-    for column in (0, 1, 4):  # neutral, happiness, anger
-        for record in clear_faces(ferplus_dir, column, 6):
-            face = as_face(record)
-            flipped = Face(face.box, np.ascontiguousarray(face.crop[:, ::-1]), face.source)
-            try:
-                first, second = (
-                    estimator.estimate(face, record),
-                    estimator.estimate(flipped, record),
-                )
-            except StageError:
-                continue
-            for au, (left, right) in first.sides.items():
-                original.append(left - right)
-                mirrored.append(second.sides[au][1] - second.sides[au][0])
-            yaws.append((first.pose.yaw, second.pose.yaw))
-    assert np.corrcoef(original, mirrored)[0, 1] > 0.25
-    yaw = np.array(yaws)
-    assert np.corrcoef(yaw[:, 0], -yaw[:, 1])[0, 1] > 0.8
+    assert_mirroring_swaps_sides(estimator, ferplus_dir)
 
 
 def test_blank_crop_is_a_stage_error(estimator) -> None:

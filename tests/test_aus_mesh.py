@@ -20,8 +20,13 @@ from engine.aus.mesh import (
     normalise_shape,
     rotation_pose,
 )
-from engine.images import load_image
 from engine.types import Face, FaceRecord, StageError
+from tests.mediapipe_faces import (
+    as_face,
+    assert_mirroring_swaps_sides,
+    clear_faces,
+    mean_intensity,
+)
 
 
 def rotation_y(degrees: float) -> np.ndarray:
@@ -86,22 +91,8 @@ def test_missing_weights_are_named(tmp_path: Path) -> None:
         MeshEstimator(weights_path=tmp_path / "nothing.npz")
 
 
-def clear_faces(ferplus_dir: Path, column: int, n: int) -> list[FaceRecord]:
-    """The first ``n`` FER+ Test faces with at least 9 of 10 votes in one vote column."""
-    out = []
-    with (ferplus_dir / "FER2013Test" / "label.csv").open(newline="") as fh:
-        for row in csv.reader(fh):
-            if int(row[2 + column]) >= 9:
-                rel = f"FER2013Test/{row[0]}"
-                out.append(FaceRecord(f"ferplus/{rel}", "ferplus", "test", ferplus_dir, rel, None))
-            if len(out) == n:
-                return out
-    return out
 
 
-def as_face(record: FaceRecord) -> Face:
-    image = load_image(record)
-    return Face((0, 0, image.shape[1], image.shape[0]), image, "aligned")
 
 
 @pytest.fixture(scope="module")
@@ -111,20 +102,11 @@ def estimator() -> Iterator[MeshEstimator]:
     built.close()
 
 
-def mean_au(estimator: MeshEstimator, records: list[FaceRecord], au: str) -> float:
-    values = []
-    for record in records:
-        try:
-            values.append(estimator.estimate(as_face(record), record).intensities[au])
-        except StageError:
-            continue
-    assert len(values) >= len(records) // 2
-    return float(np.mean(values))
 
 
 def test_happy_faces_smile_more_than_neutral_ones(estimator, ferplus_dir: Path) -> None:
-    happy = mean_au(estimator, clear_faces(ferplus_dir, 1, 6), "AU12")
-    neutral = mean_au(estimator, clear_faces(ferplus_dir, 0, 6), "AU12")
+    happy = mean_intensity(estimator, clear_faces(ferplus_dir, 1, 6), "AU12")
+    neutral = mean_intensity(estimator, clear_faces(ferplus_dir, 0, 6), "AU12")
     assert happy > neutral + 1.0, (happy, neutral)
 
 
@@ -138,26 +120,7 @@ def test_reading_fields(estimator, ferplus_dir: Path) -> None:
 
 
 def test_mirrored_faces_swap_sides(estimator, ferplus_dir: Path) -> None:
-    """Left-right asymmetries reverse when the image is mirrored (faces are noisy, so in bulk)."""
-    original, mirrored, yaws = [], [], []
-    for column in (0, 1, 4):  # neutral, happiness, anger
-        for record in clear_faces(ferplus_dir, column, 6):
-            face = as_face(record)
-            flipped = Face(face.box, np.ascontiguousarray(face.crop[:, ::-1]), face.source)
-            try:
-                first, second = (
-                    estimator.estimate(face, record),
-                    estimator.estimate(flipped, record),
-                )
-            except StageError:
-                continue
-            for au, (left, right) in first.sides.items():
-                original.append(left - right)
-                mirrored.append(second.sides[au][1] - second.sides[au][0])
-            yaws.append((first.pose.yaw, second.pose.yaw))
-    assert np.corrcoef(original, mirrored)[0, 1] > 0.25
-    yaw = np.array(yaws)
-    assert np.corrcoef(yaw[:, 0], -yaw[:, 1])[0, 1] > 0.8
+    assert_mirroring_swaps_sides(estimator, ferplus_dir)
 
 
 def test_blank_crop_is_a_stage_error(estimator) -> None:

@@ -15,7 +15,7 @@ from mediapipe.tasks.python import BaseOptions, vision
 
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
-from engine.aus.canvas import canvases
+from engine.aus.canvas import first_found
 from engine.models import resolve_model_path, sha256_file
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
@@ -91,15 +91,10 @@ class BlendshapeEstimator(AUEstimator):
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
-        for canvas in canvases(face.crop):
-            result = run_landmarker(self._landmarker, canvas)
-            if result is not None:
-                break
-        else:
-            raise StageError(
-                "aus", f"no face found by MediaPipe Face Landmarker in {record.relpath} (tried 4 "
-                "sizes, plain and contrast-equalised)"
-            )
+        result = first_found(
+            face.crop, lambda canvas: run_landmarker(self._landmarker, canvas),
+            "MediaPipe Face Landmarker", record.relpath,
+        )
         intensities, sides = blendshapes_to_reading(result.blendshapes)
         return AUReading(
             intensities=intensities,

@@ -7,10 +7,16 @@ crop is resized to ``FACE_SIDE`` pixels on its longer side and centred on a blac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
+
+from engine.types import StageError
+
+T = TypeVar("T")
 
 FACE_SIDE = 160
 CANVAS_SIDE = 256
@@ -53,6 +59,19 @@ def canvases(crop: np.ndarray):
     equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(grey)
     for side in sides:
         yield to_canvas(equalised, side)
+
+
+def first_found(crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str,
+                relpath: str) -> T:
+    """The first result of ``find`` over ``canvases(crop)``; StageError("aus") if none finds one."""
+    for canvas in canvases(crop):
+        found = find(canvas)
+        if found is not None:
+            return found
+    raise StageError(
+        "aus", f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
+        "sizes, plain and contrast-equalised)"
+    )
 
 
 def read_rgb(path: Path) -> np.ndarray:

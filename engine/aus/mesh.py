@@ -20,7 +20,7 @@ import numpy as np
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.blendshapes import matrix_pose
-from engine.aus.canvas import canvases
+from engine.aus.canvas import first_found
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 N_LANDMARKS = 478
@@ -165,15 +165,10 @@ class MeshEstimator(AUEstimator):
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
-        for canvas in canvases(face.crop):
-            points = run_face_mesh(self._face_mesh, canvas)
-            if points is not None:
-                break
-        else:
-            raise StageError(
-                "aus", f"no face found by MediaPipe face mesh in {record.relpath} (tried 4 sizes, "
-                "plain and contrast-equalised)"
-            )
+        points = first_found(
+            face.crop, lambda canvas: run_face_mesh(self._face_mesh, canvas),
+            "MediaPipe face mesh", record.relpath,
+        )
         scores, rotation = self._head.predict(points)
         intensities, sides = blendshapes_to_reading(
             dict(zip(self._head.outputs, scores.tolist(), strict=True))
