@@ -411,3 +411,68 @@ class FerPredictor(_ImageClassifier):
 
     def describe(self) -> str:
         return "fer package mini-Xception (" + ("TFLite" if self.tflite else "Keras") + ")"
+
+
+@register_predictor
+class ExpLLMPredictor(Predictor):
+    """A fine-tuned ExpLLM model folder (``expllm finetune``): writes a CoT for each face.
+
+    The label is the one read from the CoT's Conclusion (``engine.verify.infer_label``);
+    decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's).
+    """
+
+    name = "expllm"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_new_tokens: int | None = None,
+        batch_size: int = 8,
+        face_mode: str = "auto",
+    ):
+        from engine.model import load_model
+
+        self.path = Path(path)
+        self.model = load_model(self.path)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = int(batch_size)
+        self.finder = FaceFinder(mode=face_mode)
+
+    def predict(self, records: Sequence[FaceRecord]) -> list[Prediction]:
+        out: list[Prediction] = []
+        for start in range(0, len(records), self.batch_size):
+            out.extend(self._batch(records[start : start + self.batch_size]))
+        return out
+
+    def _batch(self, records: Sequence[FaceRecord]) -> list[Prediction]:
+        from engine.verify import infer_label
+
+        started = time.perf_counter()
+        faces: dict[int, np.ndarray] = {}
+        errors: dict[int, str] = {}
+        for index, record in enumerate(records):
+            try:
+                faces[index] = face_crop(record, self.finder)
+            except StageError as exc:
+                errors[index] = f"{exc.stage}: {exc}"
+        texts = (
+            self.model.generate(self.model.visual_inputs(list(faces.values())), self.max_new_tokens)
+            if faces
+            else []
+        )
+        answers = dict(zip(faces, texts, strict=True))
+        seconds = (time.perf_counter() - started) / len(records)
+        return [
+            _failed(record, errors[index], seconds)
+            if index in errors
+            else Prediction(
+                record.record_id,
+                infer_label(answers[index]),
+                cot=answers[index],
+                seconds=seconds,
+            )
+            for index, record in enumerate(records)
+        ]
+
+    def describe(self) -> str:
+        return f"ExpLLM ({self.model.config.base}) {self.path}"

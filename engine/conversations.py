@@ -1,0 +1,239 @@
+"""Shards -> training conversations in the ExpLLM paper's format, and exports for other trainers.
+
+Each accepted record becomes one sample (deterministically, by a hash of its record id):
+
+* a **CoT** sample: system prompt, ``<image>`` + task + question -> the CoT text, then the
+  label question -> the label (the CoT turn before the label turn, as in the paper);
+* a **FER** sample: system prompt, ``<image>`` + task + label question -> the label.
+
+``mix`` = (FER, CoT) sets the shares (the paper's 3:1 by default). Exports (``write_export``):
+
+* ``paper``: JSONL, ``{"id", "image", "kind", "label", "messages": [{"role", "content"}]}``
+  with the literal ``<image>`` placeholder in the first user turn;
+* ``llava``: one JSON list, ``{"id", "image", "conversations": [{"from", "value"}]}`` (system
+  prompt left to the trainer's conversation template, as in LLaVA's own data);
+* ``messages``: OpenAI / Hugging Face chat JSONL, the user content as a list of
+  ``{"type": "image", "image": PATH}`` and ``{"type": "text", "text": ...}`` parts.
+
+Images are referenced by ``image_path`` (relative to the dataset root named in the shards'
+manifest); with ``images_dir`` they are written there (from ``image_bytes`` when embedded, else
+copied from the dataset root) and referenced relative to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from engine.shards import MANIFEST
+from engine.stats import read_shards
+
+SYSTEM_PROMPT = "You are a helpful face analysis assistant."
+IMAGE_TOKEN = "<image>"
+TASK = "Task: facial expression recognition over eight classes (" + (
+    "neutral, happiness, surprise, sadness, anger, disgust, fear, contempt)."
+)
+COT_QUESTION = (
+    "Question: describe the facial action units you observe, interpret them, and conclude "
+    "with the expression."
+)
+LABEL_QUESTION = "Question: which expression does the face show? Answer with one word."
+FOLLOW_UP = "Which expression does the face show? Answer with one word."
+#: The shard columns a conversation needs.
+COLUMNS = ["record_id", "image_path", "image_bytes", "label", "cot_text", "verified"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training conversation: ``messages`` (system, user, assistant, ...) about one image."""
+
+    id: str
+    image: str  # image_path, relative to the dataset root
+    kind: str  # "cot" | "fer"
+    label: str
+    messages: list[dict[str, str]]
+    image_bytes: bytes | None = field(default=None, repr=False, compare=False)
+
+    def to_paper(self) -> dict:
+        data = asdict(self)
+        data.pop("image_bytes")
+        return data
+
+
+def cot_prompt() -> str:
+    """The first user turn of a CoT sample (also the prompt the ``expllm`` predictor sends)."""
+    return f"{IMAGE_TOKEN}\n{TASK}\n{COT_QUESTION}"
+
+
+def build_sample(row: dict, kind: str) -> Sample:
+    """The ``kind`` conversation of one shard row."""
+    system = {"role": "system", "content": SYSTEM_PROMPT}
+    if kind == "cot":
+        messages = [
+            system,
+            {"role": "user", "content": cot_prompt()},
+            {"role": "assistant", "content": row["cot_text"]},
+            {"role": "user", "content": FOLLOW_UP},
+            {"role": "assistant", "content": row["label"]},
+        ]
+    elif kind == "fer":
+        messages = [
+            system,
+            {"role": "user", "content": f"{IMAGE_TOKEN}\n{TASK}\n{LABEL_QUESTION}"},
+            {"role": "assistant", "content": row["label"]},
+        ]
+    else:
+        raise ValueError(f"sample kind must be 'cot' or 'fer', got {kind!r}")
+    return Sample(
+        id=f"{row['record_id']}#{kind}",
+        image=row["image_path"],
+        kind=kind,
+        label=row["label"],
+        messages=messages,
+        image_bytes=row.get("image_bytes"),
+    )
+
+
+def _kind(record_id: str, mix: tuple[int, int]) -> str:
+    fer, cot = mix
+    bucket = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) % (fer + cot)
+    return "fer" if bucket < fer else "cot"
+
+
+def parse_mix(text: str) -> tuple[int, int]:
+    """``"FER:COT"`` (e.g. ``"3:1"``, ``"0:1"`` for CoT only) -> a pair of shares."""
+    fer, sep, cot = text.partition(":")
+    try:
+        pair = (int(fer), int(cot))
+    except ValueError:
+        pair = (-1, -1)
+    if not sep or min(pair) < 0 or sum(pair) == 0:
+        raise ValueError(f"mix must be FER:COT with non-negative integers, got {text!r}")
+    return pair
+
+
+def read_rows(shards: str | Path, verified_only: bool = True) -> pd.DataFrame:
+    """Labelled (and, by default, verified) records of an Exp-CoT output folder."""
+    shards = Path(shards)
+    if not (shards / MANIFEST).is_file():
+        raise FileNotFoundError(f"{shards}: no {MANIFEST}; not an Exp-CoT output folder")
+    frame = read_shards(shards, COLUMNS)
+    if frame.empty:
+        raise ValueError(f"{shards}: no shard-*.parquet files with records")
+    keep = frame["label"].notna() & frame["cot_text"].notna()
+    if verified_only:
+        keep &= frame["verified"].fillna(False).astype(bool)
+    return frame[keep].sort_values("record_id").reset_index(drop=True)
+
+
+def build_samples(frame: pd.DataFrame, mix: tuple[int, int] = (3, 1)) -> list[Sample]:
+    """One sample per row of ``frame``; its kind drawn by record-id hash with shares ``mix``."""
+    rows = frame.to_dict("records")
+    return [build_sample(row, _kind(row["record_id"], mix)) for row in rows]
+
+
+def dataset_root(shards: str | Path, override: str | Path | None = None) -> Path:
+    """The dataset root of the images: ``override``, else the manifest's ``KIND:PATH`` spec.
+
+    A relative path is taken relative to the working directory, else to the repository root.
+    """
+    if override is not None:
+        root = Path(override)
+    else:
+        manifest = json.loads((Path(shards) / MANIFEST).read_text())
+        spec = manifest.get("config", {}).get("spec", "")
+        _, sep, path = spec.partition(":")
+        if not sep:
+            raise ValueError(f"{Path(shards) / MANIFEST}: no dataset spec KIND:PATH in its config")
+        root = Path(path)
+        if not root.is_absolute() and not root.is_dir():
+            root = Path(__file__).resolve().parents[1] / path
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} of {shards} not found (pass --data-root)")
+    return root
+
+
+def _llava(sample: Sample, image: str) -> dict:
+    turns = [m for m in sample.messages if m["role"] != "system"]
+    return {
+        "id": sample.id,
+        "image": image,
+        "conversations": [
+            {"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+            for m in turns
+        ],
+    }
+
+
+def _messages(sample: Sample, image: str) -> dict:
+    out = []
+    for message in sample.messages:
+        content = message["content"]
+        if message["role"] == "user" and content.startswith(IMAGE_TOKEN):
+            text = content[len(IMAGE_TOKEN) :].lstrip("\n")
+            parts = [{"type": "image", "image": image}, {"type": "text", "text": text}]
+            out.append({"role": "user", "content": parts})
+        else:
+            out.append({"role": message["role"], "content": content})
+    return {"id": sample.id, "messages": out}
+
+
+def _paper(sample: Sample, image: str) -> dict:
+    return {**sample.to_paper(), "image": image}
+
+
+#: Export formats: name -> (row builder, JSON Lines?).
+EXPORTS: dict[str, tuple[Callable[[Sample, str], dict], bool]] = {
+    "paper": (_paper, True),
+    "llava": (_llava, False),
+    "messages": (_messages, True),
+}
+
+
+def _image_refs(
+    samples: list[Sample], root: Path | None, images_dir: Path | None
+) -> Iterator[tuple[Sample, str]]:
+    for sample in samples:
+        if images_dir is None:
+            yield sample, sample.image
+            continue
+        target = images_dir / sample.image
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if sample.image_bytes is not None:
+                target.write_bytes(sample.image_bytes)
+            else:
+                source = root / sample.image if root else Path(sample.image)
+                if not source.is_file():
+                    raise FileNotFoundError(f"{sample.id}: image {source} not found")
+                shutil.copyfile(source, target)
+        yield sample, sample.image
+
+
+def write_export(
+    samples: list[Sample],
+    fmt: str,
+    out: str | Path,
+    root: Path | None = None,
+    images_dir: str | Path | None = None,
+) -> int:
+    """Write ``samples`` to ``out`` in format ``fmt``; returns the number of samples written."""
+    if fmt not in EXPORTS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {sorted(EXPORTS)}")
+    builder, lines = EXPORTS[fmt]
+    images = Path(images_dir) if images_dir else None
+    rows = [builder(s, ref) for s, ref in _image_refs(samples, root, images)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        if lines:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        else:
+            json.dump(rows, fh, ensure_ascii=False, indent=1)
+    return len(rows)

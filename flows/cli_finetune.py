@@ -1,0 +1,79 @@
+"""``expllm finetune`` (flows/finetune.py) and ``expllm export`` (engine/conversations.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from engine.conversations import parse_mix
+    from flows.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(
+        base=args.base,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_samples=args.max_samples,
+        eval_samples=args.eval_samples,
+        mix=parse_mix(args.mix),
+        checkpoint_every=args.checkpoint_every,
+        eval_max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    log = finetune(shards=args.shards, out=args.out, config=config, data_root=args.data_root)
+    print(json.dumps([e["eval"] | {"example": None} for e in log["epochs"]], indent=1))
+    print(f"model folder: {Path(args.out)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.conversations import build_samples, dataset_root, parse_mix, read_rows, write_export
+
+    frame = read_rows(args.shards, verified_only=not args.all)
+    samples = build_samples(frame, parse_mix(args.mix))
+    root = dataset_root(args.shards, args.data_root) if args.images_dir else None
+    count = write_export(samples, args.format, args.out, root=root, images_dir=args.images_dir)
+    images = args.images_dir or dataset_root(args.shards, args.data_root)
+    print(f"wrote {count} {args.format} samples to {args.out}; images relative to {images}")
+    return 0
+
+
+def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``finetune`` to the ``expllm`` sub-commands."""
+    ft = subparsers.add_parser("finetune", help="fine-tune ExpLLM on Exp-CoT shards")
+    ft.add_argument("--shards", required=True, help="Exp-CoT output folder")
+    ft.add_argument("--base", default="nano", help="nano (default) or hf:<model id or folder>")
+    ft.add_argument("--out", required=True, help="model folder (checkpoints inside; resumes)")
+    ft.add_argument("--epochs", type=int, default=1)
+    ft.add_argument("--batch-size", type=int, default=4)
+    ft.add_argument("--lr", type=float, default=5e-4)
+    ft.add_argument("--max-samples", type=int, help="train on at most N records")
+    ft.add_argument("--eval-samples", type=int, default=16, help="held-out faces per epoch")
+    ft.add_argument("--mix", default="3:1", help="FER:CoT sample shares (default 3:1)")
+    ft.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    ft.add_argument("--max-new-tokens", type=int, default=320, help="CoT tokens at evaluation")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--data-root", help="dataset root (default: from the shards' manifest)")
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.set_defaults(func=cmd_finetune)
+    return ft
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``export`` to the ``expllm`` sub-commands."""
+    from engine.conversations import EXPORTS
+
+    ex = subparsers.add_parser("export", help="write Exp-CoT shards as training conversations")
+    ex.add_argument("--shards", required=True, help="Exp-CoT output folder")
+    ex.add_argument("--format", default="paper", choices=sorted(EXPORTS))
+    ex.add_argument("--out", required=True, help="output file (.jsonl; .json for llava)")
+    ex.add_argument("--images-dir", help="write the images here and reference them from it")
+    ex.add_argument("--mix", default="3:1", help="FER:CoT sample shares (default 3:1)")
+    ex.add_argument("--all", action="store_true", help="include records that did not verify")
+    ex.add_argument("--data-root", help="dataset root (default: from the shards' manifest)")
+    ex.set_defaults(func=cmd_export)
+    return ex

