@@ -1,8 +1,10 @@
-"""The Exp-CoT pipeline for one face: read -> face -> AUs -> rules -> render -> verify -> row.
+"""The Exp-CoT pipeline: read -> face -> AUs -> rules -> engine loop (write, read, verify) -> row.
 
-``ExpCoTPipeline`` holds the stage objects (built once per process) and turns a ``FaceRecord``
-into a shard row, or a rejected row naming the failing stage and the reason. It knows nothing
-of orchestration: ``flows/exp_cot.py`` runs it per shard.
+``ExpCoTPipeline`` holds the stage objects (built once per process: AU back end, rule book,
+writer and reader) and turns a batch of ``FaceRecord`` into shard rows, or rejected rows naming
+the failing stage and the reason. The engine loop (``engine.loop``) runs over the whole batch
+so that an LLM writer's calls of one round go out together. It knows nothing of
+orchestration: ``flows/exp_cot.py`` runs it per shard.
 """
 
 from __future__ import annotations
@@ -18,10 +20,35 @@ import engine
 from engine.aus import AUEstimator, au_definitions, create_estimator
 from engine.faces import FaceFinder
 from engine.images import check_source, load_image
+from engine.loop import EngineLoop, LoopItem, LoopResult
 from engine.render import CoTRenderer
 from engine.rules import EmotionEvidence, RuleBook
 from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
-from engine.verify import verify
+from engine.writers import (
+    READERS,
+    WRITERS,
+    ChatParams,
+    TemplateWriter,
+    WriterOptions,
+    create_reader,
+    create_writer,
+)
+
+#: Fields that say how to reach the writer's model, not what it writes: kept out of the manifest.
+_CONNECTION_FIELDS = ("base_url", "llm_concurrency", "llm_timeout", "llm_retries")
+#: Fields of the engine loop; left out of the manifest for the default template writer, so that
+#: its manifests (and reruns of earlier output folders) are exactly as before.
+_LOOP_FIELDS = (
+    "writer",
+    "llm_model",
+    "reader",
+    "max_rounds",
+    "word_cap",
+    "max_new_tokens",
+    "temperature",
+    "seed",
+    "fallback",
+)
 
 
 @dataclass(frozen=True)
@@ -34,10 +61,43 @@ class PipelineConfig:
     embed_images: bool = False
     max_pixels: int = 100_000_000
     max_words: int = 160
+    writer: str = "template"
+    llm_model: str | None = None
+    base_url: str | None = None
+    llm_concurrency: int = 4
+    llm_timeout: float = 120.0
+    llm_retries: int = 5
+    reader: str = "rules"
+    max_rounds: int = 3
+    word_cap: int = 130
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    seed: int = 0
+    fallback: str = "reject"
+
+    def __post_init__(self) -> None:
+        if self.writer not in WRITERS:
+            raise ValueError(f"unknown writer {self.writer!r}; choose one of {', '.join(WRITERS)}")
+        if self.reader not in READERS:
+            raise ValueError(f"unknown reader {self.reader!r}; choose one of {', '.join(READERS)}")
+        if self.fallback not in ("reject", "template"):
+            raise ValueError(f"unknown fallback {self.fallback!r}; choose reject or template")
+        if self.max_rounds < 1 or self.word_cap < 1 or self.max_new_tokens < 1:
+            raise ValueError("--max-rounds, --word-cap and --max-new-tokens must be at least 1")
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.writer != "template"
 
     def to_dict(self) -> dict:
+        """The run identity stored in the manifest (no connection details, never a key)."""
         data = asdict(self)
         data["au_options"] = dict(self.au_options)
+        for name in _CONNECTION_FIELDS:
+            data.pop(name)
+        if self.writer == "template" and self.reader == "rules":
+            for name in _LOOP_FIELDS:
+                data.pop(name)
         return data
 
 
@@ -47,12 +107,31 @@ class ShardResult:
 
     rows: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    usage: dict | None = None  # LLM calls, cache hits, tokens and cost of this shard
+
+
+@dataclass
+class _Measured:
+    """A record after stages 2-4: AUs measured, evidence computed."""
+
+    record: FaceRecord
+    reading: AUReading
+    evidence: EmotionEvidence
+    face: Face | None
+    image: np.ndarray | None
+    seconds: float
 
 
 class ExpCoTPipeline:
-    """Stages 2-7 for single records; build once per process and reuse."""
+    """Stages 2-7 for batches of records (a shard); build once per process and reuse."""
 
-    def __init__(self, config: PipelineConfig, estimator: AUEstimator | None = None):
+    def __init__(
+        self,
+        config: PipelineConfig,
+        estimator: AUEstimator | None = None,
+        cache_dir: Path | None = None,
+    ):
+        """``cache_dir``: the LLM response cache (the flow uses ``<out>/_llm_cache``)."""
         self.config = config
         self.estimator = estimator or create_estimator(config.au_backend, **dict(config.au_options))
         self.rules = RuleBook.load()
@@ -61,23 +140,55 @@ class ExpCoTPipeline:
         )
         self.finder = FaceFinder(mode=config.face_mode)
         self._au_codes = tuple(au_definitions())
+        self.writer = create_writer(
+            config.writer,
+            self.renderer,
+            WriterOptions(
+                base_url=config.base_url,
+                model=config.llm_model,
+                concurrency=config.llm_concurrency,
+                timeout=config.llm_timeout,
+                max_retries=config.llm_retries,
+            ),
+            ChatParams(config.max_new_tokens, config.temperature, config.seed),
+            word_cap=config.word_cap,
+            cache_dir=cache_dir,
+        )
+        self.reader = create_reader(config.reader, self.writer)
+        self.loop = EngineLoop(
+            self.writer,
+            self.reader,
+            max_rounds=config.max_rounds,
+            word_cap=config.word_cap if config.uses_llm else None,
+        )
+        self._fallback = (
+            EngineLoop(TemplateWriter(self.renderer), self.reader, max_rounds=1, word_cap=None)
+            if config.uses_llm and config.fallback == "template"
+            else None
+        )
 
     def run(self, records: list[FaceRecord]) -> ShardResult:
         """Process ``records``; a failing record is rejected and the rest carry on."""
         result = ShardResult()
+        measured = []
         for record in records:
             try:
-                result.rows.append(self.process(record))
+                measured.append(self.measure(record))
             except StageError as exc:
                 result.rejected.append(rejected_row(record, exc.stage, str(exc)))
             except Exception as exc:  # noqa: BLE001 - a record never stops the run
                 result.rejected.append(
                     rejected_row(record, "internal", f"{type(exc).__name__}: {exc}")
                 )
+        rows, rejected = self._describe_many(measured)
+        result.rows.extend(rows)
+        result.rejected.extend(rejected)
+        usage = self.writer.take_usage()
+        result.usage = usage.as_dict() if usage else None
         return result
 
-    def process(self, record: FaceRecord) -> dict:
-        """The shard row of one record; raises StageError at the first failing stage."""
+    def measure(self, record: FaceRecord) -> _Measured:
+        """Stages 2-4 of one record; raises StageError at the first failing stage."""
         started = time.perf_counter()
         image = face = None
         if self.estimator.needs_pixels or self.config.embed_images:
@@ -87,7 +198,8 @@ class ExpCoTPipeline:
         if self.estimator.needs_pixels:
             face = self.finder.find(image, record)
         reading = self.estimator.estimate(face, record)
-        return self.describe(record, reading, face, image, started)
+        evidence = self.rules.evaluate(reading)
+        return _Measured(record, reading, evidence, face, image, time.perf_counter() - started)
 
     def describe(
         self,
@@ -95,33 +207,88 @@ class ExpCoTPipeline:
         reading: AUReading,
         face: Face | None = None,
         image: np.ndarray | None = None,
-        started: float | None = None,
     ) -> dict:
-        """Stages 4-7 from measured AUs: rules, render, verify, and the row."""
-        started = time.perf_counter() if started is None else started
+        """Stages 4-7 of one face from measured AUs; raises StageError when it is rejected."""
+        started = time.perf_counter()
         evidence = self.rules.evaluate(reading)
-        rendered = self.renderer.render(record.record_id, record.label, evidence)
-        text = rendered.cot.text
-        measured = frozenset(a.au for a in evidence.active)
-        check = verify(text, record.label, measured)
-        row = self._base_row(record, reading, face, evidence)
+        item = _Measured(record, reading, evidence, face, image, time.perf_counter() - started)
+        rows, rejected = self._describe_many([item])
+        if rejected:
+            raise StageError(rejected[0]["stage"], rejected[0]["reason"])
+        return rows[0]
+
+    def _describe_many(self, items: list[_Measured]) -> tuple[list[dict], list[dict]]:
+        """The engine loop over ``items``; rows for verified faces, rejected rows for the rest.
+
+        A face's ``seconds`` is its own measuring time plus an equal share of the loop's time
+        (the loop works on the batch, round by round).
+        """
+        if not items:
+            return [], []
+        loop_items = [
+            LoopItem(
+                m.record.record_id,
+                m.record.label,
+                m.evidence,
+                frozenset(a.au for a in m.evidence.active),
+            )
+            for m in items
+        ]
+        started = time.perf_counter()
+        try:
+            results = self.loop.run(loop_items)
+            writers = [self.writer.name] * len(items)
+            if self._fallback is not None:
+                self._apply_fallback(loop_items, results, writers)
+        except Exception as exc:  # noqa: BLE001 - a failing writer rejects its batch, no crash
+            reason = f"{type(exc).__name__}: {exc}"
+            return [], [rejected_row(m.record, "write", reason) for m in items]
+        share = (time.perf_counter() - started) / len(items)
+        rows, rejected = [], []
+        for measured, result, writer in zip(items, results, writers, strict=True):
+            keep = result.verified or (self.writer.name == "template" and result.cot is not None)
+            if not keep:
+                reason = f"no verified draft in {result.rounds} round(s): " + "; ".join(
+                    result.failures
+                )
+                rejected.append(rejected_row(measured.record, "verify", reason))
+                continue
+            rows.append(self._row(measured, result, writer, measured.seconds + share))
+        return rows, rejected
+
+    def _apply_fallback(
+        self, items: list[LoopItem], results: list[LoopResult], writers: list[str]
+    ) -> None:
+        """``--fallback template``: faces no LLM draft verified get the template's text."""
+        failed = [i for i, r in enumerate(results) if not r.verified]
+        for index, result in zip(
+            failed, self._fallback.run([items[i] for i in failed]), strict=True
+        ):
+            result.failures = results[index].failures + result.failures
+            result.rounds += results[index].rounds
+            results[index] = result
+            writers[index] = "template"
+
+    def _row(self, m: _Measured, result: LoopResult, writer: str, seconds: float) -> dict:
+        cot, check = result.cot, result.verification
+        row = self._base_row(m.record, m.reading, m.face, m.evidence)
         row.update(
-            image_bytes=_image_bytes(record, image) if self.config.embed_images else None,
-            cot_observations=rendered.cot.observations,
-            cot_interpretation=rendered.cot.interpretation,
-            cot_conclusion=rendered.cot.conclusion,
-            cot_text=text,
-            cot_words=rendered.cot.word_count,
-            template_id=rendered.template_id,
-            writer="template",
-            writer_model=None,
-            rounds=1,
-            draft_failures=[],
+            image_bytes=_image_bytes(m.record, m.image) if self.config.embed_images else None,
+            cot_observations=cot.observations,
+            cot_interpretation=cot.interpretation,
+            cot_conclusion=cot.conclusion,
+            cot_text=cot.text,
+            cot_words=cot.word_count,
+            template_id=result.template_id,
+            writer=writer,
+            writer_model=None if writer == "template" else self.writer.model,
+            rounds=result.rounds,
+            draft_failures=list(result.failures),
             inferred_label=check.inferred_label,
             verified=check.verified,
             faithfulness=check.faithfulness,
             mentioned_aus=list(check.mentioned_aus),
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
         )
         return row
 
@@ -168,6 +335,7 @@ class ExpCoTPipeline:
 
     def close(self) -> None:
         self.estimator.close()
+        self.writer.close()
 
 
 def rejected_row(record: FaceRecord, stage: str, reason: str) -> dict:

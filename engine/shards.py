@@ -6,6 +6,7 @@ Layout of an output folder::
     _rejected/shard-00000.parquet  failures with stage and reason, ``REJECTED_SCHEMA``
     _manifest.json               schema version, run config, one entry per finished shard
     _stats.json                  per-class counts, verification, faithfulness, words, speed
+    _llm_cache/                  LLM responses keyed by model + prompt + parameters (LLM writers)
 
 Files starting with ``_`` or ``.`` are skipped by Parquet dataset readers, so
 ``pandas.read_parquet(out_dir)`` reads exactly the accepted records. Each shard is written to a
@@ -31,6 +32,7 @@ SCHEMA_VERSION = "1.0"
 MANIFEST = "_manifest.json"
 STATS = "_stats.json"
 REJECTED_DIR = "_rejected"
+LLM_CACHE = "_llm_cache"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK  # what a plain open() would have given

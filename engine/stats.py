@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,8 @@ _COLUMNS = [
     "au_supports_label",
     "dominant_emotion",
     "inferred_label",
+    "writer",
+    "rounds",
 ]
 
 
@@ -69,6 +72,38 @@ def shard_stats(
         "dropped_by_dataset_protocol": dropped or {},
         "manifest": MANIFEST,
     }
+    total = n + len(rejected)
+    stats["acceptance"] = n / total if total else None
+    stats["rounds_mean"] = float(frame["rounds"].mean()) if n else None
+    stats["rounds_histogram"] = (
+        {str(k): int(v) for k, v in frame["rounds"].value_counts().sort_index().items()}
+        if n
+        else {}
+    )
+    stats["per_writer"] = frame["writer"].value_counts().to_dict() if n else {}
+    llm = llm_usage(out_dir)
+    if llm is not None:
+        stats["llm"] = llm
     if wall_seconds is not None:
         stats["wall_seconds_this_run"] = wall_seconds
     return stats
+
+
+def llm_usage(out_dir: Path) -> dict | None:
+    """LLM calls, cache hits, tokens and cost: per shard (from the manifest) and in total.
+
+    Each shard's figures are those of the run that wrote it; a resumed run's shards show how
+    many answers came from the response cache instead of the model.
+    """
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return None
+    shards = json.loads(path.read_text()).get("shards", {})
+    per_shard = {name: e["llm"] for name, e in sorted(shards.items()) if "llm" in e}
+    if not per_shard:
+        return None
+    keys = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens")
+    total = {k: sum(u[k] for u in per_shard.values()) for k in keys}
+    costs = [u["cost_usd"] for u in per_shard.values()]
+    total["cost_usd"] = None if any(c is None for c in costs) else sum(costs)
+    return {"total": total, "per_shard": per_shard}

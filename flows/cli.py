@@ -30,12 +30,25 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
     face_mode = {None: "auto", True: "aligned", False: "detector"}[args.aligned]
     if args.face_mode:
         face_mode = args.face_mode
+    if getattr(args, "api_key", None):
+        os.environ["OPENAI_API_KEY"] = args.api_key  # workers inherit it; never in the manifest
     config = PipelineConfig(
         au_backend=args.au_backend,
         au_options=_au_options(args.au_option),
         face_mode=face_mode,
         embed_images=args.embed_images,
         max_pixels=args.max_pixels,
+        writer=args.writer,
+        llm_model=args.model,
+        base_url=args.base_url,
+        llm_concurrency=args.llm_concurrency,
+        llm_timeout=args.llm_timeout,
+        llm_retries=args.llm_retries,
+        reader=args.reader,
+        max_rounds=args.max_rounds,
+        word_cap=args.word_cap,
+        max_new_tokens=args.max_new_tokens,
+        fallback=args.fallback,
     )
     out = Path(args.out)
     stopped = mark_run(out)
@@ -64,12 +77,28 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
                 for k in (
                     "records",
                     "rejected",
+                    "acceptance",
                     "verified_share",
                     "faithfulness_mean",
+                    "rounds_mean",
                     "seconds_per_image",
                 )
             }
+            | ({"llm": stats["llm"]["total"]} if "llm" in stats else {})
         )
+    )
+    return 0
+
+
+def cmd_serve_llm(args: argparse.Namespace) -> int:
+    from flows.serve_llm import serve
+
+    serve(
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        model=args.model,
+        port_file=args.port_file,
     )
     return 0
 
@@ -106,6 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         max_pixels=100_000_000,
         shard_size=16,
         quiet=False,
+        **_LLM_DEFAULTS,
     )
     cmd_exp_cot(ns)
     return cmd_inspect(
@@ -129,6 +159,57 @@ def cmd_models(args: argparse.Namespace) -> int:
     path = models.fetch_model(args.name, dest_dir=args.dest, url=args.url)
     print(path)
     return 0
+
+
+#: The engine-loop options of ``exp-cot`` at their defaults (the template writer).
+_LLM_DEFAULTS = {
+    "writer": "template",
+    "model": None,
+    "base_url": None,
+    "api_key": None,
+    "llm_concurrency": 4,
+    "llm_timeout": 120.0,
+    "llm_retries": 5,
+    "reader": "rules",
+    "max_rounds": 3,
+    "word_cap": 130,
+    "max_new_tokens": 200,
+    "fallback": "reject",
+}
+
+
+def _add_loop_options(run: argparse.ArgumentParser) -> None:
+    from engine.writers import READERS, WRITERS
+
+    loop = run.add_argument_group("engine loop (writer, reader, verification rounds)")
+    loop.add_argument("--writer", default="template", choices=WRITERS)
+    loop.add_argument(
+        "--model",
+        help="LLM: model id for --writer openai (default $EXPLLM_LLM_MODEL or gpt-4o); "
+        "a .gguf file or model folder for --writer local (default SmolLM2-135M-Instruct)",
+    )
+    loop.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
+    loop.add_argument("--api-key", help="API key (default $OPENAI_API_KEY)")
+    loop.add_argument("--llm-concurrency", type=int, default=4, help="requests in flight")
+    loop.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=120.0,
+        help="seconds per request before a retry (raise it for a busy CPU server)",
+    )
+    loop.add_argument(
+        "--llm-retries", type=int, default=5, help="retries on 429, 5xx and time-outs"
+    )
+    loop.add_argument("--reader", default="rules", choices=READERS, help="Des2Exp reader")
+    loop.add_argument("--max-rounds", type=int, default=3, help="write-verify rounds per face")
+    loop.add_argument("--word-cap", type=int, default=130, help="most words of an LLM draft")
+    loop.add_argument("--max-new-tokens", type=int, default=200, help="LLM tokens per draft")
+    loop.add_argument(
+        "--fallback",
+        default="reject",
+        choices=["reject", "template"],
+        help="faces no LLM draft verified: rejected (default) or given the template's text",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,7 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject larger images (decompression bombs)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_loop_options(run)
     run.set_defaults(func=cmd_exp_cot)
+
+    srv = sub.add_parser(
+        "serve-llm", help="serve the local writer's model as an OpenAI-compatible endpoint"
+    )
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    srv.add_argument("--backend", default="local", choices=["local", "template"])
+    srv.add_argument("--model", help="local: a .gguf file or model folder")
+    srv.add_argument("--port-file", help="write the bound port here once listening")
+    srv.set_defaults(func=cmd_serve_llm)
 
     insp = sub.add_parser("inspect", help="summarise an output folder")
     insp.add_argument("dir")
@@ -196,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--dest", help="folder (default: $EXPLLM_MODEL_DIR or the user cache)")
     mod.add_argument("--url", help="download from this URL instead of the official one")
     mod.set_defaults(func=cmd_models)
+    from flows.cli_evaluate import add_evaluate_parser
+    from flows.cli_finetune import add_export_parser, add_finetune_parser
+
+    add_evaluate_parser(sub)
+    add_finetune_parser(sub)
+    add_export_parser(sub)
     return parser
 
 

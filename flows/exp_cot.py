@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from engine.datasets import read_dataset
 from engine.pipeline import ExpCoTPipeline, PipelineConfig
-from engine.shards import ShardStore
+from engine.shards import LLM_CACHE, ShardStore
 from engine.stats import shard_stats
 from engine.types import FaceRecord
 
@@ -44,17 +44,19 @@ def plan_shards(records: list[FaceRecord], shard_size: int) -> list[ShardPlan]:
 
 
 @cache
-def _pipeline(config: PipelineConfig) -> ExpCoTPipeline:
-    """One pipeline per worker process and config (model loading is the expensive part)."""
-    return ExpCoTPipeline(config)
+def _pipeline(config: PipelineConfig, cache_dir: str) -> ExpCoTPipeline:
+    """One pipeline per worker process and config (AU back end, writer and reader models)."""
+    return ExpCoTPipeline(config, cache_dir=Path(cache_dir))
 
 
 @task(name="exp-cot-shard", retries=0)
 def process_shard(plan: ShardPlan, config: PipelineConfig, out_dir: str, run_config: dict) -> dict:
     """Process and write one shard; returns its manifest entry."""
     started = time.perf_counter()
-    result = _pipeline(config).run(plan.records)
+    result = _pipeline(config, str(Path(out_dir) / LLM_CACHE)).run(plan.records)
     entry = {"seconds": time.perf_counter() - started, "records": len(plan.records)}
+    if result.usage is not None:
+        entry["llm"] = result.usage
     ShardStore(Path(out_dir), run_config).write_shard(
         plan.name, result.rows, result.rejected, entry
     )

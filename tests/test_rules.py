@@ -51,12 +51,12 @@ def test_surprise_needs_au05_at_level_b(rules):
 
 
 def test_contempt_needs_unilateral_action(rules):
-    sided = reading({"AU12": 1.2, "AU14": 1.6}, {"AU12": (0.1, 2.3), "AU14": (0.4, 2.8)})
+    sided = reading({"AU12": 2.3, "AU14": 2.8}, {"AU12": (0.1, 2.3), "AU14": (0.4, 2.8)})
     evidence = rules.evaluate(sided)
     assert evidence.dominant == "contempt"
     assert evidence.active[0].side == "right"
-    symmetric = rules.evaluate(reading({"AU12": 1.2, "AU14": 1.6},
-                                       {"AU12": (1.2, 1.2), "AU14": (1.6, 1.6)}))
+    symmetric = rules.evaluate(reading({"AU12": 2.3, "AU14": 2.8},
+                                       {"AU12": (2.3, 2.3), "AU14": (2.8, 2.8)}))
     assert "emfacs_contempt" not in {m.prototype for m in symmetric.prototypes}
 
 

