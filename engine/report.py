@@ -14,6 +14,7 @@ import pandas as pd
 
 from engine.aus import au_definitions
 from engine.images import load_image
+from engine.rules import RuleBook
 from engine.shards import MANIFEST, STATS
 from engine.stats import read_rejected, read_shards
 from engine.types import EMOTIONS, StageError
@@ -28,7 +29,7 @@ def load_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     return read_shards(out_dir), read_rejected(out_dir), json.loads(manifest_path.read_text())
 
 
-def au_summary(frame: pd.DataFrame, threshold: float = 1.0) -> pd.DataFrame:
+def au_summary(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per AU: share of faces where it is active, mean and max intensity."""
     codes = [c for c in au_definitions() if c in frame.columns and frame[c].notna().any()]
     return pd.DataFrame(
@@ -44,6 +45,7 @@ def au_summary(frame: pd.DataFrame, threshold: float = 1.0) -> pd.DataFrame:
 def text_summary(out_dir: Path, samples: int = 3) -> str:
     """What ``expllm inspect`` prints."""
     frame, rejected, manifest = load_run(out_dir)
+    threshold = RuleBook.load().active_threshold
     lines = [
         f"expllm output {out_dir} (schema {manifest.get('schema_version')}, "
         f"{len(manifest.get('shards', {}))} shards)",
@@ -70,8 +72,8 @@ def text_summary(out_dir: Path, samples: int = 3) -> str:
             f"AU back end: {', '.join(sorted(frame['au_backend'].unique()))} "
             f"({', '.join(sorted(frame['au_model_version'].unique()))})",
             "",
-            "AU distribution (active = intensity >= 1.0 on 0-5):",
-            au_summary(frame).to_string(),
+            f"AU distribution (active = intensity >= {threshold} on 0-5, data/rules.json):",
+            au_summary(frame, threshold).to_string(),
         ]
         for _, row in _samples(frame, samples).iterrows():
             lines += [
