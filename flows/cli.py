@@ -126,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         limit=None,
         protocol="majority",
         workers=1,
-        task_runner="process",
+        task_runner="thread",
         au_backend=args.au_backend,
         au_option=[],
         aligned=None,
@@ -224,9 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--split", help="train, valid or test (default: all)")
     run.add_argument("--limit", type=int, help="deterministic stratified sample of N faces")
     run.add_argument("--protocol", default="majority", choices=["majority", "plurality"])
-    run.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    run.add_argument("--workers", type=int, default=1, help="parallel workers (see --task-runner)")
     run.add_argument(
-        "--task-runner", default="process", choices=["process", "thread", "dask", "ray"]
+        "--task-runner", default="thread", choices=["thread", "process", "dask", "ray"],
+        help="thread (default: the AU models run native code outside the GIL, one pipeline "
+        "per thread, no start-up cost), process, dask or ray",
     )
     run.add_argument("--au-backend", default="mesh", choices=list_estimators())
     run.add_argument(

@@ -8,9 +8,9 @@ killed run resumes without losing or duplicating records.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -43,10 +43,17 @@ def plan_shards(records: list[FaceRecord], shard_size: int) -> list[ShardPlan]:
     ]
 
 
-@cache
+_PER_THREAD = threading.local()
+
+
 def _pipeline(config: PipelineConfig, cache_dir: str) -> ExpCoTPipeline:
-    """One pipeline per worker process and config (AU back end, writer and reader models)."""
-    return ExpCoTPipeline(config, cache_dir=Path(cache_dir))
+    """One pipeline per worker (process or thread) and config: model loading is the costly part,
+    and native models such as MediaPipe's graphs must not be shared between threads."""
+    pipelines = _PER_THREAD.__dict__.setdefault("pipelines", {})
+    key = (config, cache_dir)
+    if key not in pipelines:
+        pipelines[key] = ExpCoTPipeline(config, cache_dir=Path(cache_dir))
+    return pipelines[key]
 
 
 @task(name="exp-cot-shard", retries=0)
@@ -64,7 +71,7 @@ def process_shard(plan: ShardPlan, config: PipelineConfig, out_dir: str, run_con
 
 
 def task_runner_for(kind: str, workers: int):
-    """``process`` (default; real parallelism), ``thread``, ``dask`` or ``ray``."""
+    """``thread`` (the CLI's default), ``process``, ``dask`` or ``ray``."""
     if kind == "process":
         return (
             ProcessPoolTaskRunner(max_workers=workers) if workers > 1 else ThreadPoolTaskRunner(1)
