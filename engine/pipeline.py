@@ -24,6 +24,7 @@ from engine.loop import EngineLoop, LoopItem, LoopResult
 from engine.render import CoTRenderer
 from engine.rules import EmotionEvidence, RuleBook
 from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
+from engine.verify import mentioned_aus
 from engine.writers import (
     READERS,
     WRITERS,
@@ -41,6 +42,7 @@ _CONNECTION_FIELDS = ("base_url", "llm_concurrency", "llm_timeout", "llm_retries
 _LOOP_FIELDS = (
     "writer",
     "llm_model",
+    "rewrite",
     "reader",
     "max_rounds",
     "word_cap",
@@ -67,6 +69,7 @@ class PipelineConfig:
     llm_concurrency: int = 4
     llm_timeout: float = 120.0
     llm_retries: int = 5
+    rewrite: str = "sections"
     reader: str = "rules"
     max_rounds: int = 3
     word_cap: int = 130
@@ -80,6 +83,8 @@ class PipelineConfig:
             raise ValueError(f"unknown writer {self.writer!r}; choose one of {', '.join(WRITERS)}")
         if self.reader not in READERS:
             raise ValueError(f"unknown reader {self.reader!r}; choose one of {', '.join(READERS)}")
+        if self.rewrite not in ("sections", "text"):
+            raise ValueError(f"unknown rewrite scope {self.rewrite!r}; choose sections or text")
         if self.fallback not in ("reject", "template"):
             raise ValueError(f"unknown fallback {self.fallback!r}; choose reject or template")
         if self.max_rounds < 1 or self.word_cap < 1 or self.max_new_tokens < 1:
@@ -153,6 +158,7 @@ class ExpCoTPipeline:
             ChatParams(config.max_new_tokens, config.temperature, config.seed),
             word_cap=config.word_cap,
             cache_dir=cache_dir,
+            rewrite=config.rewrite,
         )
         self.reader = create_reader(config.reader, self.writer)
         self.loop = EngineLoop(
@@ -231,6 +237,7 @@ class ExpCoTPipeline:
                 m.record.label,
                 m.evidence,
                 frozenset(a.au for a in m.evidence.active),
+                self._required_aus(m),
             )
             for m in items
         ]
@@ -268,6 +275,13 @@ class ExpCoTPipeline:
             result.rounds += results[index].rounds
             results[index] = result
             writers[index] = "template"
+
+    def _required_aus(self, m: _Measured) -> frozenset[str]:
+        """AUs an LLM draft must name: those the template's own draft names (none for it)."""
+        if not self.config.uses_llm:
+            return frozenset()
+        reference = self.renderer.render(m.record.record_id, None, m.evidence).cot.text
+        return frozenset(mentioned_aus(reference))
 
     def _row(self, m: _Measured, result: LoopResult, writer: str, seconds: float) -> dict:
         cot, check = result.cot, result.verification

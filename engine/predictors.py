@@ -76,7 +76,10 @@ class CsvPredictor(Predictor):
     """Labels from a CSV, matched to records by record id, relpath or file name.
 
     ``key_column``/``label_column`` default to the first of ``KEY_COLUMNS``/``LABEL_COLUMNS``
-    in the header; ``first_of_list`` takes the first entry of a comma list (top-k answers).
+    in the header; ``first_of_list`` takes the first entry of a comma list (top-k answers). A
+    ``cot`` column (``cot_column``), when present, holds each answer's CoT text, which is then
+    scored too (format, conclusion, AU faithfulness); an empty label is then read from the
+    CoT's Conclusion.
     """
 
     name = "csv"
@@ -87,11 +90,13 @@ class CsvPredictor(Predictor):
         key_column: str | None = None,
         label_column: str | None = None,
         first_of_list: bool = False,
+        cot_column: str = "cot",
     ):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"predictions file {self.path} not found")
         self.labels: dict[str, str] = {}
+        self.cots: dict[str, str] = {}
         with self.path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [c.strip() for c in reader.fieldnames or []]
@@ -103,6 +108,8 @@ class CsvPredictor(Predictor):
                 if row[key] in self.labels:
                     raise ValueError(f"{self.path}:{reader.line_num}: {row[key]!r} repeated")
                 self.labels[row[key]] = value
+                if cot_column in header:
+                    self.cots[row[key]] = row[cot_column]
         if not self.labels:
             raise ValueError(f"{self.path}: no prediction rows")
 
@@ -110,15 +117,20 @@ class CsvPredictor(Predictor):
         out = []
         for record in records:
             keys = (record.record_id, record.relpath, Path(record.relpath).name)
-            answer = next((self.labels[k] for k in keys if k in self.labels), None)
-            if answer is None:
+            key = next((k for k in keys if k in self.labels), None)
+            if key is None:
                 out.append(_failed(record, f"no prediction in {self.path}"))
                 continue
-            label = canonical_label(answer)
-            if label is None:
+            answer, cot = self.labels[key], self.cots.get(key)
+            if not answer and cot:
+                from engine.verify import infer_label
+
+                answer = infer_label(cot) or ""
+            label = canonical_label(answer) if answer else None
+            if label is None and cot is None:
                 out.append(_failed(record, f"unknown label {answer!r} in {self.path}"))
             else:
-                out.append(Prediction(record.record_id, label))
+                out.append(Prediction(record.record_id, label, cot=cot))
         return out
 
     def describe(self) -> str:
@@ -294,8 +306,7 @@ class _FacePredictor(Predictor):
                 faces[index] = face_crop(record, self.finder)
             except StageError as exc:
                 errors[index] = f"{exc.stage}: {exc}"
-        answers = dict(zip(faces, self.answer(list(faces.values())) if faces else [],
-                           strict=True))
+        answers = dict(zip(faces, self.answer(list(faces.values())) if faces else [], strict=True))
         seconds = (time.perf_counter() - started) / len(records)
         return [
             _failed(record, errors[index], seconds)
@@ -450,7 +461,7 @@ class ExpLLMPredictor(_FacePredictor):
 
         super().__init__(face_mode=face_mode, batch_size=batch_size)
         self.path = Path(path)
-        self.model = load_model(self.path)
+        self.model = load_model(self.path).to_device()
         self.max_new_tokens = max_new_tokens
 
     def answer(self, faces: list[np.ndarray]) -> list[Prediction]:

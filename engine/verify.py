@@ -6,7 +6,9 @@
   ``label_maps.json`` and ``emotion_lexicon.json``).
 * ``faithfulness``: of the AUs the text mentions (by FACS number or by name), the share that was
   measured above threshold; 1.0 when it mentions none.
-* ``verified``: exact format, inferred label = ground truth, faithfulness 1.0.
+* ``missing_aus``: of the AUs a text is ``required`` to name (the engine loop asks an LLM draft
+  for those its reference draft names), the ones it leaves out.
+* ``verified``: exact format, inferred label = ground truth, faithfulness 1.0, nothing missing.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Verification:
     faithfulness: float
     mentioned_aus: tuple[str, ...]
     unmeasured_aus: tuple[str, ...]
+    missing_aus: tuple[str, ...]
     verified: bool
     reason: str  # empty when verified; else what failed
 
@@ -90,13 +93,20 @@ def mentioned_aus(text: str) -> tuple[str, ...]:
     return tuple(sorted(codes))
 
 
-def verify(text: str, label: str | None, measured: set[str] | frozenset[str]) -> Verification:
-    """Check a CoT text against the ground truth ``label`` and the AUs ``measured`` (active)."""
+def verify(
+    text: str,
+    label: str | None,
+    measured: set[str] | frozenset[str],
+    required: set[str] | frozenset[str] = frozenset(),
+) -> Verification:
+    """Check a CoT text against the ground truth ``label`` and the AUs ``measured`` (active);
+    ``required``: AUs the text must name."""
     format_ok = CoT.is_exact(text)
     inferred = infer_label(text)
     mentioned = mentioned_aus(text)
     unmeasured = tuple(au for au in mentioned if au not in measured)
     faithfulness = 1.0 if not mentioned else 1.0 - len(unmeasured) / len(mentioned)
+    missing = tuple(sorted(set(required) - set(mentioned)))
     label_match = label is not None and inferred == label
     reasons = []
     if not format_ok:
@@ -105,6 +115,8 @@ def verify(text: str, label: str | None, measured: set[str] | frozenset[str]) ->
         reasons.append(f"text reads as {inferred or 'no emotion'}, ground truth is {label}")
     if unmeasured:
         reasons.append("mentions AUs not measured above threshold: " + ", ".join(unmeasured))
+    if missing:
+        reasons.append("leaves out measured AUs: " + ", ".join(missing))
     return Verification(
         format_ok=format_ok,
         inferred_label=inferred,
@@ -112,6 +124,7 @@ def verify(text: str, label: str | None, measured: set[str] | frozenset[str]) ->
         faithfulness=faithfulness,
         mentioned_aus=mentioned,
         unmeasured_aus=unmeasured,
+        missing_aus=missing,
         verified=not reasons and (label is None or label_match),
         reason="; ".join(reasons),
     )

@@ -44,6 +44,7 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         llm_concurrency=args.llm_concurrency,
         llm_timeout=args.llm_timeout,
         llm_retries=args.llm_retries,
+        rewrite=args.rewrite,
         reader=args.reader,
         max_rounds=args.max_rounds,
         word_cap=args.word_cap,
@@ -170,6 +171,7 @@ _LLM_DEFAULTS = {
     "llm_concurrency": 4,
     "llm_timeout": 120.0,
     "llm_retries": 5,
+    "rewrite": "sections",
     "reader": "rules",
     "max_rounds": 3,
     "word_cap": 130,
@@ -200,6 +202,13 @@ def _add_loop_options(run: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--llm-retries", type=int, default=5, help="retries on 429, 5xx and time-outs"
     )
+    loop.add_argument(
+        "--rewrite",
+        default="sections",
+        choices=["sections", "text"],
+        help="LLM rewrites each section of the reference draft (default; headers kept by the "
+        "engine) or the whole text",
+    )
     loop.add_argument("--reader", default="rules", choices=READERS, help="Des2Exp reader")
     loop.add_argument("--max-rounds", type=int, default=3, help="write-verify rounds per face")
     loop.add_argument("--word-cap", type=int, default=130, help="most words of an LLM draft")
@@ -226,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", default="majority", choices=["majority", "plurality"])
     run.add_argument("--workers", type=int, default=1, help="parallel workers (see --task-runner)")
     run.add_argument(
-        "--task-runner", default="thread", choices=["thread", "process", "dask", "ray"],
+        "--task-runner",
+        default="thread",
+        choices=["thread", "process", "dask", "ray"],
         help="thread (default: the AU models run native code outside the GIL, one pipeline "
         "per thread, no start-up cost), process, dask or ray",
     )

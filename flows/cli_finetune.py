@@ -21,6 +21,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         mix=parse_mix(args.mix),
         checkpoint_every=args.checkpoint_every,
         eval_max_new_tokens=args.max_new_tokens,
+        mixed_precision=args.mixed_precision,
         seed=args.seed,
         progress=not args.quiet,
     )
@@ -56,6 +57,9 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     ft.add_argument("--mix", default="3:1", help="FER:CoT sample shares (default 3:1)")
     ft.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     ft.add_argument("--max-new-tokens", type=int, default=320, help="CoT tokens at evaluation")
+    ft.add_argument(
+        "--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="on GPUs: bf16"
+    )
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--data-root", help="dataset root (default: from the shards' manifest)")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -22,12 +22,6 @@ from tests.mediapipe_faces import (
 N_PER_CLASS = 6
 
 
-
-
-
-
-
-
 @pytest.fixture(scope="module")
 def estimator(shared_dir: Path) -> Iterator[BlendshapeEstimator]:
     model = shared_dir / "models" / "face_landmarker.task"

@@ -91,17 +91,11 @@ def test_missing_weights_are_named(tmp_path: Path) -> None:
         MeshEstimator(weights_path=tmp_path / "nothing.npz")
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def estimator() -> Iterator[MeshEstimator]:
     built = create_estimator("mesh")
     yield built
     built.close()
-
-
 
 
 def test_happy_faces_smile_more_than_neutral_ones(estimator, ferplus_dir: Path) -> None:

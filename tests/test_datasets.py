@@ -74,8 +74,9 @@ def test_ferplus_majority(ferplus_root: Path) -> None:
     assert [r.split for r in data] == ["train", "train", "test"]
     happy = data.records[0]
     assert happy.record_id == "ferplus/train/FER2013Train/a.png"
-    assert happy.soft_label == pytest.approx({**dict.fromkeys(EMOTIONS, 0.0),
-                                              "happiness": 0.8, "surprise": 0.2})
+    assert happy.soft_label == pytest.approx(
+        {**dict.fromkeys(EMOTIONS, 0.0), "happiness": 0.8, "surprise": 0.2}
+    )
     assert happy.box is None and happy.extras["votes"] == "0,8,2,0,0,0,0,0,0,0"
     assert load_image(happy).shape == (48, 48, 3)
 
@@ -112,8 +113,10 @@ def test_ferplus_errors(ferplus_root: Path, tmp_path: Path) -> None:
 
 def test_ferplus_real_counts(ferplus_dir: Path) -> None:
     counts = {
-        protocol: {split: len(read_dataset(f"ferplus:{ferplus_dir}", split, protocol))
-                   for split in ("train", "valid", "test")}
+        protocol: {
+            split: len(read_dataset(f"ferplus:{ferplus_dir}", split, protocol))
+            for split in ("train", "valid", "test")
+        }
         for protocol in ("majority", "plurality")
     }
     assert counts == {
@@ -228,8 +231,12 @@ def test_rafdb_errors(rafdb_root: Path) -> None:
 
 def test_affectnet_kaggle_folders(tmp_path: Path, faces: list[Path]) -> None:
     root = tmp_path / "affectnet"
-    layout = ["train/class001/a.jpg", "train/class008/b.jpg", "val/class002/c.jpg",
-              "test/class007/d.jpg"]
+    layout = [
+        "train/class001/a.jpg",
+        "train/class008/b.jpg",
+        "val/class002/c.jpg",
+        "test/class007/d.jpg",
+    ]
     for face, relpath in zip(faces, layout, strict=False):
         _jpg(face, root / relpath)
     data = read_dataset(f"affectnet:{root}")
@@ -318,8 +325,11 @@ def test_folder_errors(tmp_path: Path, faces: list[Path]) -> None:
     (root / "happy").mkdir(parents=True)
     (root / "bored").mkdir()
     (root / "sleepy").mkdir()
-    with pytest.raises(ValueError, match=r"unknown class folder\(s\) \['bored', 'sleepy'\]; "
-                       r"accepted names: \[.*'afraid'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown class folder\(s\) \['bored', 'sleepy'\]; "
+        r"accepted names: \[.*'afraid'",
+    ):
         read_dataset(f"folder:{root}")
     (root / "bored").rmdir()
     (root / "sleepy").rename(root / "train")
@@ -355,5 +365,9 @@ def test_helpers() -> None:
     assert not is_aligned_kind("nonsense")
     assert normalise_split("Validation") == "valid" and normalise_split("PrivateTest") == "test"
     assert [canonical_label(n) for n in ("Joy", "afraid", "calm", "contemptuous")] == [
-        "happiness", "fear", "neutral", "contempt"]
+        "happiness",
+        "fear",
+        "neutral",
+        "contempt",
+    ]
     assert canonical_label("bored") is None

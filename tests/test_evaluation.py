@@ -145,6 +145,22 @@ def test_csv_peer_matches_names_and_synonyms(tmp_path):
     assert metrics.accuracy == 0.5 and metrics.answered == 2
 
 
+def test_csv_peer_carries_cot_texts_into_the_cot_metrics(tmp_path):
+    cot = (
+        "**Key Observations:** AU12 (lip corner puller) at 3.5/5.\n\n"
+        "**Overall Emotional Interpretation:** A smile.\n\n"
+        "**Conclusion:** The expression is **happiness**."
+    )
+    table = tmp_path / "cots.csv"
+    with table.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["image_path", "label", "cot"], ["x.png", "", cot]])
+    records = _records(tmp_path, {"x.png": "happiness"})
+    preds = create_predictor("csv", path=str(table)).predict(records)
+    assert preds[0].cot == cot and preds[0].label == "happiness"  # read from the Conclusion
+    metrics = evaluate_predictions("csv", records, preds, [frozenset({"AU06"})])
+    assert metrics.cot.faithfulness_mean == 0.0  # AU12 was not measured above threshold
+
+
 def test_csv_peer_reports_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         create_predictor("csv", path=str(tmp_path / "missing.csv"))

@@ -14,8 +14,9 @@ from engine.types import FaceRecord, StageError
 
 
 def _record(kind: str = "folder", box: tuple[int, int, int, int] | None = None) -> FaceRecord:
-    return FaceRecord(f"{kind}/unsplit/a.png", kind, "unsplit", Path("/nowhere"), "a.png",
-                      "neutral", box=box)
+    return FaceRecord(
+        f"{kind}/unsplit/a.png", kind, "unsplit", Path("/nowhere"), "a.png", "neutral", box=box
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +111,11 @@ def test_detector_in_synthetic_photo(fer_faces: list[np.ndarray], seed: int) -> 
 @pytest.mark.parametrize("fill", ["blank", "noise"])
 def test_detector_rejects_faceless(fill: str) -> None:
     rng = np.random.default_rng(0)
-    image = (np.full((240, 320, 3), 128, np.uint8) if fill == "blank"
-             else rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    image = (
+        np.full((240, 320, 3), 128, np.uint8)
+        if fill == "blank"
+        else rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    )
     with pytest.raises(StageError) as caught:
         FaceFinder().find(image, _record("folder"))
     assert caught.value.stage == "faces"

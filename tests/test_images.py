@@ -69,8 +69,9 @@ def test_rgba_drops_alpha(tmp_path: Path) -> None:
 
 
 def test_record_and_str_sources(rgb_png: Path) -> None:
-    record = FaceRecord("folder/unsplit/face.png", "folder", "unsplit", rgb_png.parent,
-                        "face.png", "neutral")
+    record = FaceRecord(
+        "folder/unsplit/face.png", "folder", "unsplit", rgb_png.parent, "face.png", "neutral"
+    )
     assert np.array_equal(load_image(record), load_image(str(rgb_png)))
 
 
@@ -173,8 +174,14 @@ def test_pixel_rows(pixel_table: Path) -> None:
     assert (load_image(row_ref(str(pixel_table), 0)) == 10).all()
     second = load_image(row_ref(str(pixel_table), 1))  # the blank line is not a row
     assert second.shape == (8, 8, 3) and second[0, 1].tolist() == [1, 1, 1]
-    record = FaceRecord("fer2013/valid/fer2013.csv#row=1", "fer2013", "valid", pixel_table.parent,
-                        "fer2013.csv#row=1", "anger")
+    record = FaceRecord(
+        "fer2013/valid/fer2013.csv#row=1",
+        "fer2013",
+        "valid",
+        pixel_table.parent,
+        "fer2013.csv#row=1",
+        "anger",
+    )
     assert np.array_equal(load_image(record), second)
 
 

@@ -95,6 +95,17 @@ def test_judge_uses_the_given_reader_label(item):
     assert check.faithfulness == 1.0
 
 
+def test_a_draft_must_name_the_required_aus(item):
+    strict = LoopItem(
+        item.record_id, item.label, item.evidence, item.measured, item.required | {"AU06"}
+    )
+    writer = ScriptedWriter([GOOD])  # names AU12 only
+    result = EngineLoop(writer, max_rounds=1).run([strict])[0]
+    assert not result.verified
+    assert result.failures == ["round 1: leaves out measured AUs: AU06"]
+    assert EngineLoop(ScriptedWriter([GOOD]), max_rounds=1).run([item])[0].verified
+
+
 def test_loop_rejects_bad_round_counts():
     with pytest.raises(ValueError, match="max-rounds"):
         EngineLoop(ScriptedWriter([GOOD]), max_rounds=0)

@@ -33,8 +33,11 @@ def test_nano_save_load_round_trip(tmp_path):
 
     torch.manual_seed(0)
     model = create_model("nano")
-    visuals = model.visual_inputs(faces(2))
-    assert visuals[0].shape == (36, 384)
+    readings = [{"AU12": 3.5, "AU06": 2.0}, {}]
+    visuals = model.visual_inputs(faces(2), readings)
+    codes = model.config.au_codes
+    assert visuals[0].features.shape == (37, 384)  # 6 x 6 feature tokens + their mean
+    assert visuals[0].aus[codes.index("AU12")] == 3.5 and not visuals[1].aus.any()
     kinds = ("cot", "fer")
     examples = [(v, build_sample(ROW, k).messages) for v, k in zip(visuals, kinds, strict=True)]
     batch = model.collate(examples)
@@ -42,12 +45,14 @@ def test_nano_save_load_round_trip(tmp_path):
     answer = model.tokenizer.decode(batch["input_ids"][1][trained[1]])
     assert answer.startswith("happiness")  # only the answer (and its end token) is trained
     with torch.no_grad():  # a non-trivial projector, so that the round trip is tested
-        model.module.projector[1].weight.mul_(2)
+        model.module.projector["features"][1].weight.mul_(2)
+        model.module.projector["aus"][0].weight.mul_(2)
     model.save(tmp_path)
     size = sum(p.stat().st_size for p in Path(tmp_path).rglob("*") if p.is_file())
     assert size < 20e6
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert config["base"] == "nano" and config["visual_tokens"] == 36
+    assert config["base"] == "nano" and config["visual_tokens"] == 37
+    assert tuple(config["au_codes"]) == codes and config["au_backend"] == "mesh"
     loaded = load_model(tmp_path)
     model.module.eval()
     with torch.no_grad():
@@ -187,3 +192,22 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
     model.save(tmp_path / "saved")
     loaded = load_model(tmp_path / "saved")
     assert loaded.generate(visuals, max_new_tokens=3) == answers
+
+
+@pytest.mark.slow
+def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
+    """The bundled model measures the face's AUs itself and answers in the exact format."""
+    from engine.cot import CoT
+    from engine.images import load_image
+    from engine.model import REPO, load_model
+    from engine.verify import verify
+    from tests.mediapipe_faces import clear_faces
+
+    model = load_model(REPO / "engine" / "weights" / "expllm_nano")
+    face = load_image(clear_faces(ferplus_dir, 1, 1)[0])  # a clear smile
+    visual = model.visual_inputs([face])[0]
+    assert visual.aus[model.config.au_codes.index("AU12")] > 1.5  # measured, not given
+    text = model.generate([visual])[0]
+    active = {c for c, v in zip(model.config.au_codes, visual.aus, strict=True) if v >= 1.5}
+    check = verify(text, "happiness", active)
+    assert CoT.is_exact(text) and check.label_match, text

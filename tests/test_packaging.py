@@ -15,8 +15,18 @@ def wheel(tmp_path_factory) -> Path:
     pytest.importorskip("hatchling")
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(REPO),
+        ],
         check=True,
     )
     return next(out.glob("expllm-*.whl"))
@@ -30,6 +40,10 @@ def test_wheel_holds_resources_and_weights(wheel):
         "engine/_resources/data/blendshape_to_au.csv",
         "engine/_resources/templates/cot/listing.j2",
         "engine/weights/mesh_au_head.npz",
+        "engine/weights/nano_encoder.onnx",
+        "engine/weights/expllm_nano/expllm_model.json",
+        "engine/weights/expllm_nano/projector.safetensors",
+        "engine/weights/expllm_nano/adapter/adapter_model.safetensors",
         "flows/cli.py",
     ):
         assert expected in names, expected
@@ -42,8 +56,14 @@ def test_installed_wheel_finds_its_resources(wheel, tmp_path):
         "from engine.rules import RuleBook; RuleBook.load(); "
         "print(data_dir()); print(templates_dir())"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True, env={"PYTHONPATH": str(tmp_path / "site")}, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path / "site")},
+        check=True,
+    )
     data, templates = result.stdout.split()
     assert data == str(tmp_path / "site" / "engine" / "_resources" / "data")
     assert templates == str(tmp_path / "site" / "engine" / "_resources" / "templates")

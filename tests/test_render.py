@@ -27,8 +27,11 @@ def random_readings(count, seed=0):
     for _ in range(count):
         chosen = rng.sample(codes, rng.randint(0, 10))
         intensities = {c: round(rng.uniform(0, 5), 2) for c in chosen}
-        sides = {c: (round(rng.uniform(0, 5), 2), round(rng.uniform(0, 5), 2))
-                 for c in chosen if rng.random() < 0.3}
+        sides = {
+            c: (round(rng.uniform(0, 5), 2), round(rng.uniform(0, 5), 2))
+            for c in chosen
+            if rng.random() < 0.3
+        }
         yield AUReading(intensities, "test", "v0", sides=sides)
 
 
@@ -75,8 +78,9 @@ def test_unlabelled_face_concludes_from_evidence(renderer, rules):
 def test_long_au_lists_are_shortened_to_the_word_cap(rules):
     renderer = CoTRenderer(max_words=90)
     evidence = rules.evaluate(
-        AUReading({c: 3.0 for c in ("AU01", "AU02", "AU04", "AU05", "AU07", "AU20", "AU26")},
-                  "t", "v")
+        AUReading(
+            {c: 3.0 for c in ("AU01", "AU02", "AU04", "AU05", "AU07", "AU20", "AU26")}, "t", "v"
+        )
     )
     cot = renderer.render("x", "fear", evidence).cot
     assert cot.word_count <= 90 or len(mentioned_aus(cot.text)) <= 1

@@ -34,8 +34,11 @@ def test_emfacs_happiness(rules):
         ({"AU01": 3, "AU02": 3, "AU05": 2, "AU26": 3}, "surprise", "emfacs_surprise"),
         ({"AU04": 3, "AU05": 2, "AU07": 3, "AU23": 3}, "anger", "emfacs_anger"),
         ({"AU09": 3, "AU15": 2, "AU16": 2}, "disgust", "emfacs_disgust"),
-        ({"AU01": 2, "AU02": 2, "AU04": 2, "AU05": 2, "AU07": 2, "AU20": 3, "AU26": 2},
-         "fear", "emfacs_fear"),
+        (
+            {"AU01": 2, "AU02": 2, "AU04": 2, "AU05": 2, "AU07": 2, "AU20": 3, "AU26": 2},
+            "fear",
+            "emfacs_fear",
+        ),
     ],
 )
 def test_emfacs_prototypes(rules, aus, emotion, prototype):
@@ -55,8 +58,9 @@ def test_contempt_needs_unilateral_action(rules):
     evidence = rules.evaluate(sided)
     assert evidence.dominant == "contempt"
     assert evidence.active[0].side == "right"
-    symmetric = rules.evaluate(reading({"AU12": 2.3, "AU14": 2.8},
-                                       {"AU12": (2.3, 2.3), "AU14": (2.8, 2.8)}))
+    symmetric = rules.evaluate(
+        reading({"AU12": 2.3, "AU14": 2.8}, {"AU12": (2.3, 2.3), "AU14": (2.8, 2.8)})
+    )
     assert "emfacs_contempt" not in {m.prototype for m in symmetric.prototypes}
 
 
@@ -69,8 +73,9 @@ def test_resting_face_is_neutral(rules):
 
 
 def test_conflicting_evidence_is_reported(rules):
-    evidence = rules.evaluate(reading({"AU06": 2.5, "AU12": 3, "AU01": 2.5, "AU04": 2.5,
-                                       "AU15": 3}))
+    evidence = rules.evaluate(
+        reading({"AU06": 2.5, "AU12": 3, "AU01": 2.5, "AU04": 2.5, "AU15": 3})
+    )
     assert "happiness_vs_sadness" in evidence.conflicts
 
 

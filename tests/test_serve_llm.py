@@ -114,10 +114,11 @@ def test_flow_with_the_openai_writer_and_a_cached_rerun(tmp_path, server_url, pr
     )
     stats = exp_cot(spec=f"folder:{data}", out=str(out_o), config=config, shard_size=3)
     assert stats["records"] == 6 and stats["acceptance"] == 1.0 and stats["rounds_mean"] == 1
-    assert stats["llm"]["total"]["calls"] == 6 and stats["llm"]["total"]["cache_hits"] == 0
+    calls = stats["llm"]["total"]  # one call per section of each face
+    assert calls["calls"] == 3 * 6 and calls["cache_hits"] == 0
     frame = pd.read_parquet(out_o).sort_values("record_id")
     assert set(frame["writer"]) == {"openai"} and set(frame["writer_model"]) == {"expllm-template"}
-    assert frame["template_id"].str.startswith("prompts/writer@").all()
+    assert frame["template_id"].str.startswith("prompts/writer-sections@").all()
     reference = pd.read_parquet(out_t).sort_values("record_id")
     assert list(frame["active_aus"].map(list)) == list(reference["active_aus"].map(list))
     # round 1 rewrote the label-free reference draft, and it verified
@@ -129,8 +130,8 @@ def test_flow_with_the_openai_writer_and_a_cached_rerun(tmp_path, server_url, pr
     (out_o / "shard-00001.parquet").unlink()
     again = exp_cot(spec=f"folder:{data}", out=str(out_o), config=config, shard_size=3)
     shard = again["llm"]["per_shard"]["shard-00001"]
-    assert (shard["calls"], shard["cache_hits"]) == (0, 3)
-    assert json.loads((out_o / STATS).read_text())["llm"]["total"]["cache_hits"] == 3
+    assert (shard["calls"], shard["cache_hits"]) == (0, 3 * 3)
+    assert json.loads((out_o / STATS).read_text())["llm"]["total"]["cache_hits"] == 3 * 3
     assert pd.read_parquet(out_o)["record_id"].is_unique
 
 
@@ -188,7 +189,8 @@ def test_unverified_faces_are_rejected_or_fall_back(tmp_path):
     assert not result.rows and len(result.rejected) == 2
     reason = result.rejected[0]["reason"]
     assert result.rejected[0]["stage"] == "verify" and "round 2: APIConnectionError" in reason
-    assert result.usage["errors"] == 4 and result.usage["calls"] == 4
+    # 2 faces x 2 rounds x 3 sections
+    assert result.usage["errors"] == 12 and result.usage["calls"] == 12
     fallback = PipelineConfig(**dead, fallback="template")
     result = ExpCoTPipeline(fallback, cache_dir=tmp_path / "cache").run(records)
     assert len(result.rows) == 2 and not result.rejected
@@ -224,6 +226,58 @@ def test_local_writer_in_process_and_over_http_write_the_same(tmp_path):
         in_process = local.complete_many([messages], params)[0]
         assert over_http.error is None and over_http.text == in_process.text
         assert over_http.completion_tokens == in_process.completion_tokens
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_openai_writer_retries_429_and_5xx_with_back_off():
+    """A real HTTP server answers 429 (Retry-After), then 503, then the completion."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[float] = []
+    body = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(time.monotonic())
+            status, payload = {1: (429, {"error": {"message": "slow down"}})}.get(
+                len(seen), (503, {"error": {"message": "busy"}}) if len(seen) == 2 else (200, body)
+            )
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if status == 429:
+                self.send_header("Retry-After", "1")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        chat = create_chat_model("openai", base_url=url, model="m", api_key="k", max_retries=2)
+        answer = chat.complete_many([[{"role": "user", "content": "hi"}]], ChatParams())[0]
+        assert answer.error is None and answer.text == "ok" and answer.completion_tokens == 1
+        assert len(seen) == 3 and seen[1] - seen[0] >= 0.9  # Retry-After: 1 was honoured
+        none_left = create_chat_model("openai", base_url=url, model="m", api_key="k", max_retries=0)
+        seen.clear()
+        failed = none_left.complete_many([[{"role": "user", "content": "hi"}]], ChatParams())[0]
+        assert failed.error is not None and "429" in failed.error and len(seen) == 1
     finally:
         server.shutdown()
         server.server_close()

@@ -16,17 +16,34 @@ from engine.shards import (
 
 def row(record_id, **extra):
     base = {name: None for name in SHARD_SCHEMA.names}
-    base.update(record_id=record_id, dataset="folder", split="test", image_path=f"{record_id}.png",
-                label="happiness", AU12=3.5, AU12_L=3.0, AU12_R=4.0, active_aus=["AU12"],
-                cot_text="t", verified=True, faithfulness=1.0)
+    base.update(
+        record_id=record_id,
+        dataset="folder",
+        split="test",
+        image_path=f"{record_id}.png",
+        label="happiness",
+        AU12=3.5,
+        AU12_L=3.0,
+        AU12_R=4.0,
+        active_aus=["AU12"],
+        cot_text="t",
+        verified=True,
+        faithfulness=1.0,
+    )
     base.update(extra)
     return base
 
 
 def rejected(record_id):
-    return {"record_id": record_id, "dataset": "folder", "split": "test",
-            "image_path": f"{record_id}.png", "label": None, "stage": "read",
-            "reason": "zero-byte file"}
+    return {
+        "record_id": record_id,
+        "dataset": "folder",
+        "split": "test",
+        "image_path": f"{record_id}.png",
+        "label": None,
+        "stage": "read",
+        "reason": "zero-byte file",
+    }
 
 
 def test_write_and_read_back_with_pandas(tmp_path):
@@ -78,6 +95,16 @@ def test_schema_has_one_column_per_au_and_side():
     names = set(SHARD_SCHEMA.names)
     for code in ("AU01", "AU12", "AU43"):
         assert {code, f"{code}_L", f"{code}_R"} <= names
-    for column in ("record_id", "image_bytes", "soft_contempt", "cot_text", "verified",
-                   "faithfulness", "template_id", "evidence_fear", "pose_yaw", "au_model_version"):
+    for column in (
+        "record_id",
+        "image_bytes",
+        "soft_contempt",
+        "cot_text",
+        "verified",
+        "faithfulness",
+        "template_id",
+        "evidence_fear",
+        "pose_yaw",
+        "au_model_version",
+    ):
         assert column in names

@@ -28,8 +28,10 @@ def test_faithfulness_counts_unmeasured_mentions():
 
 def test_des2exp_reads_the_conclusion():
     assert infer_label(EXACT) == "happiness"
-    mixed = EXACT.replace("The expression is **happiness**.",
-                          "Labelled **sadness**, although the AUs favour happiness.")
+    mixed = EXACT.replace(
+        "The expression is **happiness**.",
+        "Labelled **sadness**, although the AUs favour happiness.",
+    )
     assert infer_label(mixed) == "sadness"
     plain = EXACT.replace("The expression is **happiness**.", "She looks angry and tense.")
     assert infer_label(plain) == "anger"
@@ -39,7 +41,11 @@ def test_des2exp_reads_the_conclusion():
 
 def test_synonyms_resolve():
     assert emotions_in("joyful, afraid, surprised, disgusted") == [
-        "happiness", "fear", "surprise", "disgust"]
+        "happiness",
+        "fear",
+        "surprise",
+        "disgust",
+    ]
 
 
 def test_format_failure_is_reported():

@@ -12,9 +12,11 @@ from engine.types import AUReading
 from engine.writers import (
     ChatClient,
     ChatParams,
+    LLMWriter,
     RuleReader,
     TemplateWriter,
     WriteRequest,
+    _paragraph,
     create_chat_model,
     create_reader,
     create_writer,
@@ -38,7 +40,7 @@ def _evidence(rules, **aus):
 
 
 def test_round_one_prompt_never_carries_the_label(rules, renderer):
-    book = PromptBook(renderer)
+    book = PromptBook(renderer, scope="text")
     evidence = _evidence(rules, AU06=2.5, AU12=3.5)  # reads as happiness
     first = book.writer_messages(WriteRequest("r1", "fear", evidence, round=1))
     text = " ".join(m["content"] for m in first)
@@ -49,7 +51,39 @@ def test_round_one_prompt_never_carries_the_label(rules, renderer):
     user = later[1]["content"]
     assert "Ground-truth label: sadness" in user
     assert "Earlier draft 1: draft one" in user and "Problem: too long" in user
-    assert book.writer_id.startswith("prompts/writer@")
+    assert book.writer_id.startswith("prompts/writer-text@")
+
+
+def test_section_prompts_carry_one_paragraph_and_the_label_only_later(rules, renderer):
+    book = PromptBook(renderer)
+    evidence = _evidence(rules, AU06=2.5, AU12=3.5)
+    first = book.section_messages(WriteRequest("r1", "fear", evidence, round=1))
+    reference = renderer.render("r1", None, evidence).cot
+    assert len(first) == 3 and book.writer_id.startswith("prompts/writer-sections@")
+    for (conversation, words), paragraph in zip(first, reference.sections, strict=True):
+        assert [m["role"] for m in conversation] == ["system", "user", "assistant", "user"]
+        assert conversation[-1]["content"] == f"Paraphrase: {paragraph}"
+        assert "fear" not in " ".join(m["content"] for m in conversation)
+        assert f"at most {words} words" in conversation[0]["content"]
+    assert abs(sum(words for _, words in first) - book.word_cap) <= 3
+    later = book.section_messages(
+        WriteRequest("r1", "fear", evidence, round=2, history=(("draft", "too long"),))
+    )
+    assert "**fear**" in later[2][0][-1]["content"]  # the reference now concludes with the label
+    assert "too long" not in str(later)  # a small model would copy it into its answer
+    with pytest.raises(ValueError, match="rewrite scope"):
+        PromptBook(renderer, scope="paragraphs")
+
+
+def test_section_writer_puts_the_headers_back(rules, renderer):
+    evidence = _evidence(rules, AU01=2, AU04=2.5, AU15=3)
+    client = ChatClient(create_chat_model("template"))
+    writer = LLMWriter("local", client, PromptBook(renderer), ChatParams())
+    draft = writer.write([WriteRequest("x", None, evidence)])[0]
+    assert draft.text == renderer.render("x", None, evidence).cot.text
+    assert draft.completion.prompt_tokens > 0 and draft.completion.error is None
+    assert client.usage.calls == 3  # one call per section
+    assert _paragraph("**Conclusion:** It is\n**happiness**.\n") == "It is **happiness**."
 
 
 def test_template_writer_is_the_renderer(rules, renderer):

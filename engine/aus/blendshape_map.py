@@ -66,9 +66,7 @@ def mapping() -> tuple[MapRow, ...]:
             if row["side"] not in SIDES:
                 raise ValueError(f"{path}:{line}: side {row['side']!r} is not one of {SIDES}")
             rest = float(row.get("rest") or 0.0)
-            rows.append(
-                MapRow(row["blendshape"], row["au"], row["side"], float(row["gain"]), rest)
-            )
+            rows.append(MapRow(row["blendshape"], row["au"], row["side"], float(row["gain"]), rest))
     return tuple(rows)
 
 

@@ -92,8 +92,10 @@ class BlendshapeEstimator(AUEstimator):
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
         result = first_found(
-            face.crop, lambda canvas: run_landmarker(self._landmarker, canvas),
-            "MediaPipe Face Landmarker", record.relpath,
+            face.crop,
+            lambda canvas: run_landmarker(self._landmarker, canvas),
+            "MediaPipe Face Landmarker",
+            record.relpath,
         )
         intensities, sides = blendshapes_to_reading(result.blendshapes)
         return AUReading(

@@ -61,16 +61,18 @@ def canvases(crop: np.ndarray):
         yield to_canvas(equalised, side)
 
 
-def first_found(crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str,
-                relpath: str) -> T:
+def first_found(
+    crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str, relpath: str
+) -> T:
     """The first result of ``find`` over ``canvases(crop)``; StageError("aus") if none finds one."""
     for canvas in canvases(crop):
         found = find(canvas)
         if found is not None:
             return found
     raise StageError(
-        "aus", f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
-        "sizes, plain and contrast-equalised)"
+        "aus",
+        f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
+        "sizes, plain and contrast-equalised)",
     )
 
 

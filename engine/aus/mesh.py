@@ -166,8 +166,10 @@ class MeshEstimator(AUEstimator):
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
         points = first_found(
-            face.crop, lambda canvas: run_face_mesh(self._face_mesh, canvas),
-            "MediaPipe face mesh", record.relpath,
+            face.crop,
+            lambda canvas: run_face_mesh(self._face_mesh, canvas),
+            "MediaPipe face mesh",
+            record.relpath,
         )
         scores, rotation = self._head.predict(points)
         intensities, sides = blendshapes_to_reading(

@@ -48,7 +48,14 @@ from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 #: Image columns tried, in order, when ``key_column`` is not given.
 KEY_COLUMNS: tuple[str, ...] = (
-    "relpath", "image_path", "image", "input", "file", "filename", "name", "path"
+    "relpath",
+    "image_path",
+    "image",
+    "input",
+    "file",
+    "filename",
+    "name",
+    "path",
 )
 SCALES: tuple[str, ...] = ("auto", "0-1", "0-5")
 

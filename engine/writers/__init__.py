@@ -16,11 +16,13 @@ never imports openai, torch or transformers unless such a back end is asked for.
 from __future__ import annotations
 
 import importlib
+import re
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
+from engine.cot import HEADERS
 from engine.llm_cache import ResponseCache, cache_key
 from engine.render import CoTRenderer
 from engine.rules import EmotionEvidence
@@ -270,15 +272,57 @@ class LLMWriter(Writer):
         return self.client.model
 
     def write(self, requests: list[WriteRequest]) -> list[Draft]:
-        conversations = [self.prompts.writer_messages(r) for r in requests]
-        answers = self.client.complete_many(conversations, self.params)
-        return [Draft(a.text, self.prompts.writer_id, a) for a in answers]
+        if self.prompts.scope == "text":
+            conversations = [self.prompts.writer_messages(r) for r in requests]
+            answers = self.client.complete_many(conversations, self.params)
+            return [Draft(a.text, self.prompts.writer_id, a) for a in answers]
+        parts = len(HEADERS)
+        sections = [c for r in requests for c in self.prompts.section_messages(r)]
+        answers: list[Completion] = [Completion()] * len(sections)
+        budgets: dict[int, list[int]] = {}  # tokens -> sections (about 2 tokens per word)
+        for index, (_, words) in enumerate(sections):
+            budgets.setdefault(min(self.params.max_tokens, 2 * words + 8), []).append(index)
+        for tokens, indices in sorted(budgets.items()):
+            params = replace(self.params, max_tokens=tokens)
+            batch = self.client.complete_many([sections[i][0] for i in indices], params)
+            for index, answer in zip(indices, batch, strict=True):
+                answers[index] = answer
+        drafts = []
+        for start in range(0, len(answers), parts):
+            sections = answers[start : start + parts]
+            text = "\n\n".join(
+                f"**{header}:** {_paragraph(a.text)}"
+                for header, a in zip(HEADERS, sections, strict=True)
+            )
+            drafts.append(Draft(text, self.prompts.writer_id, _joined(sections)))
+        return drafts
 
     def take_usage(self) -> Usage:
         return self.client.take_usage()
 
     def close(self) -> None:
         self.client.close()
+
+
+_LEADING_HEADER = re.compile(r"^\s*(\*\*)?[A-Za-z ]{3,40}:(\*\*)?\s*")
+
+
+def _paragraph(text: str) -> str:
+    """A model's answer for one section as one paragraph (a heading it added is dropped)."""
+    text = " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return _LEADING_HEADER.sub("", text, count=1)
+
+
+def _joined(parts: list[Completion]) -> Completion:
+    """The completions of one face's sections as one (tokens summed, first error kept)."""
+    return Completion(
+        text="",
+        prompt_tokens=sum(p.prompt_tokens for p in parts),
+        completion_tokens=sum(p.completion_tokens for p in parts),
+        finish_reason=next((p.finish_reason for p in parts if p.finish_reason != "stop"), "stop"),
+        cached=all(p.cached for p in parts),
+        error=next((p.error for p in parts if p.error is not None), None),
+    )
 
 
 class Reader(ABC):
@@ -340,8 +384,10 @@ def create_writer(
     params: ChatParams = ChatParams(),  # noqa: B008 - frozen value object
     word_cap: int = 130,
     cache_dir: Path | None = None,
+    rewrite: str = "sections",
 ) -> Writer:
-    """Build the writer ``name`` (``template``, ``openai`` or ``local``)."""
+    """Build the writer ``name`` (``template``, ``openai`` or ``local``); an LLM writer rewrites
+    the reference draft section by section or as a whole text (``rewrite``)."""
     if name == "template":
         return TemplateWriter(renderer)
     if name not in WRITERS:
@@ -361,7 +407,7 @@ def create_writer(
     else:
         chat = create_chat_model("local", model=options.model)
     cache = ResponseCache(cache_dir) if cache_dir else None
-    prompts = PromptBook(renderer, word_cap=word_cap)
+    prompts = PromptBook(renderer, word_cap=word_cap, scope=rewrite)
     return LLMWriter(name, ChatClient(chat, cache), prompts, params)
 
 

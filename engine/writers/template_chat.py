@@ -1,9 +1,10 @@
 """The ``template`` chat back end: a deterministic, model-free rewriter behind the chat interface.
 
 It answers a writer prompt with the prompt's ``<reference>`` draft (the CoT templates' text,
-put into the exact format) and a reader prompt (one with a ``<cot>`` block) with the rule
-reader's label. ``expllm serve-llm --backend template`` serves it, so the ``openai`` writer can
-be tested over real HTTP without torch.
+put into the exact format), a section prompt with its paragraph (the text after
+``Paraphrase:``) and a reader prompt (one with a ``<cot>`` block) with the rule reader's label.
+``expllm serve-llm --backend template`` serves it, so the ``openai`` writer can be tested over
+real HTTP without torch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from engine.verify import infer_label
 from engine.writers import ChatModel, ChatParams, Completion, register_chat
 
 _BLOCK = re.compile(r"<(reference|cot)>\s*(.*?)\s*</\1>", re.DOTALL)
+_PARAPHRASE = re.compile(r"^Paraphrase:\s*(.+)$", re.MULTILINE)
 
 
 @register_chat
@@ -41,8 +43,10 @@ class TemplateChat(ChatModel):
                 text = CoT.parse(blocks["reference"]).text
             except CoTFormatError:
                 text = blocks["reference"]
+        elif _PARAPHRASE.search(user):
+            text = _PARAPHRASE.search(user).group(1).strip()
         else:
-            text = "No <reference> or <cot> block in the last user message."
+            text = "No <reference> or <cot> block and no Paraphrase: line in the last user message."
         words = text.split()
         finish = "length" if len(words) > params.max_tokens else "stop"
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
