@@ -8,8 +8,9 @@ Each ``--run NAME=DIR`` is an ``expllm exp-cot`` output folder over the same fac
 faces attempted, acceptance (accepted / attempted), format compliance (accepted texts in the
 exact three-header format, over attempted faces), label agreement (Des2Exp label from the text
 alone = ground truth, over attempted faces), faithfulness (mean over accepted texts), words,
-rounds, seconds per face (the run's shard seconds / attempted faces) and which writer wrote the
-accepted texts (LLM or template fallback).
+rounds, seconds per face (the run's shard seconds / attempted faces), which writer wrote the
+accepted texts (LLM or template fallback), and the model calls and response-cache hits of the
+run's last invocation (``_stats.json``).
 
 The paper's released RAF-DB test CoTs (3,068 records: ``emo``, ``au`` = 24 values in [0, 1],
 ``description``) are scored with the same metrics: ``engine.verify.infer_label`` for the label,
@@ -30,7 +31,7 @@ import pandas as pd
 
 from engine.cot import CoT, CoTFormatError
 from engine.rules import RuleBook
-from engine.shards import MANIFEST
+from engine.shards import MANIFEST, STATS
 from engine.stats import read_rejected, read_shards
 from engine.verify import infer_label, verify
 
@@ -72,6 +73,9 @@ def score_run(name: str, folder: Path) -> dict:
     exact = frame["cot_text"].map(CoT.is_exact) if len(frame) else pd.Series(dtype=bool)
     config = manifest["config"]["pipeline"]
     llm_rows = int((frame["writer"] != "template").sum()) if len(frame) else 0
+    stats_file = folder / STATS
+    usage = json.loads(stats_file.read_text()).get("llm", {}) if stats_file.is_file() else {}
+    total = usage.get("total", {})
     return {
         "writer": name,
         "model": config.get("llm_model") or _first(frame, "writer_model") or "-",
@@ -86,6 +90,8 @@ def score_run(name: str, folder: Path) -> dict:
         "rounds": float(frame["rounds"].mean()) if len(frame) else float("nan"),
         "llm_written": llm_rows / attempted if attempted else float("nan"),
         "s_per_face": seconds / attempted if attempted else float("nan"),
+        "calls": total.get("calls"),
+        "cache_hits": total.get("cache_hits"),
     }
 
 
@@ -146,6 +152,8 @@ COLUMNS = [
     ("rounds", "rounds", "{:.2f}"),
     ("llm_written", "LLM-written", "{:.1%}"),
     ("s_per_face", "s/face", "{:.3f}"),
+    ("calls", "model calls", "{}"),
+    ("cache_hits", "cache hits", "{}"),
 ]
 
 

@@ -11,7 +11,9 @@ from engine.rules import RuleBook
 from engine.types import AUReading
 from engine.writers import (
     ChatClient,
+    ChatModel,
     ChatParams,
+    Completion,
     LLMWriter,
     RuleReader,
     TemplateWriter,
@@ -183,3 +185,19 @@ def test_local_chat_generates_greedily():
     assert first.text and first.text == second.text
     assert 0 < first.completion_tokens <= 8 and first.prompt_tokens > 0
     assert chat.model == "SmolLM2-135M-Instruct"
+
+
+def test_section_answers_that_copy_the_worked_example_fail(rules, renderer):
+    class Copier(ChatModel):
+        name, model = "copier", "copier"
+
+        def complete_many(self, conversations, params):
+            return [Completion(text="It is fear, a rising west wind often signals a storm.")] * len(
+                conversations
+            )
+
+    writer = LLMWriter("local", ChatClient(Copier()), PromptBook(renderer), ChatParams())
+    draft = writer.write([WriteRequest("x", None, _evidence(rules, AU01=2, AU04=2.5))])[0]
+    assert "copies the worked example" in draft.completion.error
+    book = PromptBook(renderer)
+    assert book.borrowed_from_example("The brows rise, a sign of fear.", "The brows rise.") is None

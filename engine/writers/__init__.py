@@ -287,6 +287,12 @@ class LLMWriter(Writer):
             batch = self.client.complete_many([sections[i][0] for i in indices], params)
             for index, answer in zip(indices, batch, strict=True):
                 answers[index] = answer
+        for index, (answer, (messages, _)) in enumerate(zip(answers, sections, strict=True)):
+            borrowed = answer.error is None and self.prompts.borrowed_from_example(
+                answer.text, messages[-1]["content"]
+            )
+            if borrowed:
+                answers[index] = replace(answer, error=f"copies the worked example ({borrowed!r})")
         drafts = []
         for start in range(0, len(answers), parts):
             sections = answers[start : start + parts]

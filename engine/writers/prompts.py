@@ -17,6 +17,7 @@ wrong with the earlier drafts (the whole drafts too, in ``text`` scope).
 from __future__ import annotations
 
 import hashlib
+import re
 
 import jinja2
 
@@ -123,6 +124,14 @@ class PromptBook:
             out.append((messages, share))
         return out
 
+    def borrowed_from_example(self, answer: str, paragraph: str) -> str | None:
+        """A topic word of the worked example (``topic_words`` in its template) that ``answer``
+        uses and ``paragraph``, what it paraphrases, does not: small models copy the example
+        ("... often signal a storm")."""
+        topic = set(self.templates["section_example_user"].module.topic_words)
+        copied = sorted((_words(answer) & topic) - _words(paragraph))
+        return copied[0] if copied else None
+
     def reader_messages(self, text: str) -> list[dict]:
         """System and user messages asking for the label of ``text`` alone (Des2Exp)."""
         context = {"text": text, "emotions": EMOTIONS}
@@ -130,6 +139,10 @@ class PromptBook:
             {"role": "system", "content": self.templates["reader_system"].render(context).strip()},
             {"role": "user", "content": self.templates["reader_user"].render(context).strip()},
         ]
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
 
 
 def _truncate(text: str, words: int) -> str:
