@@ -191,7 +191,7 @@ def test_section_answers_that_copy_the_worked_example_fail(rules, renderer):
     class Copier(ChatModel):
         name, model = "copier", "copier"
 
-        def complete_many(self, conversations, params):
+        def complete_many(self, conversations, params, on_answer=None):
             return [Completion(text="It is fear, a rising west wind often signals a storm.")] * len(
                 conversations
             )
@@ -201,3 +201,31 @@ def test_section_answers_that_copy_the_worked_example_fail(rules, renderer):
     assert "copies the worked example" in draft.completion.error
     book = PromptBook(renderer)
     assert book.borrowed_from_example("The brows rise, a sign of fear.", "The brows rise.") is None
+
+
+def test_each_answer_is_cached_as_soon_as_it_is_ready(tmp_path):
+    """A run killed after the first of two answers keeps that answer for the rerun."""
+
+    class Flaky(ChatModel):
+        name, model = "flaky", "flaky"
+        killed = True
+
+        def complete_many(self, conversations, params, on_answer=None):
+            answers = []
+            for index, messages in enumerate(conversations):
+                if self.killed and index == 1:
+                    raise KeyboardInterrupt  # the process dies mid-batch
+                answers.append(Completion(text="answer " + messages[0]["content"]))
+                on_answer(index, answers[-1])
+            return answers
+
+    conversations = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
+    chat = Flaky()
+    with pytest.raises(KeyboardInterrupt):
+        ChatClient(chat, ResponseCache(tmp_path)).complete_many(conversations, ChatParams())
+    chat.killed = False
+    rerun = ChatClient(chat, ResponseCache(tmp_path))
+    answers = rerun.complete_many(conversations, ChatParams())
+    assert [a.text for a in answers] == ["answer a", "answer b"]
+    assert [a.cached for a in answers] == [True, False]
+    assert (rerun.usage.calls, rerun.usage.cache_hits) == (1, 1)

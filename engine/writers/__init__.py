@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -85,6 +86,10 @@ class Usage:
         return asdict(self)
 
 
+#: Called with (index, completion) as each answer of a ``complete_many`` call is ready.
+OnAnswer = Callable[[int, "Completion"], None] | None
+
+
 class ChatModel(ABC):
     """A chat-completions model: ``complete_many`` answers several conversations.
 
@@ -100,9 +105,10 @@ class ChatModel(ABC):
 
     @abstractmethod
     def complete_many(
-        self, conversations: list[list[dict]], params: ChatParams
+        self, conversations: list[list[dict]], params: ChatParams, on_answer: OnAnswer = None
     ) -> list[Completion]:
-        """Answers to ``conversations`` (lists of ``{"role", "content"}``), in order."""
+        """Answers to ``conversations`` (lists of ``{"role", "content"}``), in order;
+        ``on_answer(index, completion)`` is called as soon as each one is ready."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the default holds none."""
@@ -157,13 +163,22 @@ class ChatClient:
                 self.usage.cache_hits += 1
             else:
                 missing.append(index)
+        recorded: set[int] = set()
+
+        def record(position: int, answer: Completion) -> None:
+            """Count and cache one answer as soon as it is ready (a killed run keeps it)."""
+            if position in recorded:
+                return
+            recorded.add(position)
+            self._count(answer)
+            if self.cache and answer.error is None:
+                self.cache.put(keys[missing[position]], {**asdict(answer), "cached": False})
+
         if missing:
-            answers = self.chat.complete_many([conversations[i] for i in missing], params)
-            for index, answer in zip(missing, answers, strict=True):
-                results[index] = answer
-                self._count(answer)
-                if self.cache and answer.error is None:
-                    self.cache.put(keys[index], {**asdict(answer), "cached": False})
+            answers = self.chat.complete_many([conversations[i] for i in missing], params, record)
+            for position, answer in enumerate(answers):
+                results[missing[position]] = answer
+                record(position, answer)
         return results
 
     def _count(self, answer: Completion) -> None:

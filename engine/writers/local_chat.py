@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from engine.writers import ChatModel, ChatParams, Completion, register_chat
+from engine.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -76,9 +76,14 @@ class LocalChat(ChatModel):
         self._lock = threading.Lock()
 
     def complete_many(
-        self, conversations: list[list[dict]], params: ChatParams
+        self, conversations: list[list[dict]], params: ChatParams, on_answer: OnAnswer = None
     ) -> list[Completion]:
-        return [self.complete(c, params) for c in conversations]
+        answers = []
+        for index, messages in enumerate(conversations):
+            answers.append(self.complete(messages, params))
+            if on_answer is not None:
+                on_answer(index, answers[-1])
+        return answers
 
     def complete(self, messages: list[dict], params: ChatParams) -> Completion:
         """One answer; generation is serialised (the model is not thread-safe)."""

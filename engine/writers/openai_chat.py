@@ -14,7 +14,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.writers import ChatModel, ChatParams, Completion, price_for, register_chat
+from engine.writers import ChatModel, ChatParams, Completion, OnAnswer, price_for, register_chat
 
 DEFAULT_MODEL = "gpt-4o"
 
@@ -84,18 +84,19 @@ class OpenAIChat(ChatModel):
         return models[0]
 
     def complete_many(
-        self, conversations: list[list[dict]], params: ChatParams
+        self, conversations: list[list[dict]], params: ChatParams, on_answer: OnAnswer = None
     ) -> list[Completion]:
         if not conversations:
             return []
+        gather = self._gather(conversations, params, on_answer)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._gather(conversations, params))
+            return asyncio.run(gather)
         with ThreadPoolExecutor(1) as pool:  # called from inside an event loop
-            return pool.submit(asyncio.run, self._gather(conversations, params)).result()
+            return pool.submit(asyncio.run, gather).result()
 
-    async def _gather(self, conversations: list[list[dict]], params: ChatParams):
+    async def _gather(self, conversations: list[list[dict]], params: ChatParams, on_answer):
         client = self._openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=self.api_key,
@@ -105,10 +106,19 @@ class OpenAIChat(ChatModel):
         gate = asyncio.Semaphore(self.concurrency)
         async with client:
             return await asyncio.gather(
-                *(self._one(client, gate, c, params) for c in conversations)
+                *(
+                    self._one(client, gate, c, params, i, on_answer)
+                    for i, c in enumerate(conversations)
+                )
             )
 
-    async def _one(self, client, gate: asyncio.Semaphore, messages: list[dict], params):
+    async def _one(self, client, gate, messages: list[dict], params, index: int, on_answer):
+        answer = await self._ask(client, gate, messages, params)
+        if on_answer is not None:
+            on_answer(index, answer)
+        return answer
+
+    async def _ask(self, client, gate: asyncio.Semaphore, messages: list[dict], params):
         async with gate:
             try:
                 response = await client.chat.completions.create(

@@ -13,7 +13,7 @@ import re
 
 from engine.cot import CoT, CoTFormatError
 from engine.verify import infer_label
-from engine.writers import ChatModel, ChatParams, Completion, register_chat
+from engine.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
 
 _BLOCK = re.compile(r"<(reference|cot)>\s*(.*?)\s*</\1>", re.DOTALL)
 _PARAPHRASE = re.compile(r"^Paraphrase:\s*(.+)$", re.MULTILINE)
@@ -29,9 +29,12 @@ class TemplateChat(ChatModel):
         self.model = model or "expllm-template"
 
     def complete_many(
-        self, conversations: list[list[dict]], params: ChatParams
+        self, conversations: list[list[dict]], params: ChatParams, on_answer: OnAnswer = None
     ) -> list[Completion]:
-        return [self._answer(c, params) for c in conversations]
+        answers = [self._answer(c, params) for c in conversations]
+        for index, answer in enumerate(answers if on_answer is not None else []):
+            on_answer(index, answer)
+        return answers
 
     def _answer(self, messages: list[dict], params: ChatParams) -> Completion:
         user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
