@@ -12,6 +12,7 @@ written and never raises: it becomes the round's failure reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from engine.cot import CoT, CoTFormatError
@@ -27,7 +28,8 @@ class LoopItem:
     """One face entering the loop: its id, ground truth, evidence and measured (active) AUs.
 
     ``required``: AUs every draft must name (the pipeline passes those the template's draft
-    names, so that an LLM rewrite cannot drop the measured facts).
+    names, so that an LLM rewrite cannot drop the measured facts); ``intensities``: the
+    measured values, which quoted intensities must match.
     """
 
     record_id: str
@@ -35,6 +37,7 @@ class LoopItem:
     evidence: EmotionEvidence
     measured: frozenset[str]
     required: frozenset[str] = frozenset()
+    intensities: Mapping[str, float] | None = None
 
 
 @dataclass
@@ -72,9 +75,10 @@ def judge(
     measured: frozenset[str],
     inferred: str | None,
     required: frozenset[str] = frozenset(),
+    intensities: Mapping[str, float] | None = None,
 ) -> Verification:
     """``engine.verify.verify`` with the label taken from ``inferred`` (the loop's reader)."""
-    check = verify(text, label, measured, required)
+    check = verify(text, label, measured, required, intensities)
     if inferred == check.inferred_label:
         return check
     label_match = label is not None and inferred == label
@@ -89,6 +93,8 @@ def judge(
         )
     if check.missing_aus:
         reasons.append("leaves out measured AUs: " + ", ".join(check.missing_aus))
+    if check.misquoted_aus:
+        reasons.append("misquotes the intensity of " + ", ".join(check.misquoted_aus))
     return replace(
         check,
         inferred_label=inferred,
@@ -147,7 +153,9 @@ class EngineLoop:
             inferred = self.reader.read_many([cot.text for _, cot, _ in candidates])
             for (index, cot, template_id), label in zip(candidates, inferred, strict=True):
                 item = items[index]
-                check = judge(cot.text, item.label, item.measured, label, item.required)
+                check = judge(
+                    cot.text, item.label, item.measured, label, item.required, item.intensities
+                )
                 results[index].cot = cot
                 results[index].verification = check
                 results[index].template_id = template_id

@@ -238,6 +238,7 @@ class ExpCoTPipeline:
                 m.evidence,
                 frozenset(a.au for a in m.evidence.active),
                 self._required_aus(m),
+                m.reading.intensities if self.config.uses_llm else None,
             )
             for m in items
         ]

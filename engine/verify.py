@@ -6,9 +6,12 @@
   ``label_maps.json`` and ``emotion_lexicon.json``).
 * ``faithfulness``: of the AUs the text mentions (by FACS number or by name), the share that was
   measured above threshold; 1.0 when it mentions none.
+* ``misquoted_aus``: AUs whose intensity the text quotes ("AU12 ... (D, 4.0/5)") more than 0.1
+  away from the measured ``intensities`` (when given).
 * ``missing_aus``: of the AUs a text is ``required`` to name (the engine loop asks an LLM draft
   for those its reference draft names), the ones it leaves out.
-* ``verified``: exact format, inferred label = ground truth, faithfulness 1.0, nothing missing.
+* ``verified``: exact format, inferred label = ground truth, faithfulness 1.0, nothing missing,
+  nothing misquoted.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -26,6 +30,10 @@ from engine.types import EMOTIONS
 
 _AU_NUMBER = re.compile(r"\bAU\s?(\d{1,2})(?:[A-E]\b|\b)", re.IGNORECASE)
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
+#: An AU code and the first "N.N/5" quoted after it in the same clause.
+_QUOTE = re.compile(r"\b(AU\d{2})\b[^;.]*?(\d(?:\.\d+)?)\s*/\s*5\b")
+#: How far a quoted intensity may be from the measured one (the templates round to 0.1).
+QUOTE_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Verification:
     mentioned_aus: tuple[str, ...]
     unmeasured_aus: tuple[str, ...]
     missing_aus: tuple[str, ...]
+    misquoted_aus: tuple[str, ...]
     verified: bool
     reason: str  # empty when verified; else what failed
 
@@ -93,20 +102,39 @@ def mentioned_aus(text: str) -> tuple[str, ...]:
     return tuple(sorted(codes))
 
 
+def quoted_intensities(text: str) -> dict[str, float]:
+    """The intensities a text quotes per AU code (the first quote after each mention)."""
+    quotes: dict[str, float] = {}
+    for code, value in _QUOTE.findall(text):
+        quotes.setdefault(code, float(value))
+    return quotes
+
+
 def verify(
     text: str,
     label: str | None,
     measured: set[str] | frozenset[str],
     required: set[str] | frozenset[str] = frozenset(),
+    intensities: Mapping[str, float] | None = None,
 ) -> Verification:
     """Check a CoT text against the ground truth ``label`` and the AUs ``measured`` (active);
-    ``required``: AUs the text must name."""
+    ``required``: AUs the text must name; ``intensities``: measured values its quotes must
+    match."""
     format_ok = CoT.is_exact(text)
     inferred = infer_label(text)
     mentioned = mentioned_aus(text)
     unmeasured = tuple(au for au in mentioned if au not in measured)
     faithfulness = 1.0 if not mentioned else 1.0 - len(unmeasured) / len(mentioned)
     missing = tuple(sorted(set(required) - set(mentioned)))
+    misquoted = tuple(
+        sorted(
+            code
+            for code, value in quoted_intensities(text).items()
+            if intensities is not None
+            and code in intensities
+            and abs(value - intensities[code]) > QUOTE_TOLERANCE + 1e-9
+        )
+    )
     label_match = label is not None and inferred == label
     reasons = []
     if not format_ok:
@@ -117,6 +145,8 @@ def verify(
         reasons.append("mentions AUs not measured above threshold: " + ", ".join(unmeasured))
     if missing:
         reasons.append("leaves out measured AUs: " + ", ".join(missing))
+    if misquoted:
+        reasons.append("misquotes the intensity of " + ", ".join(misquoted))
     return Verification(
         format_ok=format_ok,
         inferred_label=inferred,
@@ -125,6 +155,7 @@ def verify(
         mentioned_aus=mentioned,
         unmeasured_aus=unmeasured,
         missing_aus=missing,
+        misquoted_aus=misquoted,
         verified=not reasons and (label is None or label_match),
         reason="; ".join(reasons),
     )

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from engine.verify import emotions_in, infer_label, mentioned_aus, verify
+from engine.verify import emotions_in, infer_label, mentioned_aus, quoted_intensities, verify
 
 EXACT = (
     "**Key Observations:** AU12 (lip corner puller) is marked and the brow lowerer is absent "
@@ -59,3 +59,19 @@ def test_reads_labels_of_the_papers_cots(shared_dir):
     agree = sum(infer_label(r["description"]) == r["emo"].lower() for r in records)
     # the released CoTs were verified against their labels; the reader recovers nearly all
     assert agree / len(records) > 0.9
+
+
+def test_quoted_intensities_must_match_the_measured_ones():
+    text = (
+        "**Key Observations:** AU12 (lip corner puller) at pronounced intensity (D, 4.0/5); "
+        "AU07 (lid tightener) at marked intensity (C, 2.6/5).\n\n"
+        "**Overall Emotional Interpretation:** A smile.\n\n"
+        "**Conclusion:** The expression is **happiness**."
+    )
+    assert quoted_intensities(text) == {"AU12": 4.0, "AU07": 2.6}
+    active = frozenset({"AU07", "AU12"})
+    assert verify(text, "happiness", active, intensities={"AU12": 3.96, "AU07": 2.64}).verified
+    check = verify(text, "happiness", active, intensities={"AU12": 3.5, "AU07": 2.6})
+    assert check.misquoted_aus == ("AU12",) and not check.verified
+    assert "misquotes the intensity of AU12" in check.reason
+    assert verify(text, "happiness", active).verified  # no intensities: no check
