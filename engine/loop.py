@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from engine.cot import CoT, CoTFormatError
 from engine.rules import EmotionEvidence
-from engine.verify import Verification, verify
+from engine.verify import Verification, judge
 from engine.writers import Reader, RuleReader, Writer, WriteRequest
 
 _FENCE = re.compile(r"^```[a-z]*\s*|\s*```$")
@@ -67,41 +67,6 @@ def refine_format(text: str, word_cap: int | None) -> tuple[CoT | None, str]:
     if word_cap is not None and cot.word_count > word_cap:
         return None, f"{cot.word_count} words, over the cap of {word_cap}"
     return cot, ""
-
-
-def judge(
-    text: str,
-    label: str | None,
-    measured: frozenset[str],
-    inferred: str | None,
-    required: frozenset[str] = frozenset(),
-    intensities: Mapping[str, float] | None = None,
-) -> Verification:
-    """``engine.verify.verify`` with the label taken from ``inferred`` (the loop's reader)."""
-    check = verify(text, label, measured, required, intensities)
-    if inferred == check.inferred_label:
-        return check
-    label_match = label is not None and inferred == label
-    reasons = []
-    if not check.format_ok:
-        reasons.append("not in the exact three-header format")
-    if label is not None and not label_match:
-        reasons.append(f"text reads as {inferred or 'no emotion'}, ground truth is {label}")
-    if check.unmeasured_aus:
-        reasons.append(
-            "mentions AUs not measured above threshold: " + ", ".join(check.unmeasured_aus)
-        )
-    if check.missing_aus:
-        reasons.append("leaves out measured AUs: " + ", ".join(check.missing_aus))
-    if check.misquoted_aus:
-        reasons.append("misquotes the intensity of " + ", ".join(check.misquoted_aus))
-    return replace(
-        check,
-        inferred_label=inferred,
-        label_match=label_match,
-        verified=not reasons,
-        reason="; ".join(reasons),
-    )
 
 
 class EngineLoop:

@@ -27,6 +27,7 @@ from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
 from engine.verify import mentioned_aus
 from engine.writers import (
     READERS,
+    REWRITES,
     WRITERS,
     ChatParams,
     TemplateWriter,
@@ -83,8 +84,10 @@ class PipelineConfig:
             raise ValueError(f"unknown writer {self.writer!r}; choose one of {', '.join(WRITERS)}")
         if self.reader not in READERS:
             raise ValueError(f"unknown reader {self.reader!r}; choose one of {', '.join(READERS)}")
-        if self.rewrite not in ("sections", "text"):
-            raise ValueError(f"unknown rewrite scope {self.rewrite!r}; choose sections or text")
+        if self.rewrite not in REWRITES:
+            raise ValueError(
+                f"unknown rewrite scope {self.rewrite!r}; choose one of {', '.join(REWRITES)}"
+            )
         if self.fallback not in ("reject", "template"):
             raise ValueError(f"unknown fallback {self.fallback!r}; choose reject or template")
         if self.max_rounds < 1 or self.word_cap < 1 or self.max_new_tokens < 1:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from engine.conversations import Sample, build_samples, read_rows
 from engine.cot import CoT
+from engine.images import load_image
 from engine.verify import infer_label
 
 CHECKPOINTS = "checkpoints"
@@ -89,6 +90,21 @@ def training_rows(shards: str | Path) -> pd.DataFrame:
     return frame.merge(extra.drop_duplicates("record_id"), on="record_id", how="left")
 
 
+def face_of(row: dict, root: Path) -> np.ndarray:
+    """The RGB face crop of a shard row (its image, cut to the row's face box)."""
+    if row.get("image_bytes") is not None:
+        import cv2
+
+        decoded = cv2.imdecode(np.frombuffer(row["image_bytes"], np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    else:
+        image = load_image(root / row["image_path"])
+    x, y, w, h = (row.get(k) for k in BOX_COLUMNS)
+    if None in (x, y, w, h) or any(isinstance(v, float) and math.isnan(v) for v in (x, y, w, h)):
+        return image
+    return image[int(y) : int(y) + int(h), int(x) : int(x) + int(w)]
+
+
 def training_set(
     frame: pd.DataFrame, face_of: Callable[[dict], np.ndarray], config: FinetuneConfig
 ) -> TrainingSet:
@@ -112,14 +128,12 @@ def training_set(
 
 
 def generate_cots(
-    model, faces: Sequence[np.ndarray], aus=None, max_new_tokens=None, batch_size: int = 8
+    model, visuals: Sequence, max_new_tokens: int | None = None, batch_size: int = 8
 ) -> list[str]:
-    """The model's CoT for each face (``aus``: AU readings already measured, optional)."""
+    """The model's CoT for each visual input (``model.visual_inputs``), ``batch_size`` at once."""
     texts: list[str] = []
-    for start in range(0, len(faces), batch_size):
-        part = None if aus is None else aus[start : start + batch_size]
-        visuals = model.visual_inputs(faces[start : start + batch_size], part)
-        texts += model.generate(visuals, max_new_tokens)
+    for start in range(0, len(visuals), batch_size):
+        texts += model.generate(visuals[start : start + batch_size], max_new_tokens)
     return texts
 
 
@@ -130,9 +144,7 @@ def evaluate_model(
     if not visuals:
         return {}
     started = time.perf_counter()
-    texts: list[str] = []
-    for start in range(0, len(visuals), batch_size):
-        texts += model.generate(visuals[start : start + batch_size], max_new_tokens)
+    texts = generate_cots(model, visuals, max_new_tokens, batch_size)
     predicted = [infer_label(t) for t in texts]
     return {
         "n": len(visuals),

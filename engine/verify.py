@@ -119,9 +119,20 @@ def verify(
 ) -> Verification:
     """Check a CoT text against the ground truth ``label`` and the AUs ``measured`` (active);
     ``required``: AUs the text must name; ``intensities``: measured values its quotes must
-    match."""
+    match. The label is read from the text with ``infer_label``."""
+    return judge(text, label, measured, infer_label(text), required, intensities)
+
+
+def judge(
+    text: str,
+    label: str | None,
+    measured: set[str] | frozenset[str],
+    inferred: str | None,
+    required: set[str] | frozenset[str] = frozenset(),
+    intensities: Mapping[str, float] | None = None,
+) -> Verification:
+    """``verify`` with the label ``inferred`` by another reader (the engine loop's)."""
     format_ok = CoT.is_exact(text)
-    inferred = infer_label(text)
     mentioned = mentioned_aus(text)
     unmeasured = tuple(au for au in mentioned if au not in measured)
     faithfulness = 1.0 if not mentioned else 1.0 - len(unmeasured) / len(mentioned)

@@ -181,7 +181,7 @@ _LLM_DEFAULTS = {
 
 
 def _add_loop_options(run: argparse.ArgumentParser) -> None:
-    from engine.writers import READERS, WRITERS
+    from engine.writers import READERS, REWRITES, WRITERS
 
     loop = run.add_argument_group("engine loop (writer, reader, verification rounds)")
     loop.add_argument("--writer", default="template", choices=WRITERS)
@@ -205,7 +205,7 @@ def _add_loop_options(run: argparse.ArgumentParser) -> None:
     loop.add_argument(
         "--rewrite",
         default="sections",
-        choices=["sections", "text"],
+        choices=REWRITES,
         help="LLM rewrites each section of the reference draft (default; headers kept by the "
         "engine) or the whole text",
     )

@@ -1,47 +1,29 @@
 """The ``finetune`` Prefect flow: Exp-CoT shards -> conversations -> a fine-tuned ExpLLM folder.
 
 Orchestration only: ``prepare_data`` reads the verified records of the shards with their face
-boxes and AU readings (``engine.training.training_rows``) and cuts each face crop; ``train``
-runs ``engine.training.train_model`` (checkpoints, resume, per-epoch evaluation).
+boxes and AU readings (``engine.training.training_rows``) and cuts each face crop
+(``engine.training.face_of``); ``train`` runs ``engine.training.train_model`` (checkpoints,
+resume, per-epoch evaluation).
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from engine.conversations import dataset_root
-from engine.images import load_image
 from engine.training import (
-    BOX_COLUMNS,
     FinetuneConfig,
     TrainingSet,
+    face_of,
     train_model,
     training_rows,
     training_set,
 )
 
 __all__ = ["FinetuneConfig", "finetune"]
-
-
-def face_of(row: dict, root: Path) -> np.ndarray:
-    """The RGB face crop of a shard row (its image, cut to the row's face box)."""
-    if row.get("image_bytes") is not None:
-        import cv2
-
-        decoded = cv2.imdecode(np.frombuffer(row["image_bytes"], np.uint8), cv2.IMREAD_COLOR)
-        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
-    else:
-        image = load_image(root / row["image_path"])
-    x, y, w, h = (row.get(k) for k in BOX_COLUMNS)
-    if None in (x, y, w, h) or any(isinstance(v, float) and math.isnan(v) for v in (x, y, w, h)):
-        return image
-    return image[int(y) : int(y) + int(h), int(x) : int(x) + int(w)]
 
 
 @task(name="finetune-data", cache_policy=NO_CACHE)

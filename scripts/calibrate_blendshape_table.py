@@ -51,8 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
     parser.add_argument("--cache", type=Path, default=REPO / ".work" / "mesh_distil")
-    parser.add_argument("--teacher", type=Path, default=shared_dir() / "models" /
-                        "face_landmarker.task")
+    parser.add_argument(
+        "--teacher", type=Path, default=shared_dir() / "models" / "face_landmarker.task"
+    )
     parser.add_argument("--rest-quantile", type=float, default=0.5)
     parser.add_argument("--top-quantile", type=float, default=0.995)
     parser.add_argument("--min-gain", type=float, default=5.0)
@@ -84,8 +85,9 @@ def main() -> None:
         row["rest"], row["gain"] = f"{rest:.3f}", f"{gain:.2f}"
         print(f"{row['blendshape']:<20} {row['au']}  rest {rest:.3f}  gain {gain:5.2f}")
     out = io.StringIO()
-    writer = csv.DictWriter(out, ["blendshape", "au", "side", "rest", "gain", "notes"],
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        out, ["blendshape", "au", "side", "rest", "gain", "notes"], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows({k: r.get(k, "") for k in writer.fieldnames} for r in rows)
     if not args.dry_run:

@@ -56,8 +56,7 @@ def write_pack(path: Path, shards: str, test_data: str, test_shards: str, split:
     from engine.conversations import dataset_root
     from engine.datasets import read_dataset
     from engine.images import load_image
-    from engine.training import training_rows
-    from flows.finetune import face_of
+    from engine.training import face_of, training_rows
 
     frame = training_rows(shards)
     root = dataset_root(shards)
@@ -143,9 +142,8 @@ def run_packed(args: argparse.Namespace) -> None:
         test = test.iloc[: args.test_limit]
     test_faces = [rgb(x) for x in data["test_x"][: len(test)]]
     started = time.perf_counter()
-    texts = generate_cots(
-        model, test_faces, au_readings(test), args.max_new_tokens, args.generate_batch
-    )
+    visuals = model.visual_inputs(test_faces, au_readings(test))
+    texts = generate_cots(model, visuals, args.max_new_tokens, args.generate_batch)
     generation = time.perf_counter() - started
     tokens = sum(model.count_tokens(t) for t in texts)
     predicted = [infer_label(t) for t in texts]

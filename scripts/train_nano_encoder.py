@@ -98,10 +98,13 @@ def build_model(width: int = 32):
         def __init__(self):
             super().__init__()
             w = width
-            self.stem = nn.Sequential(nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w),
-                                      nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()
+            )
             self.stages = nn.Sequential(
-                Block(w, w, 1), Block(w, 2 * w, 2), Block(2 * w, 4 * w, 2),
+                Block(w, w, 1),
+                Block(w, 2 * w, 2),
+                Block(2 * w, 4 * w, 2),
                 Block(4 * w, 8 * w, 2),
             )
             self.dropout = nn.Dropout(0.3)
@@ -131,8 +134,9 @@ def augment(x, generator):
     flip = (torch.rand(n, device=dev, generator=generator) < 0.5).float() * 2 - 1
     tx, ty = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
-                         torch.stack([sin * flip, cos, ty], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )
     grid = F.affine_grid(theta, x.shape, align_corners=False)
     x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     contrast = uniform(0.7, 1.3).view(n, 1, 1, 1)
@@ -144,8 +148,12 @@ def augment(x, generator):
     cx = torch.randint(0, 48 - side, (n,), device=dev, generator=generator)
     rows = torch.arange(48, device=dev).view(1, 48, 1)
     cols = torch.arange(48, device=dev).view(1, 1, 48)
-    patch = ((rows >= cy.view(n, 1, 1)) & (rows < (cy + side).view(n, 1, 1))
-             & (cols >= cx.view(n, 1, 1)) & (cols < (cx + side).view(n, 1, 1)))
+    patch = (
+        (rows >= cy.view(n, 1, 1))
+        & (rows < (cy + side).view(n, 1, 1))
+        & (cols >= cx.view(n, 1, 1))
+        & (cols < (cx + side).view(n, 1, 1))
+    )
     erase = (torch.rand(n, device=dev, generator=generator) < 0.5).view(n, 1, 1)
     return x.masked_fill((patch & erase).unsqueeze(1), 0.5)
 
@@ -182,12 +190,16 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
     steps_per_epoch = math.ceil(len(train_x) / args.batch)
     total = steps_per_epoch * args.epochs
     warmup = max(1, int(0.03 * total))
-    optimiser = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                weight_decay=5e-4)
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
-        lambda s: (s + 1) / warmup if s < warmup
-        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))),
+        lambda s: (
+            (s + 1) / warmup
+            if s < warmup
+            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+        ),
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     history = []
@@ -208,14 +220,22 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
             optimiser.step()
             schedule.step()
             running += float(loss)
-        entry = {"epoch": epoch + 1, "loss": running / steps_per_epoch,
-                 "seconds": time.perf_counter() - started}
+        entry = {
+            "epoch": epoch + 1,
+            "loss": running / steps_per_epoch,
+            "seconds": time.perf_counter() - started,
+        }
         if "valid" in data and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
             entry["valid"] = evaluate(model, data["valid"]["x"], data["valid"]["y"], device)
         history.append(entry)
         print(json.dumps(entry), flush=True)
-    summary = {"device": str(device), "train_faces": len(train_x), "epochs": args.epochs,
-               "seconds": time.perf_counter() - started, "history": history}
+    summary = {
+        "device": str(device),
+        "train_faces": len(train_x),
+        "epochs": args.epochs,
+        "seconds": time.perf_counter() - started,
+        "history": history,
+    }
     if "test" in data:
         summary["test"] = evaluate(model, data["test"]["x"], data["test"]["y"], device)
     return model.cpu().float().eval(), summary
@@ -226,8 +246,13 @@ def export_onnx(model, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, (torch.zeros(1, 1, 48, 48),), str(path), input_names=["image"],
-        output_names=["logits", "features"], opset_version=17, dynamo=False,
+        model,
+        (torch.zeros(1, 1, 48, 48),),
+        str(path),
+        input_names=["image"],
+        output_names=["logits", "features"],
+        opset_version=17,
+        dynamo=False,
         dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
     )
 

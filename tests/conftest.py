@@ -1,4 +1,4 @@
-"""Shared fixtures: the read-only data folder beside the repository.
+"""Shared fixtures: the read-only data folder beside the repository, a Prefect test server.
 
 ``shared_dir`` is ``$EXPLLM_SHARED`` or ``<repo>/../shared``; tests that need it (or
 ``ferplus_dir`` inside it) are skipped cleanly where it is absent.
@@ -39,3 +39,12 @@ def ferplus_dir(shared_dir: Path) -> Path:
     if not all((path / f"FER2013{s}" / "label.csv").is_file() for s in ("Train", "Valid", "Test")):
         pytest.skip(f"FER+ data absent under {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    """A temporary Prefect server and database for the flows of one test module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -21,14 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 LANDMARKER = "models/face_landmarker.task"
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def make_table_dataset(root: Path, count: int = 30) -> Path:
     """A folder dataset of small PNGs and an AU table keyed by relpath (happy vs sad faces)."""
     rng = np.random.default_rng(0)

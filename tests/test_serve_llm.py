@@ -39,14 +39,6 @@ def server_url():
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def _post(url: str, body: bytes) -> tuple[int, dict]:
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     try:

@@ -62,17 +62,15 @@ class AUEstimator(ABC):
     """Estimates FACS action-unit intensities (0-5) for one face.
 
     Subclasses set ``name`` and ``needs_pixels`` (False for back ends that look values up by
-    image, such as ``table``) and implement ``estimate``. Per-face problems (no face found,
-    unknown image) raise ``engine.types.StageError`` with stage ``"aus"``.
+    image, such as ``table``), set ``model_version`` when built and implement ``estimate``.
+    Per-face problems (no face found, unknown image) raise ``engine.types.StageError`` with
+    stage ``"aus"``.
     """
 
     name: ClassVar[str]
     needs_pixels: ClassVar[bool] = True
-
-    @property
-    @abstractmethod
-    def model_version(self) -> str:
-        """Identifies the weights or table used, recorded in every shard row."""
+    #: Identifies the weights or table used, recorded in every shard row (set in ``__init__``).
+    model_version: str
 
     @abstractmethod
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:

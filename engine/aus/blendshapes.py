@@ -80,13 +80,9 @@ class BlendshapeEstimator(AUEstimator):
     def __init__(self, model_path: str | Path | None = None):
         self._model_path = Path(model_path) if model_path else resolve_model_path(MODEL_NAME)
         self._landmarker = open_landmarker(self._model_path)
-        self._version = (
+        self.model_version = (
             f"face_landmarker-sha256:{sha256_file(self._model_path)[:12]}+table:{table_version()}"
         )
-
-    @property
-    def model_version(self) -> str:
-        return self._version
 
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
@@ -101,7 +97,7 @@ class BlendshapeEstimator(AUEstimator):
         return AUReading(
             intensities=intensities,
             backend=self.name,
-            model_version=self._version,
+            model_version=self.model_version,
             sides=sides,
             pose=matrix_pose(result.matrix),
         )

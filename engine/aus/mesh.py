@@ -156,11 +156,7 @@ class MeshEstimator(AUEstimator):
     def __init__(self, weights_path: str | Path | None = None):
         self._head = MeshAUHead.load(Path(weights_path) if weights_path else WEIGHTS_PATH)
         self._face_mesh = open_face_mesh()
-        self._version = f"{self._head.version}+table:{table_version()}"
-
-    @property
-    def model_version(self) -> str:
-        return self._version
+        self.model_version = f"{self._head.version}+table:{table_version()}"
 
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
@@ -178,7 +174,7 @@ class MeshEstimator(AUEstimator):
         return AUReading(
             intensities=intensities,
             backend=self.name,
-            model_version=self._version,
+            model_version=self.model_version,
             sides=sides,
             pose=rotation_pose(rotation),
         )

@@ -112,12 +112,8 @@ class PyFeatEstimator(AUEstimator):
             ) from error
         info = getattr(self.detector, "info", {}) or {}
         models = ",".join(f"{key}={value}" for key, value in sorted(info.items()) if value)
-        self._version = f"py-feat-{feat.__version__}:{cls.__name__}:{models}"
+        self.model_version = f"py-feat-{feat.__version__}:{cls.__name__}:{models}"
         self._torch = importlib.import_module("torch")
-
-    @property
-    def model_version(self) -> str:
-        return self._version
 
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
@@ -129,7 +125,7 @@ class PyFeatEstimator(AUEstimator):
             face_detection_threshold=self.threshold,
             progress_bar=False,
         )
-        faces = readings_from_fex(fex, self._version)
+        faces = readings_from_fex(fex, self.model_version)
         if not faces:
             raise StageError("aus", f"py-feat found no face in the crop of {record.relpath}")
         return max(faces, key=lambda found: found.score or 0.0).reading

@@ -213,16 +213,12 @@ class TableEstimator(AUEstimator):
         if self.score_column not in frame.columns:
             self.score_column = None
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
-        self._version = f"{self.format}:{self.path.name}:{digest}"
+        self.model_version = f"{self.format}:{self.path.name}:{digest}"
         keep = [self.key_column, *self.columns.names, *(self.pose_columns or ())]
         keep += [self.score_column] if self.score_column else []
         self._rows = frame[list(dict.fromkeys(keep))].to_dict("records")
         keys = frame[self.key_column]
         self._index = _KeyIndex(["" if pd.isna(key) else str(key) for key in keys])
-
-    @property
-    def model_version(self) -> str:
-        return self._version
 
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         rows = self._index.lookup(record.relpath)
@@ -232,7 +228,9 @@ class TableEstimator(AUEstimator):
             rows = self._best_scored(rows, record)
         row = self._rows[rows[0]]
         pose = pose_from_row(row, self.pose_columns, radians=self.format == "openface")
-        reading = reading_from_row(row, self.columns, self.factor, self.name, self._version, pose)
+        reading = reading_from_row(
+            row, self.columns, self.factor, self.name, self.model_version, pose
+        )
         if reading is None:
             raise StageError(
                 "aus", f"row for {record.relpath} in {self.path} has no AU values (no face)"

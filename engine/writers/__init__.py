@@ -40,6 +40,8 @@ _CHAT_REGISTRY: dict[str, type[ChatModel]] = {}
 #: Writer names accepted by ``create_writer`` (``template`` plus the chat back ends with a model).
 WRITERS = ("template", "openai", "local")
 READERS = ("rules", "llm")
+#: How an LLM writer rewrites the reference draft (``engine.writers.prompts``).
+REWRITES = ("sections", "text")
 
 #: US$ per million (prompt, completion) tokens, matched by model-name prefix (longest first).
 PRICES_PER_MILLION = {
@@ -291,7 +293,6 @@ class LLMWriter(Writer):
             conversations = [self.prompts.writer_messages(r) for r in requests]
             answers = self.client.complete_many(conversations, self.params)
             return [Draft(a.text, self.prompts.writer_id, a) for a in answers]
-        parts = len(HEADERS)
         sections = [c for r in requests for c in self.prompts.section_messages(r)]
         answers: list[Completion] = [Completion()] * len(sections)
         budgets: dict[int, list[int]] = {}  # tokens -> sections (about 2 tokens per word)
@@ -309,13 +310,13 @@ class LLMWriter(Writer):
             if borrowed:
                 answers[index] = replace(answer, error=f"copies the worked example ({borrowed!r})")
         drafts = []
-        for start in range(0, len(answers), parts):
-            sections = answers[start : start + parts]
+        for start in range(0, len(answers), len(HEADERS)):
+            face = answers[start : start + len(HEADERS)]
             text = "\n\n".join(
                 f"**{header}:** {_paragraph(a.text)}"
-                for header, a in zip(HEADERS, sections, strict=True)
+                for header, a in zip(HEADERS, face, strict=True)
             )
-            drafts.append(Draft(text, self.prompts.writer_id, _joined(sections)))
+            drafts.append(Draft(text, self.prompts.writer_id, _joined(face)))
         return drafts
 
     def take_usage(self) -> Usage:

@@ -10,8 +10,9 @@ Two scopes of rewriting, both from a reference draft of the CoT templates:
 
 Round 1's reference draft is rendered *without* the label (its conclusion is the rules'
 dominant emotion), so the ground truth never reaches the writer in round 1. From round 2 on the
-reference is rendered with the ground-truth label, and the prompt names the label and what was
-wrong with the earlier drafts (the whole drafts too, in ``text`` scope).
+reference is rendered with the ground-truth label; in ``text`` scope the prompt also names the
+label and lists the earlier drafts with what was wrong with each (a small model copies such
+notes into a paragraph, so ``sections`` prompts carry the paragraph alone).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from engine.cot import HEADERS
 from engine.render import CoTRenderer, join_and
 from engine.resources import templates_dir
 from engine.types import EMOTIONS
-from engine.writers import WriteRequest
+from engine.writers import REWRITES, WriteRequest
 
 _FILES = (
     "writer_system",
@@ -37,7 +38,6 @@ _FILES = (
     "reader_system",
     "reader_user",
 )
-SCOPES = ("sections", "text")
 
 
 class PromptBook:
@@ -50,8 +50,10 @@ class PromptBook:
         max_history_words: int = 160,
         scope: str = "sections",
     ):
-        if scope not in SCOPES:
-            raise ValueError(f"unknown rewrite scope {scope!r}; choose one of {', '.join(SCOPES)}")
+        if scope not in REWRITES:
+            raise ValueError(
+                f"unknown rewrite scope {scope!r}; choose one of {', '.join(REWRITES)}"
+            )
         self.renderer = renderer
         self.word_cap = word_cap
         self.scope = scope
