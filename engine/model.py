@@ -16,8 +16,10 @@ Bases, in a registry (``create_model(base)``, ``load_model(folder)``):
 
 A model folder holds ``expllm_model.json`` (base, encoder, LM, settings), the LoRA adapter
 (``adapter/``, safetensors) and, for ``nano``, ``projector.safetensors``; the encoder and the
-LM are named (with the encoder's sha256), not copied. torch, transformers and peft are imported
-only when a model is built.
+LM are named (with the encoder's sha256), not copied. Its ``decoding`` settings say how the
+model writes (``engine.decoding``): a new nano model decodes AU-grounded; the label-guidance
+weight is chosen on validation faces (``benchmarks/label_guidance.py``). torch, transformers and
+peft are imported only when a model is built.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engine.conversations import IMAGE_TOKEN, SYSTEM_PROMPT, cot_prompt
+from engine.decoding import AUGrounding, DecodingSettings, guided_logits_processor
 from engine.writers.local_chat import DEFAULT_GGUF, default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +89,7 @@ class ModelConfig:
     system_prompt: str = SYSTEM_PROMPT
     prompt: str = field(default_factory=cot_prompt)
     max_new_tokens: int = 320
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
     format: str = FORMAT
 
     @classmethod
@@ -101,6 +105,7 @@ class ModelConfig:
             raise ValueError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
         data["lora"] = LoraSettings(**{**data["lora"], "targets": tuple(data["lora"]["targets"])})
         data["au_codes"] = tuple(data.get("au_codes", ()))
+        data["decoding"] = DecodingSettings(**data.get("decoding", {}))
         return cls(**data)
 
     def write(self, folder: Path) -> None:
@@ -196,8 +201,14 @@ class VisionLM(ABC):
         """The module's keyword arguments (with ``labels``) for a batch of examples."""
 
     @abstractmethod
-    def generate(self, visuals: Sequence[Any], max_new_tokens: int | None = None) -> list[str]:
-        """Greedy answers to the CoT prompt, one per visual input."""
+    def generate(
+        self,
+        visuals: Sequence[Any],
+        max_new_tokens: int | None = None,
+        decoding: DecodingSettings | None = None,
+    ) -> list[str]:
+        """Greedy answers to the CoT prompt, one per visual input; ``decoding`` (default: the
+        model's own) says how they are guided (``engine.decoding``)."""
 
     @abstractmethod
     def save(self, folder: str | Path) -> None:
@@ -230,6 +241,7 @@ class NanoVisual:
 
     features: np.ndarray  # [visual_tokens, feature_dim] float32
     aus: np.ndarray  # [len(au_codes)] float32 on the FACS 0-5 scale, 0 where not measured
+    log_prior: np.ndarray  # [8] the encoder classifier's log-probabilities (face + mirror)
 
 
 class _AUMeter:
@@ -265,6 +277,7 @@ class NanoVisionLM(VisionLM):
         self.encoder_path = encoder
         self._session = None
         self._au_meter: _AUMeter | None = None
+        self._rules = None
 
     @classmethod
     def create(
@@ -292,6 +305,7 @@ class NanoVisionLM(VisionLM):
             au_backend=au_backend,
             au_codes=tuple(au_definitions()) if au_backend else (),
             lora=lora,
+            decoding=DecodingSettings(grounded=bool(au_backend)),
         )
         model = cls(config, *_nano_module(config, None, True), encoder)
         model._session = session
@@ -312,7 +326,7 @@ class NanoVisionLM(VisionLM):
     def visual_inputs(
         self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
     ) -> list[NanoVisual]:
-        from engine.predictors import grey_faces
+        from engine.predictors import grey_faces, softmax
 
         if aus is not None and len(aus) != len(faces):
             raise ValueError(f"{len(faces)} faces but {len(aus)} AU readings")
@@ -325,14 +339,16 @@ class NanoVisionLM(VisionLM):
         out: list[NanoVisual] = []
         for start in range(0, len(faces), 256):
             batch = grey_faces(faces[start : start + 256], (48, 48))
-            maps = self._session.run(["features"], {"image": batch})[0]
+            maps, logits = self._session.run(["features", "logits"], {"image": batch})
+            mirrored = self._session.run(["logits"], {"image": batch[..., ::-1].copy()})[0]
+            priors = np.log((softmax(logits) + softmax(mirrored)) / 2 + 1e-9)
             tokens = maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1)
             tokens = np.concatenate([tokens, tokens.mean(axis=1, keepdims=True)], axis=1)
             for offset, features in enumerate(tokens):
                 reading = aus[start + offset] if aus is not None else {}
                 values = [reading.get(code, 0.0) for code in self.config.au_codes]
                 intensities = np.nan_to_num(np.asarray(values, np.float32))
-                out.append(NanoVisual(features.astype(np.float32), intensities))
+                out.append(NanoVisual(features.astype(np.float32), intensities, priors[offset]))
         return out
 
     def _tokens(self, messages: list[dict], generation: bool) -> tuple[list[int], list[int], int]:
@@ -388,8 +404,14 @@ class NanoVisionLM(VisionLM):
             "positions": torch.tensor([p for _, _, p in rows]),
         }
 
-    def generate(self, visuals: Sequence[NanoVisual], max_new_tokens: int | None = None):
+    def generate(
+        self,
+        visuals: Sequence[NanoVisual],
+        max_new_tokens: int | None = None,
+        decoding: DecodingSettings | None = None,
+    ):
         torch = _import_training()[0]
+        decoding = decoding or self.config.decoding
         messages = [
             {"role": "system", "content": self.config.system_prompt},
             {"role": "user", "content": self.config.prompt},
@@ -409,8 +431,29 @@ class NanoVisionLM(VisionLM):
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
+                logits_processor=self._guidance(visuals, decoding),
             )
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in output]
+
+    def _guidance(self, visuals: Sequence[NanoVisual], decoding: DecodingSettings) -> list:
+        """The logits processors of ``decoding`` (none when it asks for plain greedy)."""
+        if not decoding.grounded and not decoding.label_guidance:
+            return []
+        groundings = None
+        if decoding.grounded:
+            if self._rules is None:
+                from engine.rules import RuleBook
+
+                self._rules = RuleBook.load()
+            codes = self.config.au_codes
+            groundings = [
+                AUGrounding.from_intensities(
+                    dict(zip(codes, v.aus.tolist(), strict=True)), self._rules
+                )
+                for v in visuals
+            ]
+        priors = np.stack([v.log_prior for v in visuals])
+        return [guided_logits_processor(self.tokenizer, decoding, groundings, priors)]
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
@@ -583,7 +626,18 @@ class HFVisionLM(VisionLM):
         batch["labels"] = labels
         return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
-    def generate(self, visuals: Sequence[np.ndarray], max_new_tokens: int | None = None):
+    def generate(
+        self,
+        visuals: Sequence[np.ndarray],
+        max_new_tokens: int | None = None,
+        decoding: DecodingSettings | None = None,
+    ):
+        decoding = decoding or self.config.decoding
+        if decoding.grounded or decoding.label_guidance:
+            raise ValueError(
+                f"{self.config.base}: guided decoding needs the nano base's AU and classifier "
+                "inputs; use DecodingSettings() for plain greedy decoding"
+            )
         torch = _import_training()[0]
         chat = self._chat(
             [

@@ -386,9 +386,9 @@ class NanoPredictor(_ImageClassifier):
 
     def classify(self, faces: list[np.ndarray]) -> np.ndarray:
         batch = grey_faces(faces, self.size)
-        probabilities = _softmax(self._logits(batch))
+        probabilities = softmax(self._logits(batch))
         if self.tta:
-            probabilities = (probabilities + _softmax(self._logits(batch[..., ::-1].copy()))) / 2
+            probabilities = (probabilities + softmax(self._logits(batch[..., ::-1].copy()))) / 2
         return probabilities
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
@@ -398,7 +398,7 @@ class NanoPredictor(_ImageClassifier):
         return f"nano classifier {self.model}" + (" (+ flip)" if self.tta else "")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
@@ -445,7 +445,9 @@ class ExpLLMPredictor(_FacePredictor):
     """A fine-tuned ExpLLM model folder (``expllm finetune``): writes a CoT for each face.
 
     The label is the one read from the CoT's Conclusion (``engine.verify.infer_label``);
-    decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's).
+    decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's), guided as
+    the model's ``decoding`` settings say unless ``grounded`` or ``label_guidance`` is given
+    (``engine.decoding``).
     """
 
     name = "expllm"
@@ -456,19 +458,35 @@ class ExpLLMPredictor(_FacePredictor):
         max_new_tokens: int | None = None,
         batch_size: int = 8,
         face_mode: str = "auto",
+        grounded: bool | None = None,
+        label_guidance: float | None = None,
     ):
+        from dataclasses import replace
+
         from engine.model import load_model
 
         super().__init__(face_mode=face_mode, batch_size=batch_size)
         self.path = Path(path)
         self.model = load_model(self.path).to_device()
         self.max_new_tokens = max_new_tokens
+        decoding = self.model.config.decoding
+        if grounded is not None:
+            decoding = replace(decoding, grounded=bool(grounded))
+        if label_guidance is not None:
+            decoding = replace(decoding, label_guidance=float(label_guidance))
+        self.decoding = decoding
 
     def answer(self, faces: list[np.ndarray]) -> list[Prediction]:
         from engine.verify import infer_label
 
-        texts = self.model.generate(self.model.visual_inputs(faces), self.max_new_tokens)
+        visuals = self.model.visual_inputs(faces)
+        texts = self.model.generate(visuals, self.max_new_tokens, self.decoding)
         return [Prediction("", infer_label(text), cot=text) for text in texts]
 
     def describe(self) -> str:
-        return f"ExpLLM ({self.model.config.base}) {self.path}"
+        guided = ["AU-grounded"] if self.decoding.grounded else []
+        if self.decoding.label_guidance:
+            guided.append(f"label guidance {self.decoding.label_guidance:g}")
+        return f"ExpLLM ({self.model.config.base}) {self.path}" + (
+            f" ({', '.join(guided)})" if guided else ""
+        )

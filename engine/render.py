@@ -127,6 +127,14 @@ class CoTRenderer:
         )
 
 
+def level_words(folder: Path | None = None) -> dict[str, str]:
+    """The word the CoT templates give each FACS level letter (``_macros.j2``'s
+    ``level_word``), e.g. ``{"C": "marked"}``."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder or templates_dir())))
+    macros = env.get_template("cot/_macros.j2").make_module({})
+    return {letter: str(macros.level_word(letter)) for letter in "ABCDE"}
+
+
 def _source_hash(env: jinja2.Environment, *names: str) -> str:
     digest = hashlib.sha1()
     for name in names:

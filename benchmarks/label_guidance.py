@@ -1,0 +1,90 @@
+"""Choose the nano ExpLLM's label-guidance weight on FER+ Valid (never on Test).
+
+    .venv/bin/python benchmarks/label_guidance.py [--limit 160] [--weights 0 1 3]
+
+Samples ``--limit`` Valid faces (majority protocol, seed 0, in proportion to the classes),
+measures them once, and decodes each with AU grounding and every weight ``w``; prints, per
+weight, the accuracy and UAR of the label read from the Conclusion, the share of CoTs in the
+exact format, the mean AU faithfulness and misquote-free share, and seconds per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.aus.distil import shared_dir  # noqa: E402
+from engine.datasets import read_dataset  # noqa: E402
+from engine.decoding import AUGrounding, DecodingSettings  # noqa: E402
+from engine.images import load_image  # noqa: E402
+from engine.model import load_model  # noqa: E402
+from engine.rules import RuleBook  # noqa: E402
+from engine.types import EMOTIONS  # noqa: E402
+from engine.verify import verify  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("engine/weights/expllm_nano"))
+    parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
+    parser.add_argument("--limit", type=int, default=160)
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 3.0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, help="CSV of every CoT (image, label, weight, cot)")
+    args = parser.parse_args(argv)
+    records = read_dataset(f"ferplus:{args.ferplus}", split="valid").records
+    pick = np.random.default_rng(0).choice(len(records), min(args.limit, len(records)), False)
+    records = [records[i] for i in sorted(pick)]
+    model = load_model(args.model).to_device()
+    visuals = model.visual_inputs([load_image(r) for r in records])
+    labels = [r.label for r in records]
+    rules = RuleBook.load()
+    codes = model.config.au_codes
+    groundings = [
+        AUGrounding.from_intensities(dict(zip(codes, v.aus.tolist(), strict=True)), rules)
+        for v in visuals
+    ]
+    rows = []
+    for weight in args.weights:
+        decoding = DecodingSettings(grounded=True, label_guidance=weight)
+        start = time.perf_counter()
+        texts = []
+        for i in range(0, len(visuals), args.batch_size):
+            texts += model.generate(visuals[i : i + args.batch_size], decoding=decoding)
+        seconds = (time.perf_counter() - start) / len(texts)
+        checks = [
+            verify(t, y, set(g.intensities), intensities=g.intensities)
+            for t, y, g in zip(texts, labels, groundings, strict=True)
+        ]
+        rows += [
+            {"image_path": r.relpath, "label": r.label, "weight": weight, "cot": t}
+            for r, t in zip(records, texts, strict=True)
+        ]
+        hits = np.array([c.label_match for c in checks])
+        recalls = [hits[[y == e for y in labels]].mean() for e in EMOTIONS if e in labels]
+        row = {
+            "weight": weight,
+            "n": len(texts),
+            "accuracy": round(float(hits.mean()), 4),
+            "uar": round(float(np.mean(recalls)), 4),
+            "exact_format": round(float(np.mean([c.format_ok for c in checks])), 4),
+            "faithfulness": round(float(np.mean([c.faithfulness for c in checks])), 4),
+            "quotes_as_measured": round(float(np.mean([not c.misquoted_aus for c in checks])), 4),
+            "seconds_per_face": round(seconds, 3),
+        }
+        print(json.dumps(row), flush=True)
+    if args.out:
+        pd.DataFrame(rows).to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

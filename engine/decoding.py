@@ -1,0 +1,240 @@
+"""Guided decoding of the nano ExpLLM: AU grounding and label guidance (greedy).
+
+* **AU grounding** (``DecodingSettings.grounded``): the text may name only the AUs the model
+  measured above threshold on the same face (by FACS code or by name), each once in the Key
+  Observations, with the measured level word, letter and intensity
+  (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``). At each step the best token
+  that keeps the text so is taken, among the ``CANDIDATES`` best and the tokens that continue a
+  code, name, word or quote begun.
+* **Label guidance** (``DecodingSettings.label_guidance``, a weight ``w``): where the model
+  writes an emotion at a label slot (text ending in ``label_cue``: after "label," or inside
+  ``**``), the emotion is chosen by the LM's log-probability + ``w`` x the encoder classifier's
+  log-probability of that class (a product of experts); ``w = 0`` leaves the LM alone.
+
+``AUGrounding`` and ``label_slot`` work on text only; ``guided_logits_processor`` adapts them to
+``transformers.generate``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from engine.cot import HEADERS
+from engine.rules import RuleBook
+from engine.types import EMOTIONS
+from engine.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
+
+#: How many of the best tokens grounding tries before it leaves a step unguided.
+CANDIDATES = 64
+
+_PARTIAL_CODE = re.compile(r"AU(\d?)$")
+_CODE = re.compile(r"\bAU\d{2}\b")
+_INTERPRETATION = f"**{HEADERS[1]}"
+_CLAUSE_END = re.compile(r";|\.\s")
+#: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
+_LEVEL_WORD = re.compile(r" at (?P<word>[a-z]*)(?P<end>[^a-z])?")
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """How the nano ExpLLM decodes (``expllm_model.json``'s ``decoding``)."""
+
+    grounded: bool = False
+    label_guidance: float = 0.0
+    label_cue: str = r"(?:label,|\*\*)$"
+
+
+@dataclass(frozen=True)
+class AUGrounding:
+    """The AUs one face was measured with: which are active, their names, levels and values."""
+
+    intensities: Mapping[str, float]  # active AU -> measured intensity (0-5)
+    levels: Mapping[str, str]  # active AU -> FACS letter
+    names: Mapping[str, str]  # active AU -> its name ("lid tightener")
+    words: Mapping[str, str]  # active AU -> the templates' word for its level ("marked")
+
+    @classmethod
+    def from_intensities(
+        cls,
+        intensities: Mapping[str, float],
+        rules: RuleBook,
+        level_words: Mapping[str, str] | None = None,
+    ) -> AUGrounding:
+        """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
+        word per FACS letter (default: the CoT templates', ``engine.render.level_words``)."""
+        if level_words is None:
+            level_words = _level_words()
+        active = {
+            code: float(value)
+            for code, value in intensities.items()
+            if value >= rules.active_threshold and code in rules.definitions
+        }
+        return cls(
+            active,
+            {code: rules.level(value) for code, value in active.items()},
+            {code: rules.definitions[code].name for code in active},
+            {code: level_words.get(rules.level(value), "") for code, value in active.items()},
+        )
+
+    def allows(self, text: str) -> bool:
+        """Whether ``text`` (a finished or unfinished CoT) keeps to the measurements: it names
+        active AUs only, each once in the Key Observations (a code begun, ``AU0``, must be able
+        to become one); a code's first parenthesis holds its name or its quote, the one after
+        the name its quote (``(C, 2.6/5)``), and "(name) at <word>" the level's word."""
+        return self._check(text)[0]
+
+    def continuations(self, text: str) -> list[str]:
+        """Strings that would keep an unfinished code or parenthesis at the end of ``text``
+        grounded (empty where ``text`` is not in the middle of one)."""
+        return self._check(text)[1]
+
+    def _check(self, text: str) -> tuple[bool, list[str]]:
+        partial = _PARTIAL_CODE.search(text)
+        finished = text[: partial.start()] if partial else text
+        if any(code not in self.intensities for code in mentioned_aus(finished)):
+            return False, []
+        observed = _CODE.findall(finished.split(_INTERPRETATION, 1)[0])
+        if len(observed) != len(set(observed)):
+            return False, []
+        for code, value in quoted_intensities(text).items():
+            if abs(value - self.intensities[code]) > QUOTE_TOLERANCE + 1e-9:
+                return False, []
+        if partial:
+            fresh = [c for c in self.intensities if c not in observed or _INTERPRETATION in text]
+            rests = [c[len(partial[0]) :] for c in fresh if c.startswith(partial[0])]
+            return bool(rests) or not partial[1], rests  # "AU" may go on as "AU evidence"
+        return self._parentheses(finished)
+
+    def _parentheses(self, text: str) -> tuple[bool, list[str]]:
+        codes = list(_CODE.finditer(text))
+        rests: list[str] = []
+        for index, match in enumerate(codes):
+            stop = codes[index + 1].start() if index + 1 < len(codes) else len(text)
+            ok, rests = self._clause(match[0], text[match.end() : stop])
+            if not ok:
+                return False, []
+        return True, rests
+
+    def _clause(self, code: str, tail: str) -> tuple[bool, list[str]]:
+        """Check what follows ``code`` in its clause ``tail``: its parentheses, and the level
+        word of "(name) at <word> intensity"."""
+        name = f"{self.names[code]})"
+        quote = f"{self.levels[code]}, {self.intensities[code]:.1f}/5)"
+        expected = [name, quote]
+        position = 0
+        for opening in re.finditer(r"\(", tail):
+            if opening.start() < position:
+                continue
+            if not expected or _CLAUSE_END.search(tail[position : opening.start()]):
+                return True, []
+            inside = tail[opening.end() :]
+            close = inside.find(")")
+            inside = inside[: close + 1] if close >= 0 else inside
+            options = [option for option in expected if option.startswith(inside)]
+            if not options:
+                return False, []
+            if close < 0:
+                return True, [option[len(inside) :] for option in options]
+            position = opening.end() + close + 1
+            if inside == name:
+                expected = [quote]
+                ok, rests = self._level_word(code, tail[position:])
+                if not ok or rests:
+                    return ok, rests
+            else:
+                expected = []
+        return True, []
+
+    def _level_word(self, code: str, after_name: str) -> tuple[bool, list[str]]:
+        word = _LEVEL_WORD.match(after_name)
+        wanted = self.words.get(code)
+        if word is None or not wanted:
+            return True, []
+        if word["end"]:
+            return word["word"] == wanted, []
+        return wanted.startswith(word["word"]), [wanted[len(word["word"]) :]]
+
+
+@cache
+def _level_words() -> dict[str, str]:
+    from engine.render import level_words
+
+    return level_words()
+
+
+def label_slot(text: str, cue: str) -> bool:
+    """Whether the next word of ``text`` would be a label (``cue`` matches at its end)."""
+    return re.search(cue, text[-40:]) is not None
+
+
+def emotion_token_families(tokenizer) -> list[dict[int, int]]:
+    """First token id -> emotion index, once for words after a space and once without one."""
+    families = []
+    for prefix in (" ", ""):
+        first = {}
+        for index, emotion in enumerate(EMOTIONS):
+            ids = tokenizer(prefix + emotion, add_special_tokens=False)["input_ids"]
+            first.setdefault(ids[0], index)
+        families.append(first)
+    return families
+
+
+def guided_logits_processor(
+    tokenizer,
+    settings: DecodingSettings,
+    groundings: Sequence[AUGrounding] | None,
+    log_priors: np.ndarray | None,
+):
+    """A ``transformers`` logits processor that applies ``settings`` to a batch of faces.
+
+    ``groundings``: per face (for ``settings.grounded``); ``log_priors``: [faces, 8] classifier
+    log-probabilities (for ``settings.label_guidance``).
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    families = emotion_token_families(tokenizer)
+    weight = settings.label_guidance if log_priors is not None else 0.0
+
+    class GuidedLogits(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores = torch.log_softmax(scores.float(), dim=-1)
+            for row in range(scores.shape[0]):
+                ids = input_ids[row].tolist()
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                if weight:
+                    self._guide_label(row, text, scores[row])
+                if groundings is not None:
+                    self._ground(ids, text, groundings[row], scores[row])
+            return scores
+
+        def _guide_label(self, row, text, row_scores):
+            best = int(row_scores.argmax())
+            family = next((f for f in families if best in f), None)
+            if family is None or not label_slot(text, settings.label_cue):
+                return
+            guided = torch.full_like(row_scores, float("-inf"))
+            for token, emotion in family.items():
+                guided[token] = row_scores[token] + weight * float(log_priors[row, emotion])
+            row_scores.copy_(guided)
+
+        def _ground(self, ids, text, grounding, row_scores):
+            order = torch.topk(row_scores, CANDIDATES).indices.tolist()
+            for rest in grounding.continuations(text):
+                order += tokenizer(rest, add_special_tokens=False)["input_ids"][:1]
+            for rank, token in enumerate(order):
+                if token == tokenizer.eos_token_id or grounding.allows(
+                    tokenizer.decode([*ids, token], skip_special_tokens=True)
+                ):
+                    if rank:  # greedy: the first grounded candidate is the only choice left
+                        keep = row_scores[token].clone()
+                        row_scores.fill_(float("-inf"))
+                        row_scores[token] = keep
+                    return
+
+    return GuidedLogits()
