@@ -206,6 +206,8 @@ def guided_logits_processor(
             scores = torch.log_softmax(scores.float(), dim=-1)
             for row in range(scores.shape[0]):
                 ids = input_ids[row].tolist()
+                if tokenizer.eos_token_id in ids:  # finished: generate pads it from here on
+                    continue
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 if weight:
                     self._guide_label(row, text, scores[row])
@@ -224,10 +226,8 @@ def guided_logits_processor(
             row_scores.copy_(guided)
 
         def _ground(self, ids, text, grounding, row_scores):
-            order = torch.topk(row_scores, CANDIDATES).indices.tolist()
-            for rest in grounding.continuations(text):
-                order += tokenizer(rest, add_special_tokens=False)["input_ids"][:1]
-            for rank, token in enumerate(order):
+            best = torch.topk(row_scores, CANDIDATES).indices.tolist()
+            for rank, token in enumerate(self._candidates(best, text, grounding)):
                 if token == tokenizer.eos_token_id or grounding.allows(
                     tokenizer.decode([*ids, token], skip_special_tokens=True)
                 ):
@@ -236,5 +236,13 @@ def guided_logits_processor(
                         row_scores.fill_(float("-inf"))
                         row_scores[token] = keep
                     return
+
+        @staticmethod
+        def _candidates(best, text, grounding):
+            """The best tokens, then (only if none of them will do) those continuing a code,
+            name, word or quote begun."""
+            yield from best
+            for rest in grounding.continuations(text):
+                yield from tokenizer(rest, add_special_tokens=False)["input_ids"][:1]
 
     return GuidedLogits()
