@@ -3,9 +3,11 @@
 * **AU grounding** (``DecodingSettings.grounded``): the text may name only the AUs the model
   measured above threshold on the same face (by FACS code or by name), each once in the Key
   Observations, with the measured level word, letter and intensity
-  (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``). At each step the best token
-  that keeps the text so is taken, among the ``CANDIDATES`` best and the tokens that continue a
-  code, name, word or quote begun.
+  (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``); and it keeps to the exact
+  CoT format (``exact_format_prefix``): the three headers in order, single spaces, one line per
+  section, no end before the Conclusion. At each step the best token that keeps the text so is
+  taken, among the ``CANDIDATES`` best, the tokens that continue a header, code, name, word or
+  quote begun, and then the ``FALLBACK_CANDIDATES`` best.
 * **Label guidance** (``DecodingSettings.label_guidance``, a weight ``w``): where the model
   writes an emotion at a label slot (text ending in ``label_cue``: after "label," or inside
   ``**``), the emotion is chosen by the LM's log-probability + ``w`` x the encoder classifier's
@@ -24,20 +26,30 @@ from functools import cache
 
 import numpy as np
 
-from engine.cot import HEADERS
+from engine.cot import HEADERS, CoT
 from engine.rules import RuleBook
 from engine.types import EMOTIONS
 from engine.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
 
-#: How many of the best tokens grounding tries before it leaves a step unguided.
+#: How many of the best tokens grounding tries first.
 CANDIDATES = 64
+#: How many of the best tokens it tries at most before it leaves a step unguided.
+FALLBACK_CANDIDATES = 2048
 
 _PARTIAL_CODE = re.compile(r"AU(\d?)$")
 _CODE = re.compile(r"\bAU\d{2}\b")
+#: "AU" that is not a code, and code look-alikes ("U16", "AE10").
+_NOT_A_CODE = re.compile(r"\bAU(?!\d{2}\b)|(?i:\bau\b)|\b(?!AU\d)[A-Za-z]+\d")
+#: An intensity word or a parenthesis; in the observations only within the clause of a code.
+_INTENSITY_CUE = re.compile(r"(?i)intensit|\(")
+_HEADER_MARKS = tuple(
+    ("" if index == 0 else "\n\n") + f"**{header}:** " for index, header in enumerate(HEADERS)
+)
+_ODD_SPACE = re.compile(r"[^\S ]|  ")
 _INTERPRETATION = f"**{HEADERS[1]}"
 _CLAUSE_END = re.compile(r";|\.\s")
 #: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
-_LEVEL_WORD = re.compile(r" at (?P<word>[a-z]*)(?P<end>[^a-z])?")
+_LEVEL_WORD = re.compile(r" at(?P<space> ?)(?P<word>[a-z]*)(?P<end>[^a-z])?")
 
 
 @dataclass(frozen=True)
@@ -82,32 +94,56 @@ class AUGrounding:
         )
 
     def allows(self, text: str) -> bool:
-        """Whether ``text`` (a finished or unfinished CoT) keeps to the measurements: it names
-        active AUs only, each once in the Key Observations (a code begun, ``AU0``, must be able
-        to become one); a code's first parenthesis holds its name or its quote, the one after
-        the name its quote (``(C, 2.6/5)``), and "(name) at <word>" the level's word."""
+        """Whether ``text`` (an unfinished CoT) can still become an exact CoT that keeps to the
+        measurements. It names active AUs only, each once in the Key Observations. There, every
+        "AU" is a code (a code begun, ``AU0``, must be able to become one), every intensity and
+        parenthesis is in the clause of a code, and once all active AUs are listed the last
+        clause takes no ";". A code's first parenthesis holds its name or its quote, the one
+        after the name its quote (``(C, 2.6/5)``), and "(name) at <word>" the level's word."""
         return self._check(text)[0]
 
     def continuations(self, text: str) -> list[str]:
-        """Strings that would keep an unfinished code or parenthesis at the end of ``text``
-        grounded (empty where ``text`` is not in the middle of one)."""
+        """Strings that would keep an unfinished header, code or parenthesis at the end of
+        ``text`` grounded (empty where ``text`` is not in the middle of one)."""
         return self._check(text)[1]
 
+    def may_end(self, text: str) -> bool:
+        """Whether the CoT may end after ``text``: it is exact and keeps to the measurements."""
+        return CoT.is_exact(text) and self.allows(text)
+
     def _check(self, text: str) -> tuple[bool, list[str]]:
+        in_format, header_rest = exact_format_prefix(text)
+        if not in_format:
+            return False, []
+        ok, rests = self._check_aus(text)
+        return ok, (header_rest + rests if ok else [])
+
+    def _check_aus(self, text: str) -> tuple[bool, list[str]]:
         partial = _PARTIAL_CODE.search(text)
         finished = text[: partial.start()] if partial else text
         if any(code not in self.intensities for code in mentioned_aus(finished)):
             return False, []
-        observed = _CODE.findall(finished.split(_INTERPRETATION, 1)[0])
-        if len(observed) != len(set(observed)):
+        observations = finished.split(_INTERPRETATION, 1)[0]
+        observed = _CODE.findall(observations)
+        if len(observed) != len(set(observed)) or _NOT_A_CODE.search(observations):
             return False, []
+        if not all(
+            _in_a_code_clause(observations, cue.start())
+            for cue in _INTENSITY_CUE.finditer(observations)
+        ):
+            return False, []
+        if observed and set(observed) == set(self.intensities) and _INTERPRETATION not in text:
+            last = list(_CODE.finditer(observations))[-1]
+            if ";" in observations[last.end() :]:  # the list is complete: no "; <next AU>"
+                return False, []
         for code, value in quoted_intensities(text).items():
             if abs(value - self.intensities[code]) > QUOTE_TOLERANCE + 1e-9:
                 return False, []
         if partial:
             fresh = [c for c in self.intensities if c not in observed or _INTERPRETATION in text]
             rests = [c[len(partial[0]) :] for c in fresh if c.startswith(partial[0])]
-            return bool(rests) or not partial[1], rests  # "AU" may go on as "AU evidence"
+            # past the observations, "AU" may go on as "AU evidence"
+            return bool(rests) or (not partial[1] and _INTERPRETATION in text), rests
         return self._parentheses(finished)
 
     def _parentheses(self, text: str) -> tuple[bool, list[str]]:
@@ -155,9 +191,41 @@ class AUGrounding:
         wanted = self.words.get(code)
         if word is None or not wanted:
             return True, []
+        if word["word"] and not word["space"]:  # "atmarked"
+            return False, []
         if word["end"]:
             return word["word"] == wanted, []
         return wanted.startswith(word["word"]), [wanted[len(word["word"]) :]]
+
+
+def _in_a_code_clause(text: str, position: int) -> bool:
+    """Whether ``position`` in ``text`` follows an AU code within the same clause."""
+    codes = list(_CODE.finditer(text, 0, position))
+    return bool(codes) and not _CLAUSE_END.search(text, codes[-1].end(), position)
+
+
+def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
+    """Whether ``text`` can still become a CoT in the exact format (``CoT.text``): the three
+    headers in order, each section one line of single-spaced, non-empty prose; and the rest of
+    a header begun at its end (else ``[]``)."""
+    position = 0
+    for index, mark in enumerate(_HEADER_MARKS):
+        rest = text[position:]
+        if len(rest) < len(mark):
+            return mark.startswith(rest), ([mark[len(rest) :]] if mark.startswith(rest) else [])
+        if not rest.startswith(mark):
+            return False, []
+        position += len(mark)
+        end = text.find("\n", position)
+        body = text[position:] if end < 0 else text[position:end]
+        if body.startswith(" ") or _ODD_SPACE.search(body):
+            return False, []
+        if end < 0:
+            return True, []
+        if index == len(_HEADER_MARKS) - 1 or not body or body.endswith(" "):
+            return False, []
+        position = end
+    return True, []
 
 
 @cache
@@ -226,10 +294,11 @@ def guided_logits_processor(
             row_scores.copy_(guided)
 
         def _ground(self, ids, text, grounding, row_scores):
-            best = torch.topk(row_scores, CANDIDATES).indices.tolist()
-            for rank, token in enumerate(self._candidates(best, text, grounding)):
-                if token == tokenizer.eos_token_id or grounding.allows(
-                    tokenizer.decode([*ids, token], skip_special_tokens=True)
+            for rank, token in enumerate(self._candidates(row_scores, text, grounding)):
+                if (
+                    grounding.may_end(text)
+                    if token == tokenizer.eos_token_id
+                    else grounding.allows(tokenizer.decode([*ids, token], skip_special_tokens=True))
                 ):
                     if rank:  # greedy: the first grounded candidate is the only choice left
                         keep = row_scores[token].clone()
@@ -238,11 +307,12 @@ def guided_logits_processor(
                     return
 
         @staticmethod
-        def _candidates(best, text, grounding):
-            """The best tokens, then (only if none of them will do) those continuing a code,
-            name, word or quote begun."""
-            yield from best
+        def _candidates(row_scores, text, grounding):
+            """The best tokens; only if none of them will do, those continuing a header, code,
+            name, word or quote begun; then the next best."""
+            yield from torch.topk(row_scores, CANDIDATES).indices.tolist()
             for rest in grounding.continuations(text):
                 yield from tokenizer(rest, add_special_tokens=False)["input_ids"][:1]
+            yield from torch.topk(row_scores, FALLBACK_CANDIDATES).indices.tolist()[CANDIDATES:]
 
     return GuidedLogits()

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from engine.decoding import AUGrounding, DecodingSettings, label_slot
+from engine.cot import CoT
+from engine.decoding import AUGrounding, DecodingSettings, exact_format_prefix, label_slot
 from engine.render import CoTRenderer
 from engine.rules import RuleBook
 from engine.types import AUReading
@@ -56,10 +57,23 @@ def test_every_prefix_of_a_faithful_template_cot_is_allowed(rules):
         OBSERVATION.replace("(D, 4.2/5)", "(D, 4; A"),  # a clause end inside the quote
         OBSERVATION.replace("at pronounced", "at marked"),  # the word of another level
         OBSERVATION.replace("at pronounced", "at marke"),  # on its way to it
+        OBSERVATION.replace("at pronounced", "atpronounced"),  # no space
+        OBSERVATION + ". Finally, there is Au zero",  # "AU" in lower case, no code
+        OBSERVATION + ". Finally, there is U02",  # a code look-alike
         OBSERVATION.replace("(lip corner puller)", "(lip corner depressor)"),  # wrong name
         OBSERVATION.replace("(lip corner puller)", "(lip corner pull-up)"),  # misspelt name
         OBSERVATION + ". Finally, AU12",  # the same AU twice in the observations
         OBSERVATION + ". Finally, AU1",  # no active AU left to list
+        OBSERVATION + ". AU",  # no active AU left: "AU" cannot become a code
+        OBSERVATION + ". AU Sus",  # an "AU" that is no code in the observations
+        OBSERVATION + ". AE10 (upper lip raiser) at slight intensity",  # a code look-alike
+        OBSERVATION + ". +12 (oui) at slight",  # a parenthesis with no code
+        OBSERVATION + ". U16 at slightintensity",  # an intensity with no code
+        OBSERVATION + ", associated with happiness;",  # every active AU listed: no ";"
+        OBSERVATION + ".  The",  # a double space
+        OBSERVATION + ". The\u2009",  # a thin space
+        OBSERVATION + ".\n\n**Conclusion:**",  # a header skipped
+        "Key Observations: AU12",  # not the exact header
     ],
 )
 def test_refuses_what_the_measurements_do_not_support(smile, text):
@@ -87,7 +101,36 @@ def test_grounded_text_verifies_as_fully_faithful(rules, smile):
     bare = AUGrounding.from_intensities({}, rules)
     assert bare.allows("**Key Observations:** No action unit reaches the threshold")
     assert not bare.allows("**Key Observations:** AU1")
-    assert bare.allows("the AU evidence") and not bare.continuations("the AU")
+    interpretation = "**Key Observations:** None.\n\n**Overall Emotional Interpretation:** the AU"
+    assert bare.allows(interpretation + " evidence") and not bare.continuations(interpretation)
+
+
+def test_format_prefixes_of_exact_cots_are_allowed_and_nothing_else(rules):
+    renderer = CoTRenderer(threshold=rules.active_threshold)
+    for index, reading in enumerate(random_readings(10, seed=5)):
+        text = renderer.render(f"r{index}", None, rules.evaluate(reading)).cot.text
+        assert all(exact_format_prefix(text[:k])[0] for k in range(len(text) + 1))
+        for broken in (
+            text.replace(". ", ".  ", 1),
+            text.replace("\n\n", " \n\n", 1),
+            text.replace("\n\n", "\n", 1),
+            text + "\n",
+            text.replace("**Overall Emotional Interpretation:**", "**Interpretation:**"),
+        ):
+            assert not exact_format_prefix(broken)[0] and not CoT.is_exact(broken)
+
+
+def test_format_guard_names_the_rest_of_a_header_and_when_the_cot_may_end(smile):
+    assert exact_format_prefix("") == (True, ["**Key Observations:** "])
+    assert exact_format_prefix(OBSERVATION + ".\n") == (
+        True,
+        ["\n**Overall Emotional Interpretation:** "],
+    )
+    assert smile.continuations(OBSERVATION + ".\n\n**Ov") == ["erall Emotional Interpretation:** "]
+    assert not exact_format_prefix("**Key Observations:** \n\n")[0]  # an empty section
+    finished = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** A smile."
+    assert not smile.may_end(OBSERVATION) and not smile.may_end(finished)
+    assert smile.may_end(finished + "\n\n**Conclusion:** The expression is **happiness**.")
 
 
 def test_label_slots():
