@@ -46,6 +46,10 @@ _HEADER_MARKS = tuple(
     ("" if index == 0 else "\n\n") + f"**{header}:** " for index, header in enumerate(HEADERS)
 )
 _ODD_SPACE = re.compile(r"[^\S ]|  ")
+#: A run of characters with no space longer than any word of a CoT (a degenerate repetition).
+_RUNAWAY_WORD = re.compile(r"\S{32}")
+#: A section may not end in this many characters drawn from 4 or fewer ("U+U+UUUU UUU").
+_MONOTONOUS_TAIL = 48
 _INTERPRETATION = f"**{HEADERS[1]}"
 _CLAUSE_END = re.compile(r";|\.\s")
 #: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
@@ -206,8 +210,8 @@ def _in_a_code_clause(text: str, position: int) -> bool:
 
 def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
     """Whether ``text`` can still become a CoT in the exact format (``CoT.text``): the three
-    headers in order, each section one line of single-spaced, non-empty prose; and the rest of
-    a header begun at its end (else ``[]``)."""
+    headers in order, each section one line of single-spaced, non-empty prose with no runaway
+    word or monotonous tail; and the rest of a header begun at its end (else ``[]``)."""
     position = 0
     for index, mark in enumerate(_HEADER_MARKS):
         rest = text[position:]
@@ -218,7 +222,9 @@ def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
         position += len(mark)
         end = text.find("\n", position)
         body = text[position:] if end < 0 else text[position:end]
-        if body.startswith(" ") or _ODD_SPACE.search(body):
+        if body.startswith(" ") or _ODD_SPACE.search(body) or _RUNAWAY_WORD.search(body):
+            return False, []
+        if len(body) >= _MONOTONOUS_TAIL and len(set(body[-_MONOTONOUS_TAIL:])) <= 4:
             return False, []
         if end < 0:
             return True, []

@@ -120,6 +120,11 @@ def test_format_prefixes_of_exact_cots_are_allowed_and_nothing_else(rules):
             assert not exact_format_prefix(broken)[0] and not CoT.is_exact(broken)
 
 
+@pytest.mark.parametrize("loop", ["Purp" * 9, "U+U+UUUUUUUUUUUUU " * 3])
+def test_format_guard_refuses_degenerate_repetition(smile, loop):
+    assert not exact_format_prefix(f"{OBSERVATION}. Finally, there is {loop}")[0]
+
+
 def test_format_guard_names_the_rest_of_a_header_and_when_the_cot_may_end(smile):
     assert exact_format_prefix("") == (True, ["**Key Observations:** "])
     assert exact_format_prefix(OBSERVATION + ".\n") == (
