@@ -128,18 +128,15 @@ class AUGrounding:
         if any(code not in self.intensities for code in mentioned_aus(finished)):
             return False, []
         observations = finished.split(_INTERPRETATION, 1)[0]
-        observed = _CODE.findall(observations)
+        codes = list(_CODE.finditer(observations))
+        observed = [code[0] for code in codes]
         if len(observed) != len(set(observed)) or _NOT_A_CODE.search(observations):
             return False, []
-        if not all(
-            _in_a_code_clause(observations, cue.start())
-            for cue in _INTENSITY_CUE.finditer(observations)
-        ):
+        if not _cues_in_code_clauses(observations, codes):
             return False, []
-        if observed and set(observed) == set(self.intensities) and _INTERPRETATION not in text:
-            last = list(_CODE.finditer(observations))[-1]
-            if ";" in observations[last.end() :]:  # the list is complete: no "; <next AU>"
-                return False, []
+        complete = observed and set(observed) == set(self.intensities)
+        if complete and _INTERPRETATION not in text and ";" in observations[codes[-1].end() :]:
+            return False, []  # every active AU is listed: no "; <next AU>"
         for code, value in quoted_intensities(text).items():
             if abs(value - self.intensities[code]) > QUOTE_TOLERANCE + 1e-9:
                 return False, []
@@ -202,10 +199,14 @@ class AUGrounding:
         return wanted.startswith(word["word"]), [wanted[len(word["word"]) :]]
 
 
-def _in_a_code_clause(text: str, position: int) -> bool:
-    """Whether ``position`` in ``text`` follows an AU code within the same clause."""
-    codes = list(_CODE.finditer(text, 0, position))
-    return bool(codes) and not _CLAUSE_END.search(text, codes[-1].end(), position)
+def _cues_in_code_clauses(text: str, codes: Sequence[re.Match]) -> bool:
+    """Whether every intensity word and parenthesis in ``text`` follows one of its AU ``codes``
+    within the same clause."""
+    for cue in _INTENSITY_CUE.finditer(text):
+        before = [code for code in codes if code.end() <= cue.start()]
+        if not before or _CLAUSE_END.search(text, before[-1].end(), cue.start()):
+            return False
+    return True
 
 
 def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
