@@ -23,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.aus.distil import shared_dir  # noqa: E402
 from engine.datasets import read_dataset  # noqa: E402
-from engine.decoding import AUGrounding, DecodingSettings  # noqa: E402
+from engine.decoding import DecodingSettings  # noqa: E402
 from engine.images import load_image  # noqa: E402
 from engine.model import load_model  # noqa: E402
-from engine.rules import RuleBook  # noqa: E402
 from engine.types import EMOTIONS  # noqa: E402
 from engine.verify import verify  # noqa: E402
 
@@ -46,12 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model).to_device()
     visuals = model.visual_inputs([load_image(r) for r in records])
     labels = [r.label for r in records]
-    rules = RuleBook.load()
-    codes = model.config.au_codes
-    groundings = [
-        AUGrounding.from_intensities(dict(zip(codes, v.aus.tolist(), strict=True)), rules)
-        for v in visuals
-    ]
+    groundings = model.groundings(visuals)
     rows = []
     for weight in args.weights:
         decoding = DecodingSettings(grounded=True, label_guidance=weight)

@@ -439,21 +439,21 @@ class NanoVisionLM(VisionLM):
         """The logits processors of ``decoding`` (none when it asks for plain greedy)."""
         if not decoding.grounded and not decoding.label_guidance:
             return []
-        groundings = None
-        if decoding.grounded:
-            if self._rules is None:
-                from engine.rules import RuleBook
-
-                self._rules = RuleBook.load()
-            codes = self.config.au_codes
-            groundings = [
-                AUGrounding.from_intensities(
-                    dict(zip(codes, v.aus.tolist(), strict=True)), self._rules
-                )
-                for v in visuals
-            ]
+        groundings = self.groundings(visuals) if decoding.grounded else None
         priors = np.stack([v.log_prior for v in visuals])
         return [guided_logits_processor(self.tokenizer, decoding, groundings, priors)]
+
+    def groundings(self, visuals: Sequence[NanoVisual]) -> list[AUGrounding]:
+        """The AUs each face was measured with, as grounding holds the text to them."""
+        if self._rules is None:
+            from engine.rules import RuleBook
+
+            self._rules = RuleBook.load()
+        codes = self.config.au_codes
+        return [
+            AUGrounding.from_intensities(dict(zip(codes, v.aus.tolist(), strict=True)), self._rules)
+            for v in visuals
+        ]
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
