@@ -2,12 +2,22 @@
 # the inspection) and `make test` (lint + the default test suite). Both create .venv first.
 PYTHON ?= python3
 VENV ?= .venv
+SHARED ?= ../shared
+#: A local copy of OpenFace 2.2's AU models (e.g. in ../shared): fetched into the user model
+#: cache so that `--au-backend auto` picks `fused`. Licence: non-commercial research only.
+OPENFACE_MIRROR ?= $(SHARED)/models/openface
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup models demo test test-all lint bench clean
 
 setup: $(STAMP)
+
+models: setup
+	@if [ -f $(OPENFACE_MIRROR)/AU_all_static.txt ]; then \
+	  echo "OpenFace 2.2 AU models from $(OPENFACE_MIRROR) (non-commercial research use only)"; \
+	  $(BIN)/expllm models fetch openface --accept-licence --url "file://$(abspath $(OPENFACE_MIRROR))"; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: setup
+demo: models
 	$(BIN)/expllm demo --out runs/demo
 
 lint: setup

@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.cot import CoT
 from engine.types import EMOTIONS, FaceRecord
-from engine.verify import infer_label, verify
+from engine.verify import conclusion_label, verify
 
 #: The column of the confusion matrix holding predictions without a label.
 NO_LABEL = "(none)"
@@ -70,7 +70,7 @@ class CoTMetrics:
     """Checks of the chain-of-thought texts of one predictor.
 
     ``exact_format``: share in the exact three-header format; ``conclusion_matches``: share
-    whose label read from the text (``infer_label``) equals the predicted label;
+    whose label read from the text's Conclusion (``conclusion_label``) equals the predicted label;
     ``faithfulness_mean``/``fully_faithful``: of the AUs each text mentions, the share measured
     on the same image (mean, and the share of texts at 1.0), over the texts whose image was
     measured (``measured``).
@@ -190,7 +190,7 @@ def cot_metrics(
     if not pairs:
         return None
     exact = [CoT.is_exact(p.cot) for p, _ in pairs]
-    matches = [p.label is not None and infer_label(p.cot) == p.label for p, _ in pairs]
+    matches = [p.label is not None and conclusion_label(p.cot) == p.label for p, _ in pairs]
     faithful = [verify(p.cot, None, m).faithfulness for p, m in pairs if m is not None]
     return CoTMetrics(
         n=len(pairs),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,29 +163,32 @@ def write_markdown(path: Path, title: str, context: dict, scored: Sequence[Score
 def write_html(
     path: Path, title: str, context: dict, scored: Sequence[Scored], confusion_png: Path
 ) -> None:
-    """``report.html``, self-contained (the confusion matrix embedded as a data URI)."""
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1100px}"
-        "table{border-collapse:collapse;margin-bottom:1.5em}"
-        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,th:first-child,td:last-child{text-align:left}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(_context_line(context))}</p>",
+    """``report.html``, self-contained: SVG confusion matrices of every predictor side by side,
+    per-class F1 and recall bars, CoT metrics, the tables, and ``confusion.png`` embedded.
+
+    Layout and wording are in ``templates/report/evaluate.html.j2`` (shared look with
+    ``expllm inspect --html``).
+    """
+    from engine import __version__
+    from engine.inspection import page
+
+    predictors = [
+        {"label": s.label, "description": s.description, **s.metrics.to_dict()} for s in scored
     ]
-    for name, header, rows in tables(scored):
-        parts.append(f"<h2>{html.escape(name)}</h2><table><tr>")
-        parts += [f"<th>{html.escape(h)}</th>" for h in header]
-        parts.append("</tr>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>")
-    data = base64.b64encode(confusion_png.read_bytes()).decode("ascii")
-    parts.append(
-        "<h2>Confusion matrix of the model</h2>"
-        f"<img alt='confusion matrix' src='data:image/png;base64,{data}'></body></html>"
+    page.render(
+        "evaluate.html.j2",
+        path,
+        title=title,
+        context=context,
+        context_line=_context_line(context),
+        predictors=predictors,
+        tables=tables(scored),
+        has_cot=any(p["cot"] is not None for p in predictors),
+        no_label=NO_LABEL,
+        confusion_png=page.safe(base64.b64encode(confusion_png.read_bytes()).decode("ascii")),
+        engine_version=__version__,
+        page_data={"emotions": list(EMOTIONS), "no_label": NO_LABEL, "predictors": predictors},
     )
-    path.write_text("\n".join(parts), encoding="utf-8")
 
 
 def _context_line(context: dict) -> str:

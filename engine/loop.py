@@ -2,11 +2,14 @@
 
 Round 1: the writer drafts from the AUs and the rule evidence alone (no ground truth). Each
 draft is put into the exact three-header format (header variants repaired by ``CoT.parse``,
-white space cleaned, at most ``word_cap`` words); the reader infers the label from the text
-alone (Des2Exp) and ``engine.verify`` checks the label and faithfulness. Faces that fail go
-back to the writer with their earlier drafts and what was wrong (the feedback reflection with
-memory) until they verify or ``max_rounds`` is spent. A broken or failed draft is never
-written and never raises: it becomes the round's failure reason.
+white space cleaned, at most ``word_cap`` words); the reader infers the label from the
+description alone — Key Observations and Interpretation, the Conclusion removed (Des2Exp) —
+and ``engine.verify`` checks that label, faithfulness, completeness and that the text speaks
+of the face, not of annotations. Faces that fail go back to the writer with their earlier
+drafts and what was wrong (the feedback reflection with memory: a Des2Exp failure reads "the
+description alone reads as anger, not happiness") until they verify or ``max_rounds`` is
+spent. A broken or failed draft is never written and never raises: it becomes the round's
+failure reason.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class LoopItem:
 
     ``required``: AUs every draft must name (the pipeline passes those the template's draft
     names, so that an LLM rewrite cannot drop the measured facts); ``intensities``: the
-    measured values, which quoted intensities must match.
+    measured values, which quoted intensities must match; ``active``: the active AUs with their
+    intensities, strongest first, and ``cap``: how many of them a complete text cites.
     """
 
     record_id: str
@@ -38,6 +42,8 @@ class LoopItem:
     measured: frozenset[str]
     required: frozenset[str] = frozenset()
     intensities: Mapping[str, float] | None = None
+    active: tuple[tuple[str, float], ...] | None = None
+    cap: int | None = None
 
 
 @dataclass
@@ -119,7 +125,14 @@ class EngineLoop:
             for (index, cot, template_id), label in zip(candidates, inferred, strict=True):
                 item = items[index]
                 check = judge(
-                    cot.text, item.label, item.measured, label, item.required, item.intensities
+                    cot.text,
+                    item.label,
+                    item.measured,
+                    label,
+                    item.required,
+                    item.intensities,
+                    item.active,
+                    item.cap,
                 )
                 results[index].cot = cot
                 results[index].verification = check

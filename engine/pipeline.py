@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 import engine
-from engine.aus import AUEstimator, au_definitions, create_estimator
+from engine.aus import AUEstimator, au_definitions, create_estimator, resolve_backend
 from engine.faces import FaceFinder
 from engine.images import check_source, load_image
 from engine.loop import EngineLoop, LoopItem, LoopResult
@@ -36,6 +36,8 @@ from engine.writers import (
     create_writer,
 )
 
+#: ``--keep``: every record, or only those whose measured AUs support the label.
+KEEP = ("all", "supported")
 #: Fields that say how to reach the writer's model, not what it writes: kept out of the manifest.
 _CONNECTION_FIELDS = ("base_url", "llm_concurrency", "llm_timeout", "llm_retries")
 #: Fields of the engine loop; left out of the manifest for the default template writer, so that
@@ -58,12 +60,12 @@ _LOOP_FIELDS = (
 class PipelineConfig:
     """Options of one Exp-CoT run; stored in the output manifest so a rerun must match it."""
 
-    au_backend: str = "mesh"
+    au_backend: str = "auto"  # resolved on creation: ``auto`` -> fused or mesh
     au_options: tuple[tuple[str, str], ...] = ()
     face_mode: str = "auto"
     embed_images: bool = False
     max_pixels: int = 100_000_000
-    max_words: int = 160
+    max_words: int = 180
     writer: str = "template"
     llm_model: str | None = None
     base_url: str | None = None
@@ -78,8 +80,11 @@ class PipelineConfig:
     temperature: float = 0.0
     seed: int = 0
     fallback: str = "reject"
+    rules: str | None = None  # --rules DIR; None: data/rules/<AU back end>/, else data/
+    keep: str = "all"  # --keep: all records, or only those whose AUs support the label
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "au_backend", resolve_backend(self.au_backend)[0])
         if self.writer not in WRITERS:
             raise ValueError(f"unknown writer {self.writer!r}; choose one of {', '.join(WRITERS)}")
         if self.reader not in READERS:
@@ -92,6 +97,8 @@ class PipelineConfig:
             raise ValueError(f"unknown fallback {self.fallback!r}; choose reject or template")
         if self.max_rounds < 1 or self.word_cap < 1 or self.max_new_tokens < 1:
             raise ValueError("--max-rounds, --word-cap and --max-new-tokens must be at least 1")
+        if self.keep not in KEEP:
+            raise ValueError(f"unknown --keep {self.keep!r}; choose one of {', '.join(KEEP)}")
 
     @property
     def uses_llm(self) -> bool:
@@ -142,9 +149,11 @@ class ExpCoTPipeline:
         """``cache_dir``: the LLM response cache (the flow uses ``<out>/_llm_cache``)."""
         self.config = config
         self.estimator = estimator or create_estimator(config.au_backend, **dict(config.au_options))
-        self.rules = RuleBook.load()
+        self.rules = RuleBook.for_backend(self.estimator.name, config.rules)
         self.renderer = CoTRenderer(
-            threshold=self.rules.active_threshold, max_words=config.max_words
+            threshold=self.rules.active_threshold,
+            max_words=config.max_words,
+            max_aus=self.rules.max_cited_aus,
         )
         self.finder = FaceFinder(mode=config.face_mode)
         self._au_codes = tuple(au_definitions())
@@ -232,8 +241,23 @@ class ExpCoTPipeline:
         A face's ``seconds`` is its own measuring time plus an equal share of the loop's time
         (the loop works on the batch, round by round).
         """
+        dropped = []
+        if self.config.keep == "supported":
+            dropped = [
+                rejected_row(
+                    m.record,
+                    "keep",
+                    f"the measured AUs favour {m.evidence.dominant}, not {m.record.label} "
+                    "(--keep supported)",
+                )
+                for m in items
+                if m.record.label is not None and m.evidence.dominant != m.record.label
+            ]
+            items = [
+                m for m in items if m.record.label is None or m.evidence.dominant == m.record.label
+            ]
         if not items:
-            return [], []
+            return [], dropped
         loop_items = [
             LoopItem(
                 m.record.record_id,
@@ -242,6 +266,8 @@ class ExpCoTPipeline:
                 frozenset(a.au for a in m.evidence.active),
                 self._required_aus(m),
                 m.reading.intensities if self.config.uses_llm else None,
+                tuple((a.au, a.intensity) for a in m.evidence.active),
+                self.rules.max_cited_aus,
             )
             for m in items
         ]
@@ -253,7 +279,7 @@ class ExpCoTPipeline:
                 self._apply_fallback(loop_items, results, writers)
         except Exception as exc:  # noqa: BLE001 - a failing writer rejects its batch, no crash
             reason = f"{type(exc).__name__}: {exc}"
-            return [], [rejected_row(m.record, "write", reason) for m in items]
+            return [], dropped + [rejected_row(m.record, "write", reason) for m in items]
         share = (time.perf_counter() - started) / len(items)
         rows, rejected = [], []
         for measured, result, writer in zip(items, results, writers, strict=True):
@@ -265,7 +291,7 @@ class ExpCoTPipeline:
                 rejected.append(rejected_row(measured.record, "verify", reason))
                 continue
             rows.append(self._row(measured, result, writer, measured.seconds + share))
-        return rows, rejected
+        return rows, dropped + rejected
 
     def _apply_fallback(
         self, items: list[LoopItem], results: list[LoopResult], writers: list[str]
@@ -305,7 +331,9 @@ class ExpCoTPipeline:
             inferred_label=check.inferred_label,
             verified=check.verified,
             faithfulness=check.faithfulness,
+            complete=check.complete,
             mentioned_aus=list(check.mentioned_aus),
+            rules_table=self.rules.table_id,
             seconds=seconds,
         )
         return row
@@ -349,6 +377,7 @@ class ExpCoTPipeline:
             left, right = reading.sides.get(code, (None, None))
             row[f"{code}_L"] = left
             row[f"{code}_R"] = right
+            row[f"{code}_present"] = reading.presence.get(code)
         return row
 
     def close(self) -> None:

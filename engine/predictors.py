@@ -123,9 +123,9 @@ class CsvPredictor(Predictor):
                 continue
             answer, cot = self.labels[key], self.cots.get(key)
             if not answer and cot:
-                from engine.verify import infer_label
+                from engine.verify import conclusion_label
 
-                answer = infer_label(cot) or ""
+                answer = conclusion_label(cot) or ""
             label = canonical_label(answer) if answer else None
             if label is None and cot is None:
                 out.append(_failed(record, f"unknown label {answer!r} in {self.path}"))
@@ -210,7 +210,7 @@ class RuleEvidence:
             self.by_path = {r.image_path: r for r in rows}
         else:
             self.estimator = create_estimator(au_backend, **(au_options or {}))
-            self.rules = RuleBook.load()
+            self.rules = RuleBook.for_backend(self.estimator.name)  # as exp-cot picks it
             self.finder = FaceFinder(mode=face_mode)
         self.au_backend = au_backend
 
@@ -444,7 +444,7 @@ class FerPredictor(_ImageClassifier):
 class ExpLLMPredictor(_FacePredictor):
     """A fine-tuned ExpLLM model folder (``expllm finetune``): writes a CoT for each face.
 
-    The label is the one read from the CoT's Conclusion (``engine.verify.infer_label``);
+    The label is the one read from the CoT's Conclusion (``engine.verify.conclusion_label``);
     decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's), guided as
     the model's ``decoding`` settings say unless ``grounded`` or ``label_guidance`` is given
     (``engine.decoding``).
@@ -477,11 +477,11 @@ class ExpLLMPredictor(_FacePredictor):
         self.decoding = decoding
 
     def answer(self, faces: list[np.ndarray]) -> list[Prediction]:
-        from engine.verify import infer_label
+        from engine.verify import conclusion_label
 
         visuals = self.model.visual_inputs(faces)
         texts = self.model.generate(visuals, self.max_new_tokens, self.decoding)
-        return [Prediction("", infer_label(text), cot=text) for text in texts]
+        return [Prediction("", conclusion_label(text), cot=text) for text in texts]
 
     def describe(self) -> str:
         guided = ["AU-grounded"] if self.decoding.grounded else []

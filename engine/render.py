@@ -2,7 +2,16 @@
 ``templates/cot``.
 
 Each face gets one of several phrasings, chosen deterministically from its record id, so a
-rerun reproduces the same text. Only AUs measured above threshold reach the templates.
+rerun reproduces the same text. Only AUs measured above threshold reach the templates, and
+the Key Observations cite all of them, strongest first, up to ``max_aus`` (the rule tables'
+``max_cited_aus``), so the text is ``complete`` (``engine.verify.completeness``).
+
+The interpretation reasons towards the emotion the face is read as (``target``: the expected
+label, or the rules' dominant emotion for unlabelled faces) and ends with that emotion in
+bold, which is what Des2Exp reads (``engine.verify.infer_label``). When the rules favour
+another emotion, it states the strongest contrary cue plainly, then names the measured cues
+consistent with the target (``engine.rules.support``); when there are none, it says so, and
+arrives at the rules' reading instead. No text speaks of annotations or labels.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import jinja2
 from engine.aus import au_definitions
 from engine.cot import CoT
 from engine.resources import templates_dir
-from engine.rules import EmotionEvidence
+from engine.rules import EmotionEvidence, support
 
 #: The CoT phrasings in ``templates/cot/``, in the order the per-record hash picks from.
 DEFAULT_VARIANTS = ("listing", "regional", "evidence")
@@ -41,17 +50,19 @@ def join_and(items) -> str:
 class CoTRenderer:
     """Renders ``EmotionEvidence`` into a ``CoT``.
 
-    Names at most ``max_aus`` AUs (strongest first) and ``max_prototypes`` prototypes (the best
-    per emotion); when a text would exceed ``max_words`` it lists fewer AUs.
+    Cites the ``max_aus`` strongest active AUs (all when there are fewer) and at most
+    ``max_prototypes`` prototypes (the best per emotion); when a text would exceed
+    ``max_words`` it cites them in a short form, then also leaves out how they combine, then
+    which side is stronger.
     """
 
     def __init__(
         self,
         folder: Path | None = None,
         variants: tuple[str, ...] = DEFAULT_VARIANTS,
-        max_aus: int = 5,
+        max_aus: int = 6,
         max_prototypes: int = 2,
-        max_words: int = 160,
+        max_words: int = 180,
         threshold: float = 1.0,
     ):
         if not variants:
@@ -82,7 +93,8 @@ class CoTRenderer:
         return self.variants[int.from_bytes(digest[:4], "big") % len(self.variants)]
 
     def render(self, record_id: str, label: str | None, evidence: EmotionEvidence) -> RenderedCoT:
-        """The CoT of one face; ``label`` is the ground truth (None for unlabelled data)."""
+        """The CoT of one face; ``label`` is the emotion the face is to be read as (None for
+        unlabelled data: the rules' dominant emotion)."""
         variant = self.variant_for(record_id)
         template = self.templates[variant]
         best_per_emotion = {}
@@ -92,27 +104,28 @@ class CoTRenderer:
         )
         for match in ranked:
             best_per_emotion.setdefault(match.emotion, match)
+        target = label if label is not None else evidence.dominant
+        cues = support(evidence, target)
+        listed = evidence.active[: self.max_aus]
         context = {
             "dominant": evidence.dominant,
             "secondary": evidence.secondary,
             "scores": evidence.scores,
             "prototypes": list(best_per_emotion.values())[: self.max_prototypes],
             "conflicts": evidence.conflicts,
-            "labelled": label is not None,
-            "label": label,
-            "supports_label": label is None or evidence.dominant == label,
-            "conclusion_label": label if label is not None else evidence.dominant,
+            "target": target,
+            "supported": cues.supported,
+            "support": cues,
             "threshold": self.threshold,
+            "aus": [{**a.__dict__, "phrase": self._phrases.get(a.au, a.name)} for a in listed],
+            "hidden": len(evidence.active) - len(listed),
+            "regions": list(dict.fromkeys(a.region for a in listed)),
         }
-        for count in range(min(self.max_aus, len(evidence.active)), -1, -1):
-            listed = evidence.active[:count]
-            context["aus"] = [
-                {**a.__dict__, "phrase": self._phrases.get(a.au, a.name)} for a in listed
-            ]
-            context["hidden"] = len(evidence.active) - count
-            context["regions"] = list(dict.fromkeys(a.region for a in listed))
+        # 0: full; 1: short AU items; 2: also no combination sentence; 3: also no side notes
+        for compact in range(4):
+            context["compact"] = compact
             cot = self._render_blocks(template, context)
-            if cot.word_count <= self.max_words or count <= 1:
+            if cot.word_count <= self.max_words:
                 break
         return RenderedCoT(cot, self.template_ids[variant])
 

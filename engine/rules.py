@@ -1,19 +1,26 @@
 """Rules stage: AU intensities -> emotion evidence through the tables in ``data/``.
 
 Tables: ``au_definitions.csv`` (names, muscles, regions), ``au_emotions.csv`` (AU -> emotion
-weights with sources), ``prototypes.csv`` (EMFACS and Du, Tao & Martinez 2014 prototypes) and
-``rules.json`` (thresholds). Prototype tokens: ``6`` (AU06 active), ``5B`` (AU05 at level B or
-above), ``R12A`` (AU12 unilateral — one side exceeds the other by ``asymmetry_threshold`` — at
-level A or above; either side counts, as in most EMFACS readings of contempt).
+weights with sources), ``prototypes.csv`` (EMFACS and Du, Tao & Martinez 2014 prototypes),
+``rules.json`` (thresholds) and, optionally, ``priors.csv`` (a constant evidence per emotion)
+and ``table.json`` (what a fitted table was fitted on: its AU back end, dataset, split).
+
+The hand-set tables sit in ``data/``; tables fitted to data (``expllm rules fit``,
+``engine.rules_fit``) sit in ``data/rules/<AU back end>/`` and ``RuleBook.for_backend`` picks
+the one that matches a run's AU back end. Prototype tokens: ``6`` (AU06 active), ``5B`` (AU05
+at level B or above), ``R12A`` (AU12 unilateral — one side exceeds the other by
+``asymmetry_threshold`` — at level A or above; either side counts, as in most EMFACS readings
+of contempt).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.aus import AUDefinition, au_definitions, normalise_au_code
@@ -21,6 +28,12 @@ from engine.resources import data_dir
 from engine.types import EMOTIONS, AUReading
 
 _TOKEN = re.compile(r"^(?P<uni>[RLU]?)(?P<num>\d{1,2})(?P<level>[A-E]?)$")
+#: The metadata file of a fitted table (``au_backend``, dataset, split, command, figures).
+TABLE_CARD = "table.json"
+#: Where fitted tables live inside ``data/``: ``data/rules/<AU back end>/``.
+FITTED_DIR = "rules"
+#: Tables every rule folder holds (``priors.csv`` and ``table.json`` are optional).
+TABLE_FILES = ("au_emotions.csv", "prototypes.csv", "rules.json")
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,40 @@ class EmotionEvidence:
     dominant: str
     secondary: str | None
     conflicts: tuple[str, ...]  # "happiness_vs_sadness", ...
+    #: Sum of the active AUs' intensities / 5 (the neutral reading falls as it rises).
+    activation: float = 0.0
+    #: Raw evidence each active AU adds per emotion (weight x intensity / 5), by AU code.
+    contributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The share of each emotion's raw evidence that comes from its prior (``priors.csv``).
+    prior_share: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Support:
+    """What speaks for and against reading a face as ``emotion`` (``support``).
+
+    ``consistent``: active AUs that add evidence for ``emotion``, strongest contribution first;
+    ``prototypes``: matched prototypes of ``emotion``; ``calm``: the face's overall activity is
+    low enough to add neutral evidence (activation below 1); ``mild``: no active AU reaches
+    level D (pronounced); ``contrary``: the active AU that adds the most evidence
+    for the rules' dominant emotion when that is not ``emotion`` (None when the dominant
+    reading is neutral, or the same emotion).
+    """
+
+    emotion: str
+    supported: bool
+    consistent: tuple[ActiveAU, ...]
+    prototypes: tuple[PrototypeMatch, ...]
+    calm: bool
+    contrary: ActiveAU | None
+    mild: bool = False
+
+    @property
+    def has_cues(self) -> bool:
+        """Whether any measured cue is consistent with ``emotion`` (for neutral: a calm or mild
+        face)."""
+        quiet = self.emotion == "neutral" and (self.calm or self.mild)
+        return bool(self.consistent or self.prototypes or quiet)
 
 
 @dataclass(frozen=True)
@@ -84,12 +131,31 @@ class RuleBook:
     secondary_min_ratio: float
     conflict_min_ratio: float
     opposing: tuple[tuple[str, str], ...]
+    #: Constant evidence per emotion (``priors.csv``; 0 for the hand-set tables).
+    priors: dict[str, float] = field(default_factory=dict)
+    #: Most AUs a CoT cites (strongest first); ``complete`` checks against it.
+    max_cited_aus: int = 6
+    #: ``table.json`` of a fitted table (``au_backend``, dataset, ...); {} for hand-set tables.
+    card: dict = field(default_factory=dict)
+    #: ``<folder relative to data/>@<hash of the tables>``, recorded in every shard row.
+    table_id: str = ""
+
+    @property
+    def backend(self) -> str | None:
+        """The AU back end the table was fitted on; None for hand-set (back-end neutral) ones."""
+        return self.card.get("au_backend")
 
     @classmethod
     def load(cls, folder: Path | None = None) -> RuleBook:
-        """Read the tables from ``folder`` (default: the project's ``data/``)."""
+        """Read the tables from ``folder`` (default: the project's ``data/``); a folder without
+        ``au_definitions.csv`` (a fitted table) uses the project's AU definitions."""
         folder = Path(folder) if folder else data_dir()
-        definitions = au_definitions() if folder == data_dir() else _read_definitions(folder)
+        definitions = (
+            _read_definitions(folder)
+            if folder.resolve() != data_dir().resolve()
+            and (folder / "au_definitions.csv").is_file()
+            else au_definitions()
+        )
         associations: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in _read_csv(folder / "au_emotions.csv"):
             au = _known_au(row["au"], definitions, "au_emotions.csv")
@@ -107,7 +173,17 @@ class RuleBook:
             )
             for row in _read_csv(folder / "prototypes.csv")
         )
-        config = json.loads((folder / "rules.json").read_text())
+        config = json.loads(_table_path(folder, "rules.json").read_text())
+        priors = dict.fromkeys(EMOTIONS, 0.0)
+        if (folder / "priors.csv").is_file():
+            for row in _read_csv(folder / "priors.csv"):
+                weight = float(row["weight"])
+                if weight < 0:
+                    raise ValueError(f"priors.csv: negative prior {weight} for {row['emotion']}")
+                priors[_known_emotion(row["emotion"], "priors.csv")] = weight
+        card = (
+            json.loads((folder / TABLE_CARD).read_text()) if (folder / TABLE_CARD).is_file() else {}
+        )
         return cls(
             definitions=definitions,
             associations={
@@ -122,7 +198,31 @@ class RuleBook:
             secondary_min_ratio=float(config["secondary_min_ratio"]),
             conflict_min_ratio=float(config["conflict_min_ratio"]),
             opposing=tuple(tuple(pair) for pair in config["opposing_emotions"]),
+            priors=priors,
+            max_cited_aus=int(config.get("max_cited_aus", 6)),
+            card=card,
+            table_id=_table_id(folder),
         )
+
+    @classmethod
+    def for_backend(cls, backend: str, folder: Path | str | None = None) -> RuleBook:
+        """The rule tables for a run whose AUs come from ``backend``.
+
+        ``folder`` given (``--rules DIR``): that table; an error when it was fitted on another
+        AU back end (its ``table.json``). Else the table fitted for ``backend`` in
+        ``data/rules/<backend>/`` when there is one, else the hand-set tables of ``data/``.
+        """
+        if folder is not None:
+            book = cls.load(Path(folder))
+            if book.backend is not None and book.backend != backend:
+                raise ValueError(
+                    f"rule table {folder} was fitted on the {book.backend!r} AU back end, but "
+                    f"this run measures AUs with {backend!r}; use a table fitted on {backend!r} "
+                    f"(expllm rules fit ... --out data/rules/{backend}/) or leave out --rules"
+                )
+            return book
+        fitted = fitted_dir(backend)
+        return cls.load(fitted) if fitted is not None else cls.load()
 
     def level(self, intensity: float) -> str:
         """FACS intensity letter (A-E) of a 0-5 intensity; ``""`` below A."""
@@ -153,20 +253,30 @@ class RuleBook:
         return tuple(sorted(active, key=lambda a: (-a.intensity, a.au)))
 
     def evaluate(self, reading: AUReading) -> EmotionEvidence:
-        """Emotion evidence, matched prototypes, dominant/secondary emotion and conflicts."""
+        """Emotion evidence, matched prototypes, dominant/secondary emotion and conflicts.
+
+        Raw evidence per emotion: its prior, plus weight x intensity / 5 of every active AU
+        linked to it, plus weight x coverage of every matched prototype; neutral also gets
+        ``neutral_activation_scale`` x (1 - activation) while the activation is below 1.
+        """
         active = self.active_aus(reading)
-        raw = dict.fromkeys(EMOTIONS, 0.0)
+        raw = {e: self.priors.get(e, 0.0) for e in EMOTIONS}
+        priors = dict(raw)
         activation = 0.0
+        contributions: dict[str, dict[str, float]] = {}
         for item in active:
             share = min(item.intensity, 5.0) / 5.0
             activation += share
+            parts = {}
             for emotion, weight in self.associations.get(item.au, ()):
                 raw[emotion] += weight * share
+                parts[emotion] = weight * share
+            contributions[item.au] = parts
         matches = self._match_prototypes(reading, {a.au: a for a in active})
         for match in matches:
             weight = next(p.weight for p in self.prototypes if p.name == match.prototype)
             raw[match.emotion] += weight * match.coverage
-        raw["neutral"] = self.neutral_activation_scale * max(0.0, 1.0 - activation)
+        raw["neutral"] += self.neutral_activation_scale * max(0.0, 1.0 - activation)
         total = sum(raw.values()) or 1.0
         scores = {e: raw[e] / total for e in EMOTIONS}
         ranked = sorted(EMOTIONS, key=lambda e: (-scores[e], EMOTIONS.index(e)))
@@ -177,15 +287,30 @@ class RuleBook:
             if scores[second] > 0 and scores[second] >= self.secondary_min_ratio * scores[dominant]
             else None
         )
-        top = scores[dominant]
+        # secondary readings and conflicts come from the cues, not from the priors
+        cues = {e: raw[e] - priors[e] for e in EMOTIONS}
+        if secondary is not None and cues[secondary] <= 0:
+            secondary = None
+        top = max(cues.values())
         conflicts = tuple(
             f"{a}_vs_{b}"
             for a, b in self.opposing
             if top > 0
-            and scores[a] >= self.conflict_min_ratio * top
-            and scores[b] >= self.conflict_min_ratio * top
+            and cues[a] >= self.conflict_min_ratio * top
+            and cues[b] >= self.conflict_min_ratio * top
         )
-        return EmotionEvidence(scores, active, matches, dominant, secondary, conflicts)
+        prior_share = {e: (priors[e] / raw[e] if raw[e] > 0 else 0.0) for e in EMOTIONS}
+        return EmotionEvidence(
+            scores,
+            active,
+            matches,
+            dominant,
+            secondary,
+            conflicts,
+            activation=activation,
+            contributions=contributions,
+            prior_share=prior_share,
+        )
 
     def _unilateral_side(self, reading: AUReading, au: str) -> str | None:
         if au not in reading.sides:
@@ -216,6 +341,61 @@ class RuleBook:
                     PrototypeMatch(proto.name, proto.emotion, proto.aus, proto.source, coverage)
                 )
         return tuple(sorted(matches, key=lambda m: (-m.coverage, m.prototype)))
+
+
+def support(evidence: EmotionEvidence, emotion: str) -> Support:
+    """The measured cues consistent with reading the face as ``emotion`` and the strongest
+    contrary cue (see ``Support``)."""
+
+    def pull(item: ActiveAU, target: str) -> float:
+        return evidence.contributions.get(item.au, {}).get(target, 0.0)
+
+    consistent = tuple(
+        sorted(
+            (a for a in evidence.active if pull(a, emotion) > 0),
+            key=lambda a: (-pull(a, emotion), -a.intensity, a.au),
+        )
+    )
+    contrary = None
+    if evidence.dominant not in (emotion, "neutral") and evidence.active:
+        best = max(evidence.active, key=lambda a: (pull(a, evidence.dominant), a.intensity))
+        contrary = best if pull(best, evidence.dominant) > 0 else None
+    return Support(
+        emotion=emotion,
+        supported=evidence.dominant == emotion,
+        consistent=consistent,
+        prototypes=tuple(m for m in evidence.prototypes if m.emotion == emotion),
+        calm=evidence.activation < 1.0,
+        contrary=contrary,
+        mild=all(a.level in ("", "A", "B", "C") for a in evidence.active),
+    )
+
+
+def fitted_dir(backend: str) -> Path | None:
+    """``data/rules/<backend>/`` when a table has been fitted for ``backend``, else None."""
+    folder = data_dir() / FITTED_DIR / backend
+    return folder if all((folder / name).is_file() for name in TABLE_FILES) else None
+
+
+def _table_path(folder: Path, name: str) -> Path:
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"rule table {path} is missing")
+    return path
+
+
+def _table_id(folder: Path) -> str:
+    """``<folder relative to data/>@<sha1 of its tables>`` (the absolute path outside data/)."""
+    digest = hashlib.sha1()
+    for name in (*TABLE_FILES, "priors.csv"):
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    try:
+        where = folder.resolve().relative_to(data_dir().resolve().parent).as_posix()
+    except ValueError:
+        where = folder.resolve().as_posix()
+    return f"{where}@{digest.hexdigest()[:8]}"
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from engine.aus import au_definitions
 from engine.types import EMOTIONS
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.2"
 MANIFEST = "_manifest.json"
 STATS = "_stats.json"
 REJECTED_DIR = "_rejected"
@@ -45,6 +45,7 @@ def _au_fields() -> list[pa.Field]:
             pa.field(code, pa.float32()),
             pa.field(f"{code}_L", pa.float32()),
             pa.field(f"{code}_R", pa.float32()),
+            pa.field(f"{code}_present", pa.bool_()),
         ]
     return fields
 
@@ -92,7 +93,9 @@ def _build_schema() -> pa.Schema:
         pa.field("inferred_label", string),
         pa.field("verified", pa.bool_()),
         pa.field("faithfulness", f32),
+        pa.field("complete", pa.bool_()),
         pa.field("mentioned_aus", pa.list_(string)),
+        pa.field("rules_table", string),
         pa.field("seconds", f32),
     ]
     return pa.schema(fields, metadata={"expllm.schema_version": SCHEMA_VERSION})

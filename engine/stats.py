@@ -23,17 +23,40 @@ _COLUMNS = [
     "inferred_label",
     "writer",
     "rounds",
+    "complete",
 ]
 
 
 def read_shards(out_dir: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Accepted records of ``out_dir`` (only ``columns`` when given)."""
+    """Accepted records of ``out_dir`` (only ``columns`` when given; those an older schema
+    lacks are left out)."""
     files = sorted(Path(out_dir).glob("shard-*.parquet"))
     if not files:
         return pd.DataFrame(columns=columns or [])
-    return (
-        ds.dataset([str(f) for f in files], format="parquet").to_table(columns=columns).to_pandas()
-    )
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    if columns is not None:
+        columns = [c for c in columns if c in dataset.schema.names]
+    return dataset.to_table(columns=columns).to_pandas()
+
+
+def class_checks(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per class (label) and in total: records, the description-only Des2Exp agreement (the
+    label read back from Key Observations + Interpretation), ``au_supports_label``,
+    completeness, mean faithfulness and the verified share."""
+    frame = frame[frame["label"].notna()]
+    columns = {
+        "des2exp": lambda f: (f["inferred_label"] == f["label"]).mean(),
+        "au_supports_label": lambda f: f["au_supports_label"].astype(float).mean(),
+        "complete": lambda f: f["complete"].astype(float).mean() if "complete" in f else None,
+        "faithfulness": lambda f: f["faithfulness"].mean(),
+        "verified": lambda f: f["verified"].astype(float).mean(),
+    }
+    rows = {}
+    groups = [(e, frame[frame["label"] == e]) for e in EMOTIONS] + [("total", frame)]
+    for name, part in groups:
+        if len(part):
+            rows[name] = {"n": len(part), **{k: fn(part) for k, fn in columns.items()}}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def read_rejected(out_dir: Path) -> pd.DataFrame:
@@ -51,6 +74,7 @@ def shard_stats(
     frame = read_shards(out_dir, _COLUMNS)
     rejected = read_rejected(out_dir)
     n = len(frame)
+    kept_out = int((rejected["stage"] == "keep").sum()) if len(rejected) else 0
     per_class = {e: int((frame["label"] == e).sum()) for e in EMOTIONS} if n else {}
     stats = {
         "records": n,
@@ -62,6 +86,15 @@ def shard_stats(
         "label_agreement": float((frame["inferred_label"] == frame["label"]).mean()) if n else None,
         "au_supports_label_share": float(frame["au_supports_label"].astype(float).mean())
         if n
+        else None,
+        # over accepted records and those --keep supported left out (AUs favour another emotion)
+        "au_supports_label_share_all": float(frame["au_supports_label"].astype(float).sum())
+        / (n + kept_out)
+        if n + kept_out
+        else None,
+        "not_supported_dropped": kept_out,
+        "complete_share": float(frame["complete"].astype(float).mean())
+        if n and "complete" in frame
         else None,
         "faithfulness_mean": float(frame["faithfulness"].mean()) if n else None,
         "faithfulness_min": float(frame["faithfulness"].min()) if n else None,
@@ -81,6 +114,15 @@ def shard_stats(
         else {}
     )
     stats["per_writer"] = frame["writer"].value_counts().to_dict() if n else {}
+    checks = class_checks(frame) if n and frame["label"].notna().any() else None
+    stats["per_class_checks"] = (
+        {
+            name: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}
+            for name, row in checks.iterrows()
+        }
+        if checks is not None
+        else {}
+    )
     llm = llm_usage(out_dir)
     if llm is not None:
         stats["llm"] = llm

@@ -8,7 +8,7 @@ CPU, one GPU, or ``accelerate launch`` on several with DeepSpeed ZeRO-2,
 ``configs/deepspeed_zero2.json``). Checkpoints go to ``<out>/checkpoints/step-NNNNNN/`` every
 ``checkpoint_every`` steps and at each epoch end; a rerun with the same ``out`` resumes from
 the last one. After each epoch the model writes CoTs for the held-out faces and the label read
-from each Conclusion (``engine.verify.infer_label``) is scored. The final model folder is
+from each Conclusion (``engine.verify.conclusion_label``) is scored. The final model folder is
 ``out`` itself; ``<out>/training_log.json`` has the history.
 """
 
@@ -30,7 +30,7 @@ import pandas as pd
 from engine.conversations import Sample, build_samples, read_rows
 from engine.cot import CoT
 from engine.images import load_image
-from engine.verify import infer_label
+from engine.verify import conclusion_label
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -145,7 +145,7 @@ def evaluate_model(
         return {}
     started = time.perf_counter()
     texts = generate_cots(model, visuals, max_new_tokens, batch_size)
-    predicted = [infer_label(t) for t in texts]
+    predicted = [conclusion_label(t) for t in texts]
     return {
         "n": len(visuals),
         "accuracy": float(np.mean([p == t for p, t in zip(predicted, labels, strict=True)])),

@@ -68,7 +68,9 @@ class AUReading:
     """Action-unit intensities of one face on the FACS 0-5 scale.
 
     ``intensities`` maps FACS codes (``"AU01"`` ... ``"AU43"``) to the bilateral intensity;
-    ``sides`` maps a code to its ``(left, right)`` intensities where the back end gives them.
+    ``sides`` maps a code to its ``(left, right)`` intensities where the back end gives them;
+    ``presence`` maps a code to a separate present/absent decision where the back end has one
+    (OpenFace's SVMs).
     """
 
     intensities: dict[str, float]
@@ -76,6 +78,7 @@ class AUReading:
     model_version: str
     sides: dict[str, tuple[float, float]] = field(default_factory=dict)
     pose: Pose | None = None
+    presence: dict[str, bool] = field(default_factory=dict)
 
 
 class StageError(Exception):

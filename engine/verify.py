@@ -1,17 +1,28 @@
 """Verify stage: read a CoT back without the image (Des2Exp) and check it against the measurements.
 
-* ``inferred_label``: the emotion a reader takes from the text alone — the emphasised
-  (``**bold**``) emotion of the Conclusion, else its first emotion word, else the most-named
-  emotion of the whole text (synonyms such as "happy" or "sorrow" count, from
-  ``label_maps.json`` and ``emotion_lexicon.json``).
+* ``infer_label``: Des2Exp, the emotion a reader takes from the *description* alone — Key
+  Observations and Overall Emotional Interpretation, with the Conclusion removed
+  (``description_of``): the emphasised (``**bold**``) emotion of the interpretation (the
+  verdict the templates write), else the emotion the description names most, the
+  interpretation's mentions counting twice (synonyms such as "happy" or "sorrow" count, from
+  ``label_maps.json`` and ``emotion_lexicon.json``). On the ExpLLM paper's released RAF-DB
+  CoTs this reads 86.5 % of the labels from the description alone (95.4 % from the Conclusion).
+* ``conclusion_label``: the answer a text states — the bold emotion of the Conclusion, else its
+  first emotion word, else the most-named emotion of the whole text. That is how a model's
+  prediction is read from the CoT it generates (``engine.evaluation``, ``engine.training``).
 * ``faithfulness``: of the AUs the text mentions (by FACS number or by name), the share that was
   measured above threshold; 1.0 when it mentions none.
+* ``complete`` (``completeness``): the Key Observations cite every AU measured at or above the
+  active threshold, strongest first, up to the cap of ``data/rules.json``
+  (``max_cited_aus``); a description that leaves out contrary evidence is not complete.
 * ``misquoted_aus``: AUs whose intensity the text quotes ("AU12 ... (D, 4.0/5)") more than 0.1
   away from the measured ``intensities`` (when given).
 * ``missing_aus``: of the AUs a text is ``required`` to name (the engine loop asks an LLM draft
   for those its reference draft names), the ones it leaves out.
-* ``verified``: exact format, inferred label = ground truth, faithfulness 1.0, nothing missing,
-  nothing misquoted.
+* ``meta_terms``: words that speak of annotations, labels, datasets or ground truth instead of
+  the face (``META_TERMS``); a CoT must read as reasoning from the face.
+* ``verified``: exact format, the description alone reads as the expected label, faithfulness
+  1.0, nothing missing, nothing misquoted, no meta terms.
 """
 
 from __future__ import annotations
@@ -19,12 +30,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from engine.aus import au_definitions
-from engine.cot import CoT, CoTFormatError
+from engine.cot import _HEADER, CoT, CoTFormatError
 from engine.resources import data_file
 from engine.types import EMOTIONS
 
@@ -34,6 +45,10 @@ _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 _QUOTE = re.compile(r"\b(AU\d{2})\b[^;.]*?(\d(?:\.\d+)?)\s*/\s*5\b")
 #: How far a quoted intensity may be from the measured one (the templates round to 0.1).
 QUOTE_TOLERANCE = 0.1
+#: Substrings (case-insensitive) no CoT may contain: it reasons from the face, not from how the
+#: image was annotated.
+META_TERMS = ("annotat", "label", "ground truth", "dataset")
+_META = re.compile("|".join(map(re.escape, META_TERMS)), re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,9 @@ class Verification:
     misquoted_aus: tuple[str, ...]
     verified: bool
     reason: str  # empty when verified; else what failed
+    complete: bool | None = None  # None when the active AUs were not given
+    uncited_aus: tuple[str, ...] = ()
+    meta_terms: tuple[str, ...] = ()
 
 
 @cache
@@ -77,12 +95,64 @@ def emotions_in(text: str) -> list[str]:
     return [words[m.group(1).lower()] for m in pattern.finditer(text)]
 
 
-def infer_label(text: str) -> str | None:
-    """Des2Exp: the label a reader infers from a CoT's text alone."""
+def _sections(text: str) -> dict[str, str]:
+    """The bodies of the CoT headers found in ``text`` (``observations``, ``interpretation``,
+    ``conclusion``), for exact, variant and partial texts; ``{}`` when it has no header."""
     try:
-        conclusion = CoT.parse(text).conclusion
+        cot = CoT.parse(text)
+        return dict(
+            zip(("observations", "interpretation", "conclusion"), cot.sections, strict=True)
+        )
     except CoTFormatError:
-        conclusion = ""
+        pass
+    found = list(_HEADER.finditer(text))
+    keys = {"key observations": "observations", "conclusion": "conclusion"}
+    out: dict[str, str] = {}
+    for index, match in enumerate(found):
+        end = found[index + 1].start() if index + 1 < len(found) else len(text)
+        key = keys.get(match["name"].lower(), "interpretation")
+        out.setdefault(key, text[match.end() : end].strip())
+    return out
+
+
+def description_of(text: str) -> str:
+    """What Des2Exp reads: Key Observations and Overall Emotional Interpretation, without the
+    Conclusion (for a text without headers, the text before any "Conclusion" header)."""
+    parts = _sections(text)
+    if not parts:
+        return text.strip()
+    return "\n\n".join(
+        f"**{header}:** {parts[key]}"
+        for header, key in (
+            ("Key Observations", "observations"),
+            ("Overall Emotional Interpretation", "interpretation"),
+        )
+        if parts.get(key)
+    )
+
+
+def infer_label(text: str) -> str | None:
+    """Des2Exp: the label a reader infers from a CoT's description alone (no Conclusion): the
+    last emphasised emotion of the interpretation, else the emotion the description names most
+    (the interpretation's mentions count twice; a tie goes to the one named first)."""
+    parts = _sections(text)
+    if not parts:
+        return _most_named(text)
+    interpretation = parts.get("interpretation", "")
+    for bold in reversed(_BOLD.findall(interpretation)):
+        found = emotions_in(bold)
+        if found:
+            return found[-1]
+    counts = Counter(emotions_in(parts.get("observations", "")))
+    for emotion in emotions_in(interpretation):
+        counts[emotion] += 2
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def conclusion_label(text: str) -> str | None:
+    """The answer a CoT states: the bold emotion of its Conclusion, else the Conclusion's first
+    emotion word, else the most-named emotion of the whole text."""
+    conclusion = _sections(text).get("conclusion", "")
     for bold in _BOLD.findall(conclusion):
         found = emotions_in(bold)
         if found:
@@ -90,16 +160,29 @@ def infer_label(text: str) -> str | None:
     found = emotions_in(conclusion)
     if found:
         return found[0]
+    return _most_named(text)
+
+
+def _most_named(text: str) -> str | None:
     counts = Counter(emotions_in(text))
     return counts.most_common(1)[0][0] if counts else None
 
 
 def mentioned_aus(text: str) -> tuple[str, ...]:
     """FACS codes the text refers to, by number (``AU12``) or by name ("lip corner puller")."""
-    codes = {f"AU{int(n):02d}" for n in _AU_NUMBER.findall(text)}
+    return tuple(sorted(_first_mentions(text)))
+
+
+def _first_mentions(text: str) -> dict[str, int]:
+    """Each FACS code the text refers to and the position of its first mention."""
+    first: dict[str, int] = {}
+    for match in _AU_NUMBER.finditer(text):
+        first.setdefault(f"AU{int(match.group(1)):02d}", match.start())
     pattern, names = _au_name_pattern()
-    codes.update(names[m.group(1).lower()] for m in pattern.finditer(text))
-    return tuple(sorted(codes))
+    for match in pattern.finditer(text):
+        code = names[match.group(1).lower()]
+        first[code] = min(first.get(code, match.start()), match.start())
+    return first
 
 
 def quoted_intensities(text: str) -> dict[str, float]:
@@ -110,17 +193,42 @@ def quoted_intensities(text: str) -> dict[str, float]:
     return quotes
 
 
+def meta_terms(text: str) -> tuple[str, ...]:
+    """The ``META_TERMS`` a text uses (talk of annotations, labels, datasets, ground truth)."""
+    return tuple(sorted({m.group(0).lower() for m in _META.finditer(text)}))
+
+
+def completeness(
+    text: str, active: Sequence[tuple[str, float]], cap: int | None = None
+) -> tuple[bool, tuple[str, ...]]:
+    """Whether the Key Observations cite the ``active`` AUs (code, intensity) — all of them, or
+    the ``cap`` strongest — strongest first; and the ones they leave out."""
+    ranked = sorted(active, key=lambda item: (-item[1], item[0]))
+    expected = ranked[:cap] if cap is not None else ranked
+    observations = _sections(text).get("observations") or description_of(text)
+    first = _first_mentions(observations)
+    uncited = tuple(code for code, _ in expected if code not in first)
+    if uncited:
+        return False, uncited
+    order = sorted(expected, key=lambda item: first[item[0]])
+    values = [value for _, value in order]
+    return all(a >= b - 1e-9 for a, b in zip(values, values[1:], strict=False)), ()
+
+
 def verify(
     text: str,
     label: str | None,
     measured: set[str] | frozenset[str],
     required: set[str] | frozenset[str] = frozenset(),
     intensities: Mapping[str, float] | None = None,
+    active: Sequence[tuple[str, float]] | None = None,
+    cap: int | None = None,
 ) -> Verification:
-    """Check a CoT text against the ground truth ``label`` and the AUs ``measured`` (active);
+    """Check a CoT text against the expected ``label`` and the AUs ``measured`` (active);
     ``required``: AUs the text must name; ``intensities``: measured values its quotes must
-    match. The label is read from the text with ``infer_label``."""
-    return judge(text, label, measured, infer_label(text), required, intensities)
+    match; ``active``: the active AUs with their intensities, for ``complete`` (the ``cap``
+    strongest). The label is read from the description with ``infer_label``."""
+    return judge(text, label, measured, infer_label(text), required, intensities, active, cap)
 
 
 def judge(
@@ -130,6 +238,8 @@ def judge(
     inferred: str | None,
     required: set[str] | frozenset[str] = frozenset(),
     intensities: Mapping[str, float] | None = None,
+    active: Sequence[tuple[str, float]] | None = None,
+    cap: int | None = None,
 ) -> Verification:
     """``verify`` with the label ``inferred`` by another reader (the engine loop's)."""
     format_ok = CoT.is_exact(text)
@@ -146,18 +256,24 @@ def judge(
             and abs(value - intensities[code]) > QUOTE_TOLERANCE + 1e-9
         )
     )
+    meta = meta_terms(text)
+    complete, uncited = completeness(text, active, cap) if active is not None else (None, ())
     label_match = label is not None and inferred == label
     reasons = []
     if not format_ok:
         reasons.append("not in the exact three-header format")
     if label is not None and not label_match:
-        reasons.append(f"text reads as {inferred or 'no emotion'}, ground truth is {label}")
+        reasons.append(f"the description alone reads as {inferred or 'no emotion'}, not {label}")
     if unmeasured:
         reasons.append("mentions AUs not measured above threshold: " + ", ".join(unmeasured))
     if missing:
         reasons.append("leaves out measured AUs: " + ", ".join(missing))
     if misquoted:
         reasons.append("misquotes the intensity of " + ", ".join(misquoted))
+    if meta:
+        reasons.append(
+            "speaks of annotations, labels or datasets instead of the face: " + ", ".join(meta)
+        )
     return Verification(
         format_ok=format_ok,
         inferred_label=inferred,
@@ -169,4 +285,7 @@ def judge(
         misquoted_aus=misquoted,
         verified=not reasons and (label is None or label_match),
         reason="; ".join(reasons),
+        complete=complete,
+        uncited_aus=uncited,
+        meta_terms=meta,
     )

@@ -25,7 +25,12 @@ def _au_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def cmd_exp_cot(args: argparse.Namespace) -> int:
+    from engine.aus import resolve_backend
     from engine.pipeline import PipelineConfig
+
+    backend, why = resolve_backend(args.au_backend)
+    if args.au_backend != backend:
+        print(f"AU back end: {backend} ({why})", file=sys.stderr)
 
     face_mode = {None: "auto", True: "aligned", False: "detector"}[args.aligned]
     if args.face_mode:
@@ -33,7 +38,7 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
     if getattr(args, "api_key", None):
         os.environ["OPENAI_API_KEY"] = args.api_key  # workers inherit it; never in the manifest
     config = PipelineConfig(
-        au_backend=args.au_backend,
+        au_backend=backend,
         au_options=_au_options(args.au_option),
         face_mode=face_mode,
         embed_images=args.embed_images,
@@ -50,6 +55,8 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         word_cap=args.word_cap,
         max_new_tokens=args.max_new_tokens,
         fallback=args.fallback,
+        rules=getattr(args, "rules", None),
+        keep=getattr(args, "keep", "all"),
     )
     out = Path(args.out)
     stopped = mark_run(out)
@@ -105,12 +112,18 @@ def cmd_serve_llm(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.report import text_summary, write_html
+    from engine.inspection import compare_text, write_html
+    from engine.report import text_summary
 
     print(text_summary(Path(args.dir), samples=args.samples))
+    compare = Path(args.compare) if getattr(args, "compare", None) else None
+    if compare is not None:
+        print("\n" + compare_text(Path(args.dir), compare))
     if args.html:
-        target = write_html(Path(args.dir), Path(args.html), samples=args.html_samples)
-        print(f"\nHTML report: {target}")
+        target = write_html(
+            Path(args.dir), Path(args.html), page_size=args.html_samples, compare=compare
+        )
+        print(f"\nHTML report: {target} ({target.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -150,14 +163,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from engine import models
 
     if args.action == "list":
-        for spec in models.MODELS.values():
-            try:
-                where = str(models.resolve_model_path(spec.name))
-            except FileNotFoundError:
-                where = "not downloaded"
-            print(f"{spec.name}\t{spec.licence}\t{where}")
+        for spec in models.list_models():
+            where = models.find_model(spec.name)
+            print(f"{spec.name}\t{where or 'not downloaded'}\t{spec.licence}")
         return 0
-    path = models.fetch_model(args.name, dest_dir=args.dest, url=args.url)
+    path = models.fetch_model(
+        args.name, dest_dir=args.dest, url=args.url, accept_licence=args.accept_licence
+    )
     print(path)
     return 0
 
@@ -241,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="thread (default: the AU models run native code outside the GIL, one pipeline "
         "per thread, no start-up cost), process, dask or ray",
     )
-    run.add_argument("--au-backend", default="mesh", choices=list_estimators())
+    run.add_argument(
+        "--au-backend",
+        default="auto",
+        choices=list_estimators(),
+        help="auto (default): fused when OpenFace's model files are found, else mesh",
+    )
     run.add_argument(
         "--au-option",
         action="append",
@@ -270,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject larger images (decompression bombs)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--rules",
+        metavar="DIR",
+        help="rule tables (default: data/rules/<AU back end>/ when fitted, else data/); an "
+        "error when DIR was fitted on another AU back end",
+    )
+    run.add_argument(
+        "--keep",
+        default="all",
+        choices=["all", "supported"],
+        help="all records (default), or only those whose measured AUs support the label",
+    )
     _add_loop_options(run)
     run.set_defaults(func=cmd_exp_cot)
 
@@ -286,25 +315,45 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="summarise an output folder")
     insp.add_argument("dir")
     insp.add_argument("--samples", type=int, default=3)
-    insp.add_argument("--html", help="also write a self-contained HTML report here")
-    insp.add_argument("--html-samples", type=int, default=24, help="faces shown in the report")
+    insp.add_argument(
+        "--html", metavar="OUT", help="also write a self-contained HTML report page here"
+    )
+    insp.add_argument(
+        "--html-samples", type=int, default=24, help="faces per page of the report's browser"
+    )
+    insp.add_argument(
+        "--compare",
+        metavar="DIR2",
+        help="a second output folder: per-class deltas and records whose dominant emotion "
+        "changed (printed, and in the --html page)",
+    )
     insp.set_defaults(func=cmd_inspect)
 
     demo = sub.add_parser("demo", help="build the offline demo dataset, run the flow, inspect")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--au-backend", default="mesh", choices=list_estimators())
+    demo.add_argument("--au-backend", default="auto", choices=list_estimators())
     demo.set_defaults(func=cmd_demo)
 
     mod = sub.add_parser("models", help="list or download external model files")
     mod.add_argument("action", choices=["list", "fetch"])
     mod.add_argument("name", nargs="?", default="face_landmarker")
     mod.add_argument("--dest", help="folder (default: $EXPLLM_MODEL_DIR or the user cache)")
-    mod.add_argument("--url", help="download from this URL instead of the official one")
+    mod.add_argument(
+        "--url", help="download from this URL (a folder's base URL) instead of the official one"
+    )
+    mod.add_argument(
+        "--accept-licence",
+        action="store_true",
+        help="accept the model's licence (required for openface: non-commercial research only)",
+    )
     mod.set_defaults(func=cmd_models)
     from flows.cli_evaluate import add_evaluate_parser
     from flows.cli_finetune import add_export_parser, add_finetune_parser
 
     add_evaluate_parser(sub)
+    from flows.cli_rules import add_rules_parser
+
+    add_rules_parser(sub)
     add_finetune_parser(sub)
     add_export_parser(sub)
     return parser
@@ -315,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, SchemaMismatchError) as exc:
+    except (ValueError, OSError, ImportError, SchemaMismatchError) as exc:
         print(f"expllm: error: {exc}", file=sys.stderr)
         return 2
 

@@ -41,7 +41,7 @@ from engine.training import (  # noqa: E402
     train_model,
     training_set,
 )
-from engine.verify import infer_label  # noqa: E402
+from engine.verify import conclusion_label  # noqa: E402
 
 ROW_COLUMNS = ["record_id", "image_path", "label", "cot_text"]
 
@@ -146,7 +146,7 @@ def run_packed(args: argparse.Namespace) -> None:
     texts = generate_cots(model, visuals, args.max_new_tokens, args.generate_batch)
     generation = time.perf_counter() - started
     tokens = sum(model.count_tokens(t) for t in texts)
-    predicted = [infer_label(t) for t in texts]
+    predicted = [conclusion_label(t) for t in texts]
     out = Path(args.out) / args.predictions
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

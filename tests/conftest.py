@@ -23,6 +23,11 @@ def shared_path() -> Path:
     return Path(os.environ.get("EXPLLM_SHARED") or REPO.parent / "shared")
 
 
+# Model files come from the shared folder first, so that `--au-backend auto` resolves the same
+# on every machine: `fused` beside a shared folder with OpenFace's files, else `mesh`.
+os.environ["EXPLLM_MODEL_DIR"] = str(shared_path() / "models")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The shared read-only folder; skips the test when it is absent."""

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engine.aus import (
+    AUTO,
     MAX_INTENSITY,
     AUEstimator,
     au_definitions,
@@ -88,6 +89,25 @@ def _mesh(tmp: Path, samples: list[tuple[FaceRecord, Face]]) -> AUEstimator:
     return create_estimator("mesh")
 
 
+def _openface_dir() -> Path:
+    folder = _shared_dir() / "models" / "openface"
+    if not (folder / "AU_all_static.txt").is_file():
+        pytest.skip(f"OpenFace model files absent under {folder}")
+    return folder
+
+
+def _openface(tmp: Path, samples: list[tuple[FaceRecord, Face]]) -> AUEstimator:
+    folder = _openface_dir()
+    _import_backend("openface.backend")
+    return create_estimator("openface", model_dir=folder)
+
+
+def _fused(tmp: Path, samples: list[tuple[FaceRecord, Face]]) -> AUEstimator:
+    folder = _openface_dir()
+    _import_backend("fused")
+    return create_estimator("fused", model_dir=folder)
+
+
 def _pyfeat(tmp: Path, samples: list[tuple[FaceRecord, Face]]) -> AUEstimator:
     pytest.importorskip("feat")
     constants = importlib.import_module("huggingface_hub.constants")
@@ -104,15 +124,18 @@ FACTORIES: dict[str, Callable[[Path, list[tuple[FaceRecord, Face]]], AUEstimator
     "table": _table,
     "blendshapes": _blendshapes,
     "mesh": _mesh,
+    "openface": _openface,
+    "fused": _fused,
     "pyfeat": _pyfeat,
 }
+BACKENDS = [name for name in list_estimators() if name != AUTO]
 
 
 def test_every_backend_has_a_factory() -> None:
-    assert set(list_estimators()) <= set(FACTORIES)
+    assert set(BACKENDS) <= set(FACTORIES)
 
 
-@pytest.fixture(scope="module", params=list_estimators())
+@pytest.fixture(scope="module", params=BACKENDS)
 def estimator(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -151,6 +174,8 @@ def test_readings_are_facs_codes_on_the_0_to_5_scale(
         assert reading.intensities, rec.relpath
         assert set(reading.intensities) <= known, rec.relpath
         assert set(reading.sides) <= known, rec.relpath
+        assert set(reading.presence) <= known, rec.relpath
+        assert all(isinstance(v, bool) for v in reading.presence.values()), rec.relpath
         for value in reading.intensities.values():
             assert isinstance(value, float) and 0.0 <= value <= MAX_INTENSITY
         for left, right in reading.sides.values():

@@ -53,13 +53,27 @@ def test_inspect_prints_counts_and_samples(table_run, capsys):
 
 
 def test_html_report_is_self_contained(table_run, tmp_path):
+    from engine.inspection.page import embedded, unpack
+
     target = tmp_path / "report.html"
     assert main(["inspect", str(table_run), "--html", str(target), "--html-samples", "4"]) == 0
     page = target.read_text()
-    assert page.count("<img alt='face' src='data:image/png;base64,") == 4
-    assert page.count("<svg") == 4
-    assert "<b>Key Observations:</b>" in page
+    records = unpack(embedded(page, "records-data"))  # gzip + base64, inflated by the page
+    assert records["n"] == 20 and all("**Key Observations:**" in t for t in records["cot"])
+    thumbs = embedded(page, "thumbs-data").split(" ")
+    assert len(thumbs) == 20 and all(thumbs)  # from the shards' embedded image bytes
+    assert '"page_size":4' in page
     assert not re.search(r"(src|href)=['\"]?https?:", page)  # nothing fetched from outside
+
+
+def test_inspect_compare_prints_per_class_deltas(table_run, tmp_path, capsys):
+    target = tmp_path / "compare.html"
+    args = ["inspect", str(table_run), "--compare", str(table_run), "--html", str(target)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "matched by record_id: 20" in text and "dominant emotion changed on 0" in text
+    assert re.search(r"happiness\s+10\s+10\s+(\S+)\s+\1\s+\+0\.0", text)  # A = B: no delta
+    assert '"changed":0' in target.read_text()
 
 
 def test_html_inside_output_folder_is_refused(table_run, capsys):

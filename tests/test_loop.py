@@ -59,13 +59,16 @@ def test_refine_format_repairs_header_variants_and_caps_words():
 
 
 def test_loop_feeds_failures_back_until_a_draft_verifies(item):
-    wrong = GOOD.replace("happiness", "sadness").replace("AU12 (lip corner puller)", "AU04")
+    # round 2: the Conclusion names the label, but the description reads as sadness (Des2Exp)
+    wrong = GOOD.replace("joy", "sorrow").replace("AU12 (lip corner puller)", "AU04")
     writer = ScriptedWriter(["broken output", wrong, GOOD])
     result = EngineLoop(writer, max_rounds=3).run([item])[0]
     assert result.verified and result.rounds == 3 and result.cot.text == GOOD
     assert result.failures[0].startswith("round 1: format:")
-    assert "ground truth is happiness" in result.failures[1]
+    assert "the description alone reads as sadness, not happiness" in result.failures[1]
     assert "AU04" in result.failures[1]
+    # the writer of round 3 got the Des2Exp failure as feedback
+    assert "reads as sadness, not happiness" in writer.seen[2].history[1][1]
     rounds = [r.round for r in writer.seen]
     assert rounds == [1, 2, 3]
     assert writer.seen[0].history == ()
@@ -93,6 +96,26 @@ def test_judge_uses_the_given_reader_label(item):
     check = judge(GOOD, "happiness", item.measured, "anger")
     assert not check.verified and "reads as anger" in check.reason
     assert check.faithfulness == 1.0
+
+
+def test_the_loop_checks_completeness_and_annotation_talk(item):
+    complete = LoopItem(
+        item.record_id,
+        item.label,
+        item.evidence,
+        item.measured,
+        active=(("AU12", 3.5), ("AU06", 2.5)),
+        cap=6,
+    )
+    result = EngineLoop(ScriptedWriter([GOOD]), max_rounds=1).run([complete])[0]
+    assert result.verified and result.verification.complete is False  # AU06 is not cited
+    assert result.verification.uncited_aus == ("AU06",)
+    meta = GOOD.replace("reads as joy", "reads as joy, as labelled")
+    result = EngineLoop(ScriptedWriter([meta, GOOD]), max_rounds=2).run([item])[0]
+    assert result.verified and result.rounds == 2
+    assert "speaks of annotations, labels or datasets instead of the face: label" in (
+        result.failures[0]
+    )
 
 
 def test_a_draft_must_name_the_required_aus(item):

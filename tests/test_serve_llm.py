@@ -22,6 +22,7 @@ import pytest
 
 from engine.pipeline import PipelineConfig
 from engine.shards import MANIFEST, STATS
+from engine.verify import meta_terms
 from engine.writers import ChatParams, create_chat_model
 from flows.serve_llm import make_server
 from tests.test_flow import make_table_dataset
@@ -51,7 +52,8 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 def test_models_chat_and_stream(server_url):
     client = openai.OpenAI(base_url=server_url, api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list()] == ["expllm-template"]
-    messages = [{"role": "user", "content": "<cot>**Conclusion:** It is **fear**.</cot>"}]
+    reading = "<cot>**Overall Emotional Interpretation:** It reads as **fear**.</cot>"
+    messages = [{"role": "user", "content": reading}]
     answer = client.chat.completions.create(
         model="expllm-template", messages=messages, max_tokens=5, temperature=0, seed=0
     )
@@ -113,8 +115,8 @@ def test_flow_with_the_openai_writer_and_a_cached_rerun(tmp_path, server_url, pr
     assert frame["template_id"].str.startswith("prompts/writer-sections@").all()
     reference = pd.read_parquet(out_t).sort_values("record_id")
     assert list(frame["active_aus"].map(list)) == list(reference["active_aus"].map(list))
-    # round 1 rewrote the label-free reference draft, and it verified
-    assert frame["cot_text"].str.contains("No annotation is available").all()
+    # round 1 rewrote the reference draft written for the rules' own reading, and it verified
+    assert (frame["rounds"] == 1).all() and not frame["cot_text"].map(meta_terms).map(bool).any()
     assert (frame["inferred_label"] == frame["label"]).all() and frame["verified"].all()
     manifest = json.loads((out_o / MANIFEST).read_text())
     assert "base_url" not in manifest["config"]["pipeline"]

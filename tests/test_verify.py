@@ -2,7 +2,17 @@ import json
 
 import pytest
 
-from engine.verify import emotions_in, infer_label, mentioned_aus, quoted_intensities, verify
+from engine.verify import (
+    completeness,
+    conclusion_label,
+    description_of,
+    emotions_in,
+    infer_label,
+    mentioned_aus,
+    meta_terms,
+    quoted_intensities,
+    verify,
+)
 
 EXACT = (
     "**Key Observations:** AU12 (lip corner puller) is marked and the brow lowerer is absent "
@@ -26,17 +36,70 @@ def test_faithfulness_counts_unmeasured_mentions():
     assert verify(EXACT, "happiness", {"AU12", "AU04"}).verified
 
 
-def test_des2exp_reads_the_conclusion():
-    assert infer_label(EXACT) == "happiness"
-    mixed = EXACT.replace(
-        "The expression is **happiness**.",
-        "Labelled **sadness**, although the AUs favour happiness.",
+def test_des2exp_reads_the_description_not_the_conclusion():
+    assert description_of(EXACT) == (
+        "**Key Observations:** AU12 (lip corner puller) is marked and the brow lowerer is absent "
+        "from the measurements.\n\n**Overall Emotional Interpretation:** A happy display."
     )
-    assert infer_label(mixed) == "sadness"
-    plain = EXACT.replace("The expression is **happiness**.", "She looks angry and tense.")
+    assert infer_label(EXACT) == "happiness"
+    # a Conclusion that names another emotion than the description changes nothing
+    contrary = EXACT.replace("The expression is **happiness**.", "The expression is **sadness**.")
+    assert infer_label(contrary) == "happiness" and conclusion_label(contrary) == "sadness"
+    check = verify(contrary, "sadness", {"AU12", "AU04"})
+    assert not check.verified and "the description alone reads as happiness, not sadness" in (
+        check.reason
+    )
+    # the interpretation's emphasised emotion is its verdict; else the most-named emotion
+    verdict = EXACT.replace(
+        "A happy display.", "Sadness fits the brows, but the face reads as **anger**."
+    )
+    assert infer_label(verdict) == "anger"
+    plain = EXACT.replace("A happy display.", "She looks angry and tense, angry above all.")
     assert infer_label(plain) == "anger"
-    check = verify(plain, "happiness", {"AU12", "AU04"})
-    assert not check.label_match and "reads as anger" in check.reason
+    assert infer_label(EXACT.replace("A happy display.", "Nothing to see.")) is None
+    # a text without the Conclusion (what the llm reader gets) reads the same
+    assert infer_label(description_of(verdict)) == "anger"
+
+
+def test_conclusion_label_reads_the_stated_answer():
+    assert conclusion_label(EXACT) == "happiness"
+    mixed = EXACT.replace(
+        "The expression is **happiness**.", "**Sadness**, although the AUs favour happiness."
+    )
+    assert conclusion_label(mixed) == "sadness"
+    plain = EXACT.replace("The expression is **happiness**.", "She looks angry and tense.")
+    assert conclusion_label(plain) == "anger"
+
+
+def test_meta_terms_are_found_and_fail_verification():
+    assert meta_terms("The annotated LABEL is x; ground truth of the dataset.") == (
+        "annotat",
+        "dataset",
+        "ground truth",
+        "label",
+    )
+    assert meta_terms(EXACT) == ()
+    text = EXACT.replace("A happy display.", "A happy display, as labelled.")
+    check = verify(text, "happiness", {"AU12", "AU04"})
+    assert not check.verified and check.meta_terms == ("label",)
+    assert "instead of the face" in check.reason
+
+
+def test_completeness_wants_every_active_au_strongest_first_up_to_the_cap():
+    text = (
+        "**Key Observations:** AU12 (lip corner puller, 3.0/5); the cheek raiser (AU06, 2.0/5); "
+        "AU25 (1.6/5).\n\n**Overall Emotional Interpretation:** A smile; **happiness**.\n\n"
+        "**Conclusion:** The expression is **happiness**."
+    )
+    active = [("AU06", 2.0), ("AU12", 3.0), ("AU25", 1.6)]
+    assert completeness(text, active) == (True, ())
+    assert completeness(text, active + [("AU04", 1.5)]) == (False, ("AU04",))
+    assert completeness(text, active + [("AU04", 1.5)], cap=3) == (True, ())
+    swapped = text.replace("AU25 (1.6/5)", "AU25 (2.6/5)")
+    assert completeness(swapped, [("AU06", 2.0), ("AU12", 3.0), ("AU25", 2.6)]) == (False, ())
+    check = verify(text, "happiness", {"AU06", "AU12"}, active=active[:2], cap=6)
+    assert check.complete is True and check.uncited_aus == ()
+    assert verify(text, "happiness", {"AU06", "AU12", "AU25"}).complete is None  # not asked
 
 
 def test_synonyms_resolve():
@@ -56,16 +119,25 @@ def test_format_failure_is_reported():
 
 def test_reads_labels_of_the_papers_cots(shared_dir):
     records = json.loads((shared_dir / "reference" / "expllm_rafdb_test_cot.json").read_text())
-    agree = sum(infer_label(r["description"]) == r["emo"].lower() for r in records)
-    # the released CoTs were verified against their labels; the reader recovers nearly all
-    assert agree / len(records) > 0.9
+    labels = [r["emo"].lower() for r in records]
+    stated = sum(
+        conclusion_label(r["description"]) == y for r, y in zip(records, labels, strict=True)
+    )
+    described = sum(
+        infer_label(r["description"]) == y for r, y in zip(records, labels, strict=True)
+    )
+    # the released CoTs were verified against their labels: their Conclusions state nearly all;
+    # the descriptions alone (Des2Exp) carry most: 86.5 % (neutral faces are often read as
+    # the mild emotions their descriptions discuss)
+    assert stated / len(records) > 0.9
+    assert described / len(records) > 0.84
 
 
 def test_quoted_intensities_must_match_the_measured_ones():
     text = (
         "**Key Observations:** AU12 (lip corner puller) at pronounced intensity (D, 4.0/5); "
         "AU07 (lid tightener) at marked intensity (C, 2.6/5).\n\n"
-        "**Overall Emotional Interpretation:** A smile.\n\n"
+        "**Overall Emotional Interpretation:** A happy smile.\n\n"
         "**Conclusion:** The expression is **happiness**."
     )
     assert quoted_intensities(text) == {"AU12": 4.0, "AU07": 2.6}

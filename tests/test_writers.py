@@ -51,7 +51,7 @@ def test_round_one_prompt_never_carries_the_label(rules, renderer):
         WriteRequest("r1", "sadness", evidence, round=2, history=(("draft one", "too long"),))
     )
     user = later[1]["content"]
-    assert "Ground-truth label: sadness" in user
+    assert "The face is to be read as sadness" in user
     assert "Earlier draft 1: draft one" in user and "Problem: too long" in user
     assert book.writer_id.startswith("prompts/writer-text@")
 
@@ -131,9 +131,35 @@ def test_response_cache_ignores_broken_entries(tmp_path):
     assert cache.get(key) is None
 
 
-def test_readers(rules, renderer):
+class _Recorder(ChatModel):
+    """Answers every conversation with one word and keeps what it was asked."""
+
+    name = "recorder"
+
+    def __init__(self, answer: str):
+        self.model = "recorder"
+        self.answer = answer
+        self.seen: list[list[dict]] = []
+
+    def complete_many(self, conversations, params, on_answer=None):
+        self.seen.extend(conversations)
+        return [Completion(text=self.answer) for _ in conversations]
+
+
+def test_readers_see_the_description_only(rules, renderer):
     text = renderer.render("x", None, _evidence(rules, AU06=2.5, AU12=3.5)).cot.text
     assert RuleReader().read_many([text]) == ["happiness"]
+    contrary = text.replace("**happiness**", "**anger**")  # a Conclusion-only change would not do
+    assert RuleReader().read_many([contrary]) == ["anger"]
+    conclusion_only = text.rsplit("**Conclusion:**", 1)[0] + "**Conclusion:** It is **anger**."
+    assert RuleReader().read_many([conclusion_only]) == ["happiness"]
+    recorder = _Recorder("Happiness.")
+    writer = LLMWriter("openai", ChatClient(recorder), PromptBook(renderer), ChatParams())
+    reader = create_reader("llm", writer)
+    assert reader.read_many([conclusion_only]) == ["happiness"]
+    asked = recorder.seen[0][-1]["content"]
+    assert "**Key Observations:**" in asked and "Overall Emotional Interpretation" in asked
+    assert "Conclusion" not in asked and "anger" not in asked
     with pytest.raises(ValueError, match="needs an LLM writer"):
         create_reader("llm", TemplateWriter(renderer))
     with pytest.raises(ValueError, match="unknown reader"):

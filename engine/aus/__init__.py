@@ -1,7 +1,8 @@
 """Action-unit estimation: one ``AUEstimator`` interface, back ends in a registry.
 
 ``create_estimator("mesh")`` builds a back end by name; back-end modules are imported lazily
-so that the core stays importable without their heavy dependencies.
+so that the core stays importable without their heavy dependencies. ``"auto"`` stands for
+``fused`` when OpenFace's model files are found, else ``mesh`` (``resolve_backend``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from engine.types import AUReading, Face, FaceRecord
 #: Back-end name -> module that registers it.
 _BACKEND_MODULES = {
     "mesh": "engine.aus.mesh",
+    "openface": "engine.aus.openface.backend",
+    "fused": "engine.aus.fused",
     "blendshapes": "engine.aus.blendshapes",
     "pyfeat": "engine.aus.pyfeat",
     "table": "engine.aus.table",
 }
 _REGISTRY: dict[str, type[AUEstimator]] = {}
 
+#: The back-end name that picks ``fused`` or ``mesh`` by what is installed.
+AUTO = "auto"
 #: Highest intensity on the FACS scale used throughout (A=1 ... E=5).
 MAX_INTENSITY = 5.0
 
@@ -69,6 +74,8 @@ class AUEstimator(ABC):
 
     name: ClassVar[str]
     needs_pixels: ClassVar[bool] = True
+    #: Licence of the weights or tables the back end reads, recorded in the run's manifest.
+    licence: ClassVar[str] = "Apache-2.0"
     #: Identifies the weights or table used, recorded in every shard row (set in ``__init__``).
     model_version: str
 
@@ -87,14 +94,43 @@ def register_estimator(cls: type[AUEstimator]) -> type[AUEstimator]:
 
 
 def list_estimators() -> list[str]:
-    """Names accepted by ``create_estimator``."""
-    return sorted(_BACKEND_MODULES)
+    """Names accepted by ``create_estimator`` (``auto`` first)."""
+    return [AUTO, *sorted(_BACKEND_MODULES)]
 
 
-def create_estimator(name: str, **options) -> AUEstimator:
-    """Build the AU back end ``name`` with back-end specific ``options``."""
+def estimator_class(name: str) -> type[AUEstimator]:
+    """The registered class of back end ``name`` (importing its module)."""
     if name not in _BACKEND_MODULES:
         known = ", ".join(list_estimators())
         raise ValueError(f"unknown AU back end {name!r}; choose one of {known}")
     importlib.import_module(_BACKEND_MODULES[name])
-    return _REGISTRY[name](**options)
+    return _REGISTRY[name]
+
+
+def resolve_backend(name: str) -> tuple[str, str]:
+    """The concrete back end that ``name`` stands for, and why (``auto`` -> fused or mesh)."""
+    if name != AUTO:
+        estimator_class(name)  # validates the name
+        return name, f"--au-backend {name}"
+    from engine.models import find_model, model_spec
+
+    if find_model("openface") is None:
+        return "mesh", (
+            "OpenFace's model files are not in the model folder (fetch them with "
+            f"`{_fetch_hint()}` to use fused)"
+        )
+    return "fused", (
+        f"OpenFace's model files found in {find_model('openface')} "
+        f"(licence: {model_spec('openface').licence.split(';')[0]})"
+    )
+
+
+def _fetch_hint() -> str:
+    from engine.models import fetch_command, model_spec
+
+    return fetch_command(model_spec("openface"))
+
+
+def create_estimator(name: str, **options) -> AUEstimator:
+    """Build the AU back end ``name`` (or ``auto``) with back-end specific ``options``."""
+    return estimator_class(resolve_backend(name)[0])(**options)

@@ -87,7 +87,7 @@ class BlendshapeEstimator(AUEstimator):
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
-        result = first_found(
+        result, _ = first_found(
             face.crop,
             lambda canvas: run_landmarker(self._landmarker, canvas),
             "MediaPipe Face Landmarker",

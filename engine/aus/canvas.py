@@ -51,24 +51,41 @@ def to_canvas(crop: np.ndarray, face_side: int = FACE_SIDE) -> np.ndarray:
 
 
 def canvases(crop: np.ndarray):
-    """The canvases tried in turn until MediaPipe finds a face: sizes, then equalised sizes."""
+    """``(face_side, canvas)`` tried in turn until MediaPipe finds a face: sizes, then the same
+    sizes contrast-equalised."""
     sides = (FACE_SIDE, *RETRY_FACE_SIDES)
     for side in sides:
-        yield to_canvas(crop, side)
+        yield side, to_canvas(crop, side)
     grey = cv2.cvtColor(to_rgb(crop), cv2.COLOR_RGB2GRAY)
     equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(grey)
     for side in sides:
-        yield to_canvas(equalised, side)
+        yield side, to_canvas(equalised, side)
+
+
+def canvas_to_crop(points: np.ndarray, crop_shape: tuple[int, ...], face_side: int) -> np.ndarray:
+    """Points (n, 2 or 3; MediaPipe's x, y and z on the x scale) on ``to_canvas(crop,
+    face_side)`` -> the crop's pixels (pixel centres at integers, as in OpenCV and dlib; z on
+    the same scale as x)."""
+    height, width = crop_shape[:2]
+    scale = face_side / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    offset = np.array([(CANVAS_SIDE - new_w) // 2, (CANVAS_SIDE - new_h) // 2])
+    out = np.array(points, dtype=np.float64)
+    out[:, :2] = (out[:, :2] - offset) * np.array([width / new_w, height / new_h]) - 0.5
+    if out.shape[1] > 2:
+        out[:, 2] *= width / new_w
+    return out
 
 
 def first_found(
     crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str, relpath: str
-) -> T:
-    """The first result of ``find`` over ``canvases(crop)``; StageError("aus") if none finds one."""
-    for canvas in canvases(crop):
+) -> tuple[T, int]:
+    """The first result of ``find`` over ``canvases(crop)`` and its canvas's face side;
+    StageError("aus") if none finds one."""
+    for side, canvas in canvases(crop):
         found = find(canvas)
         if found is not None:
-            return found
+            return found, side
     raise StageError(
         "aus",
         f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "

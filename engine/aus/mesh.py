@@ -20,7 +20,7 @@ import numpy as np
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.blendshapes import matrix_pose
-from engine.aus.canvas import first_found
+from engine.aus.canvas import canvas_to_crop, first_found
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 N_LANDMARKS = 478
@@ -158,15 +158,20 @@ class MeshEstimator(AUEstimator):
         self._face_mesh = open_face_mesh()
         self.model_version = f"{self._head.version}+table:{table_version()}"
 
-    def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
+    def locate(self, face: Face | None, record: FaceRecord) -> np.ndarray:
+        """The face's 478 mesh points (x, y, z) in the crop's pixels; StageError if none."""
         if face is None:
             raise StageError("aus", f"no face crop for {record.record_id}")
-        points = first_found(
+        points, side = first_found(
             face.crop,
             lambda canvas: run_face_mesh(self._face_mesh, canvas),
             "MediaPipe face mesh",
             record.relpath,
         )
+        return canvas_to_crop(points, face.crop.shape, side)
+
+    def read(self, points: np.ndarray) -> AUReading:
+        """The AU reading of located mesh points (any similarity frame: the head aligns them)."""
         scores, rotation = self._head.predict(points)
         intensities, sides = blendshapes_to_reading(
             dict(zip(self._head.outputs, scores.tolist(), strict=True))
@@ -178,6 +183,9 @@ class MeshEstimator(AUEstimator):
             sides=sides,
             pose=rotation_pose(rotation),
         )
+
+    def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
+        return self.read(self.locate(face, record))
 
     def close(self) -> None:
         self._face_mesh.close()

@@ -7,7 +7,8 @@ what was wrong with them) into draft texts; a ``Reader`` infers the label from a
 * ``openai`` writer: an OpenAI-compatible chat endpoint (``engine.writers.openai_chat``).
 * ``local`` writer: a causal LM in-process with transformers (``engine.writers.local_chat``).
 * ``rules`` reader: ``engine.verify.infer_label``; ``llm`` reader: the writer's chat model asked
-  for the label.
+  for the label. Both read the description only (the Conclusion removed), as the paper's
+  Des2Exp does.
 
 Chat back ends live in a registry (``create_chat_model``) and are imported lazily, so the core
 never imports openai, torch or transformers unless such a back end is asked for.
@@ -27,7 +28,7 @@ from engine.cot import HEADERS
 from engine.llm_cache import ResponseCache, cache_key
 from engine.render import CoTRenderer
 from engine.rules import EmotionEvidence
-from engine.verify import emotions_in, infer_label
+from engine.verify import description_of, emotions_in, infer_label
 
 #: Chat back-end name -> module that registers it.
 _CHAT_MODULES = {
@@ -209,7 +210,7 @@ class ChatClient:
 class WriteRequest:
     """What a writer knows of one face in one round.
 
-    ``label`` is the ground truth; writers must not use it in round 1 (the paper's AU2Des
+    ``label`` is the expected expression; writers must not use it in round 1 (the paper's AU2Des
     writes from the AUs alone) and may from round 2 on (the feedback step). ``history`` holds
     the earlier drafts of this face with what was wrong with each.
     """
@@ -358,7 +359,8 @@ class Reader(ABC):
 
 
 class RuleReader(Reader):
-    """``engine.verify.infer_label``: the bold emotion of the Conclusion, and so on."""
+    """``engine.verify.infer_label``: reads the description (Key Observations and
+    Interpretation), never the Conclusion."""
 
     name = "rules"
 
@@ -367,7 +369,10 @@ class RuleReader(Reader):
 
 
 class LLMReader(Reader):
-    """Asks a chat model which emotion a text describes; its first emotion word is the label."""
+    """Asks a chat model which emotion a description shows; its first emotion word is the label.
+
+    The model sees what the rule reader reads: Key Observations and Overall Emotional
+    Interpretation, the Conclusion removed (``engine.verify.description_of``)."""
 
     name = "llm"
 
@@ -378,7 +383,7 @@ class LLMReader(Reader):
 
     def read_many(self, texts: list[str]) -> list[str | None]:
         answers = self.client.complete_many(
-            [self.prompts.reader_messages(t) for t in texts], self.params
+            [self.prompts.reader_messages(description_of(t)) for t in texts], self.params
         )
         labels = []
         for answer in answers:

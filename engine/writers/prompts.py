@@ -9,10 +9,12 @@ Two scopes of rewriting, both from a reference draft of the CoT templates:
   the whole reference draft; the model must keep the headers itself.
 
 Round 1's reference draft is rendered *without* the label (its conclusion is the rules'
-dominant emotion), so the ground truth never reaches the writer in round 1. From round 2 on the
-reference is rendered with the ground-truth label; in ``text`` scope the prompt also names the
-label and lists the earlier drafts with what was wrong with each (a small model copies such
-notes into a paragraph, so ``sections`` prompts carry the paragraph alone).
+dominant emotion), so the expected expression never reaches the writer in round 1. From round
+2 on the reference is rendered for the expected expression (its interpretation reasons towards
+it from the measured cues); in ``text`` scope the prompt also names it and lists the earlier
+drafts with what was wrong with each, the Des2Exp failure included (a small model copies such
+notes into a paragraph, so ``sections`` prompts carry the paragraph alone). No prompt speaks of
+annotations, labels or datasets.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ class PromptBook:
         return copied[0] if copied else None
 
     def reader_messages(self, text: str) -> list[dict]:
-        """System and user messages asking for the label of ``text`` alone (Des2Exp)."""
+        """System and user messages asking for the expression ``text`` describes (Des2Exp; the
+        ``LLMReader`` passes the description without the Conclusion)."""
         context = {"text": text, "emotions": EMOTIONS}
         return [
             {"role": "system", "content": self.templates["reader_system"].render(context).strip()},

@@ -1,0 +1,33 @@
+/* expllm evaluate page: confusion matrices side by side, per-class F1 and recall, CoT metrics. */
+"use strict";
+(() => {
+  const C = Charts, D = C.readJSON("evaluation-data"), E = D.emotions;
+  const started = performance.now();
+  const anyNone = D.predictors.some((p) => p.confusion.some((row) => row[row.length - 1] > 0));
+  const cols = anyNone ? E.concat([D.no_label]) : E;
+  D.predictors.forEach((p, k) => {
+    const el = document.getElementById("chart-confusion-" + k);
+    C.heatmap(el, {
+      rows: E, cols, left: 80, cell: 44, cellHeight: 24, max: 1, label: `confusion matrix of ${p.label}`,
+      values: p.confusion_normalised.map((row) => row.slice(0, cols.length)),
+      format: (v) => Math.round(100 * v), highlight: (i, j) => i === j, xlabel: "predicted",
+      cellTitle: (i, j, v) => `true ${E[i]}, predicted ${cols[j]}: ${C.num(p.confusion[i][j])} of ${C.num(p.per_class[E[i]].support)} (${C.pct(v)})`,
+    });
+  });
+  const perClass = (key) => D.predictors.map((p, k) => ({ name: p.label, values: E.map((e) => p.per_class[e][key]), colour: C.SERIES[k % C.SERIES.length] }));
+  const shares = { max: 1, format: (v) => C.pct(v, 1), tick: (v) => C.pct(v, 0), width: 1100, height: 260, legend: true };
+  C.bars(document.getElementById("chart-f1"), { ...shares, categories: E, series: perClass("f1"), label: "F1 per class" });
+  C.bars(document.getElementById("chart-recall"), { ...shares, categories: E, series: perClass("recall"), label: "recall per class" });
+  const withCot = D.predictors.filter((p) => p.cot);
+  const cotEl = document.getElementById("chart-cot");
+  if (cotEl && withCot.length) {
+    const keys = [["exact_format", "exact format"], ["conclusion_matches", "conclusion = prediction"], ["faithfulness_mean", "AU faithfulness"], ["fully_faithful", "fully faithful"]];
+    C.bars(cotEl, {
+      ...shares, categories: keys.map((k) => k[1]), label: "CoT metrics",
+      series: withCot.map((p) => ({ name: p.label, values: keys.map((k) => p.cot[k[0]]), colour: C.SERIES[D.predictors.indexOf(p) % C.SERIES.length] })),
+    });
+  }
+  document.body.dataset.state = "ready";
+  document.body.dataset.firstScreenMs = Math.round(performance.now());
+  window.expllmReport = { ready: Promise.resolve({ charts: performance.now() - started }) };
+})();
