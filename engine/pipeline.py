@@ -149,7 +149,8 @@ class ExpCoTPipeline:
         """``cache_dir``: the LLM response cache (the flow uses ``<out>/_llm_cache``)."""
         self.config = config
         self.estimator = estimator or create_estimator(config.au_backend, **dict(config.au_options))
-        self.rules = RuleBook.for_backend(self.estimator.name, config.rules)
+        backend = getattr(self.estimator, "name", config.au_backend)
+        self.rules = RuleBook.for_backend(backend, config.rules)  # data/rules/<backend>/ or data/
         self.renderer = CoTRenderer(
             threshold=self.rules.active_threshold,
             max_words=config.max_words,

@@ -82,12 +82,13 @@ class EmotionEvidence:
 class Support:
     """What speaks for and against reading a face as ``emotion`` (``support``).
 
-    ``consistent``: active AUs that add evidence for ``emotion``, strongest contribution first;
+    ``consistent``: active AUs that add evidence for ``emotion``, strongest contribution first
+    (the ``contrary`` AU too when it also adds some);
     ``prototypes``: matched prototypes of ``emotion``; ``calm``: the face's overall activity is
     low enough to add neutral evidence (activation below 1); ``mild``: no active AU reaches
     level D (pronounced); ``contrary``: the active AU that adds the most evidence
-    for the rules' dominant emotion when that is not ``emotion`` (None when the dominant
-    reading is neutral, or the same emotion).
+    for the rules' dominant emotion over ``emotion`` when that is not ``emotion`` (None when
+    the dominant reading is neutral, or the same emotion).
     """
 
     emotion: str
@@ -358,8 +359,12 @@ def support(evidence: EmotionEvidence, emotion: str) -> Support:
     )
     contrary = None
     if evidence.dominant not in (emotion, "neutral") and evidence.active:
-        best = max(evidence.active, key=lambda a: (pull(a, evidence.dominant), a.intensity))
-        contrary = best if pull(best, evidence.dominant) > 0 else None
+        # the AU that pulls hardest towards the dominant emotion and away from ``emotion``
+        def net(a: ActiveAU) -> float:
+            return pull(a, evidence.dominant) - pull(a, emotion)
+
+        best = max(evidence.active, key=lambda a: (net(a), pull(a, evidence.dominant)))
+        contrary = best if net(best) > 0 else None
     return Support(
         emotion=emotion,
         supported=evidence.dominant == emotion,

@@ -35,7 +35,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,7 @@ class FitOptions:
     iterations: int = 2000  # at most; the fit stops once no parameter moves by 1e-5
     anchors: float = 0.5  # weight of the posed prototype faces, as a share of the data's
     prototype_cap: float = 3.0  # a prototype's weight stays within 1-3 x its hand-set weight
+    threshold: float | None = None  # active threshold of the table (None: data/rules.json's)
     prune: float = 0.1  # links below this weight are dropped after the fit
 
     def __post_init__(self) -> None:
@@ -435,6 +436,7 @@ def write_table(table: FittedTable, out: Path | str, card: dict) -> Path:
             writer.writerow([emotion, f"{weight:.3f}", source])
     config = json.loads((data_dir() / "rules.json").read_text())
     config["neutral_activation_scale"] = round(table.neutral_activation_scale, 3)
+    config["active_threshold"] = card.get("active_threshold", config["active_threshold"])
     (out / "rules.json").write_text(
         "{\n"
         + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in config.items())
@@ -551,6 +553,8 @@ def fit_command(
     import engine
 
     base = RuleBook.load()
+    if options.threshold is not None:
+        base = replace(base, active_threshold=float(options.threshold))
     frames = [read_faces(folder) for folder in shards]
     everything = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     faces = everything[everything["split"] == split].reset_index(drop=True)
@@ -592,11 +596,12 @@ def fit_command(
         if len(frame) and name != split:
             evaluated[name] = (frame, readings(frame))
     card["agreement"] = {n: agreement(fitted, f, r) for n, (f, r) in evaluated.items()}
-    card["agreement_hand_set"] = {n: agreement(base, f, r) for n, (f, r) in evaluated.items()}
+    hand = RuleBook.load()  # the hand-set tables of data/, as they are
+    card["agreement_hand_set"] = {n: agreement(hand, f, r) for n, (f, r) in evaluated.items()}
     card["prototype_check"] = {
-        "n": len(anchor_faces(base)[0]),
-        "fitted": prototype_check(fitted, base)["agreement"],
-        "hand_set": prototype_check(base)["agreement"],
+        "n": len(anchor_faces(hand)[0]),
+        "fitted": prototype_check(fitted, hand)["agreement"],
+        "hand_set": prototype_check(hand)["agreement"],
     }
     write_table(table, out, card)
     return card

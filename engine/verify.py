@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from engine.aus import au_definitions
 from engine.cot import _HEADER, CoT, CoTFormatError
@@ -98,6 +98,15 @@ def emotions_in(text: str) -> list[str]:
 def _sections(text: str) -> dict[str, str]:
     """The bodies of the CoT headers found in ``text`` (``observations``, ``interpretation``,
     ``conclusion``), for exact, variant and partial texts; ``{}`` when it has no header."""
+    return dict(_parsed_sections(text))
+
+
+@lru_cache(maxsize=256)  # one text is read several times while it is judged
+def _parsed_sections(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_read_sections(text).items())
+
+
+def _read_sections(text: str) -> dict[str, str]:
     try:
         cot = CoT.parse(text)
         return dict(

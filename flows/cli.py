@@ -58,6 +58,10 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         rules=getattr(args, "rules", None),
         keep=getattr(args, "keep", "all"),
     )
+    if config.rules:  # fail before the run: a table fitted on another AU back end is an error
+        from engine.rules import RuleBook
+
+        RuleBook.for_backend(config.au_backend, config.rules)
     out = Path(args.out)
     stopped = mark_run(out)
     if stopped:

@@ -18,6 +18,7 @@ def cmd_rules_fit(args: argparse.Namespace) -> int:
         min_count=args.min_count,
         anchors=args.anchors,
         class_weight=args.class_weight,
+        threshold=args.threshold,
     )
     command = "expllm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = fit_command(
@@ -79,5 +80,10 @@ def add_rules_parser(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument(
         "--class-weight", default=defaults.class_weight, choices=["none", "sqrt", "balanced"]
+    )
+    fit.add_argument(
+        "--threshold",
+        type=float,
+        help="active threshold of the table, 0-5 (default: that of data/rules.json, 1.5)",
     )
     fit.set_defaults(func=cmd_rules_fit)

@@ -113,9 +113,8 @@ def test_the_loop_checks_completeness_and_annotation_talk(item):
     meta = GOOD.replace("reads as joy", "reads as joy, as labelled")
     result = EngineLoop(ScriptedWriter([meta, GOOD]), max_rounds=2).run([item])[0]
     assert result.verified and result.rounds == 2
-    assert "speaks of annotations, labels or datasets instead of the face: label" in (
-        result.failures[0]
-    )
+    reason = "speaks of annotations, labels or datasets instead of the face: label"
+    assert reason in result.failures[0]
 
 
 def test_a_draft_must_name_the_required_aus(item):

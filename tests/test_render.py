@@ -92,7 +92,7 @@ def test_a_contrary_face_states_the_contrary_cue_and_the_consistent_ones(rendere
         assert "The strongest contrary cue is AU04 (brow lowerer) at marked intensity" in (
             cot.interpretation
         )
-        assert "most typical of anger" in cot.interpretation
+        assert "which weighs most towards anger" in cot.interpretation
         assert "Consistent with happiness is AU12 (lip corner puller) at slight intensity" in (
             cot.interpretation
         )
@@ -151,3 +151,19 @@ def test_texts_keep_to_the_nano_models_au_grounding(table, rules):
         grounding = AUGrounding.from_intensities(reading.intensities, book)
         refused = [k for k in range(1, len(text) + 1, 5) if not grounding.allows(text[:k])]
         assert not refused and grounding.may_end(text), text[: (refused or [len(text)])[0]]
+
+
+def test_the_contrary_cue_is_not_also_named_as_consistent():
+    """AU16 adds to anger and to happiness in the mesh table; AU26 pulls towards anger only."""
+    book = RuleBook.for_backend("mesh")
+    renderer = CoTRenderer(threshold=book.active_threshold, max_aus=book.max_cited_aus)
+    evidence = book.evaluate(AUReading({"AU16": 3.9, "AU26": 3.1}, "t", "v"))
+    assert evidence.dominant == "anger"
+    cues = support(evidence, "happiness")
+    assert cues.contrary.au == "AU26" and [a.au for a in cues.consistent] == ["AU16"]
+    text = renderer.render("a", "happiness", evidence).cot.interpretation
+    assert "contrary cue is AU26" in text and "Consistent with happiness is AU16" in text
+    alone = book.evaluate(AUReading({"AU16": 3.9}, "t", "v"))
+    if alone.dominant == "anger":  # one movement on both sides: said so
+        text = renderer.render("a", "happiness", alone).cot.interpretation
+        assert "The same movement is also consistent with happiness" in text

@@ -288,3 +288,34 @@ def test_a_table_fitted_on_another_back_end_is_refused(tmp_path, fitted):
         from engine.pipeline import PipelineConfig
 
         PipelineConfig(keep="some")
+
+
+def test_exp_cot_refuses_a_table_of_another_back_end_before_running(tmp_path, fitted, capsys):
+    from flows.cli import main
+
+    table, _ = fitted
+    out = tmp_path / "out"
+    code = main(
+        [
+            "exp-cot",
+            f"folder:{tmp_path}",
+            "--out",
+            str(out),
+            "--au-backend",
+            "table",
+            "--au-option",
+            f"path={tmp_path / 'none.csv'}",
+            "--rules",
+            str(table),
+        ]
+    )
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "fitted on the 'synthetic' AU back end" in err and "'table'" in err
+
+
+def test_rules_fit_threshold(shards, tmp_path):
+    out = tmp_path / "t1"
+    card = fit_command([shards], "train", out, options=FitOptions(iterations=100, threshold=1.0))
+    assert RuleBook.load(out).active_threshold == 1.0 and card["active_threshold"] == 1.0
+    assert card["options"]["threshold"] == 1.0

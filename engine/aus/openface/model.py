@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ MIRROR_ORDER = (*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 
                 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65)  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LinearBank:
     """Several linear predictors of one kind stacked for a single matrix product."""
 
@@ -59,7 +60,12 @@ class LinearBank:
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Raw linear scores ``(x - means) . w + b`` per predictor."""
-        return np.einsum("kd,kd->k", features[None, :] - self.means, self.weights) + self.biases
+        return self.weights @ features + self._offsets
+
+    @cached_property
+    def _offsets(self) -> np.ndarray:
+        """``b - means . w``, so that a score is one matrix-vector product."""
+        return self.biases - np.einsum("kd,kd->k", self.means, self.weights)
 
 
 @dataclass(frozen=True)
@@ -120,28 +126,34 @@ class OpenFaceModel:
         """
         params = self.pdm.fit(landmarks)
         aligned = align_face(image, landmarks, params, self.pdm, self.triangles)
+        return self._vector(aligned, params.local), params, aligned
+
+    def _vector(self, aligned: np.ndarray, local: np.ndarray) -> np.ndarray:
         bgr = aligned[:, :, ::-1] if aligned.ndim == 3 else aligned  # OpenFace's channel order
         hog = fhog(np.ascontiguousarray(bgr), CELL_SIZE).reshape(-1).astype(np.float64)
-        geometry = np.concatenate([self.pdm.deformation(params.local), params.local])
-        return np.concatenate([hog, geometry]), params, aligned
+        return np.concatenate([hog, self.pdm.deformation(local), local])
+
+    def mirrored_local(self, local: np.ndarray) -> np.ndarray:
+        """Local parameters of the mirror image of shape ``local`` (x negated, left and right
+        points swapped), projected onto the PDM's orthonormal modes."""
+        shape = self.pdm.shape3d(local)[list(MIRROR_ORDER)] * [-1.0, 1.0, 1.0]
+        return np.einsum("njm,nj->m", self.pdm.components, shape - self.pdm.mean)
 
     def analyse(
         self, image: np.ndarray, landmarks: np.ndarray, mirror: bool = True
     ) -> FaceAnalysis:
         """AU intensities and presence of the face with 68 ``landmarks`` in ``image``.
 
-        With ``mirror`` the linear scores of the face and of its mirror image (landmarks
-        reflected, left and right swapped) are averaged: AUs are symmetric in the models, and
-        the two views' errors from landmarks and alignment partly cancel.
+        With ``mirror`` the linear scores of the face and of its mirror image (the aligned face
+        flipped, the fitted shape reflected) are averaged: the models treat both sides alike,
+        and the two views' errors from alignment and features partly cancel.
         """
         features, params, aligned = self.features(image, landmarks)
         intensity, presence = self.intensity.scores(features), self.presence.scores(features)
         if mirror:
-            flipped = np.ascontiguousarray(image[:, ::-1])
-            reflected = landmarks[list(MIRROR_ORDER)] * [-1.0, 1.0] + [image.shape[1] - 1, 0.0]
-            features, _, _ = self.features(flipped, reflected)
-            intensity = (intensity + self.intensity.scores(features)) / 2
-            presence = (presence + self.presence.scores(features)) / 2
+            flipped = self._vector(aligned[:, ::-1], self.mirrored_local(params.local))
+            intensity = (intensity + self.intensity.scores(flipped)) / 2
+            presence = (presence + self.presence.scores(flipped)) / 2
         low, high = INTENSITY_RANGE
         present = np.where(presence > 0, self.presence.positive, 1.0 - self.presence.positive)
         return FaceAnalysis(
