@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import posixpath
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from engine.types import EMOTIONS, FaceRecord
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test", "unsplit")
 PROTOCOLS: tuple[str, ...] = ("majority", "plurality")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
 
 
 @dataclass(frozen=True)
@@ -172,9 +175,20 @@ def _label_rank(label: str | None) -> int:
 
 
 def _record(
-    kind: str, split: str, root: Path, relpath: str, label: str, **fields: Any
+    kind: str, split: str, root: Path, relpath: str, label: str, where: str = "", **fields: Any
 ) -> FaceRecord:
+    if _escapes(relpath):
+        raise ValueError(
+            f"{where or root}: image path {relpath!r} leads outside the dataset root {root}"
+        )
     return FaceRecord(f"{kind}/{split}/{relpath}", kind, split, root, relpath, label, **fields)
+
+
+def _escapes(relpath: str) -> bool:
+    """Whether ``relpath`` (before any ``#row=`` fragment) leads outside its root, lexically."""
+    path = relpath.split("#row=", 1)[0].replace("\\", "/")
+    normal = posixpath.normpath(path)
+    return path.startswith("/") or normal == ".." or normal.startswith("../")
 
 
 def _plain(dropped: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
@@ -206,8 +220,13 @@ def _csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
 
 
 def _images_under(folder: Path) -> Iterator[Path]:
+    """Files named as images under ``folder`` (hidden ones aside). Symbolic links that do not
+    lead to a file (broken, looping, to a folder) are yielded too: the image stage rejects them
+    with the reason, so no image file is skipped without a word."""
     for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not _hidden(path, folder):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or _hidden(path, folder):
+            continue
+        if path.is_file() or path.is_symlink():
             yield path
 
 
@@ -249,7 +268,9 @@ def _read_ferplus(root: Path, protocol: str) -> Dataset:
                     name, votes = values[0], [int(v) for v in values[2:]]
                 except ValueError:
                     raise ValueError(f"{labels}:{number}: non-integer vote in {values}") from None
-                if len(votes) != len(columns) or not name or min(votes) < 0:
+                if len(votes) == len(columns) and name and min(votes) < 0:
+                    raise ValueError(f"{labels}:{number}: negative vote count in {values}")
+                if len(votes) != len(columns) or not name:
                     raise ValueError(
                         f"{labels}:{number}: expected name, box and {len(columns)} vote counts"
                     )
@@ -261,8 +282,18 @@ def _read_ferplus(root: Path, protocol: str) -> Dataset:
                 soft = {e: votes[i] / emotion_votes for i, e in enumerate(EMOTIONS)}
                 relpath = f"{folder.name}/{name}"
                 extras = {"votes": ",".join(map(str, votes))}
+                where = f"{labels}:{number}"
                 records.append(
-                    _record("ferplus", split, root, relpath, label, soft_label=soft, extras=extras)
+                    _record(
+                        "ferplus",
+                        split,
+                        root,
+                        relpath,
+                        label,
+                        where,
+                        soft_label=soft,
+                        extras=extras,
+                    )
                 )
     return Dataset("ferplus", root, records, _plain(dropped))
 
@@ -393,7 +424,15 @@ def _affectnet_csv(root: Path, lists: Path) -> Dataset:
                 raise ValueError(f"{table}:{number}: face box is not numeric") from None
             relpath = f"{prefix}/{fields['subDirectory_filePath'].strip()}"
             records.append(
-                _record("affectnet", split, root, relpath, spec["labels"][code], box=(x, y, w, h))
+                _record(
+                    "affectnet",
+                    split,
+                    root,
+                    relpath,
+                    spec["labels"][code],
+                    f"{table}:{number}",
+                    box=(x, y, w, h),
+                )
             )
     return Dataset("affectnet", root, records, _plain(dropped))
 
@@ -449,4 +488,9 @@ def _class_folders(
             for image in _images_under(class_dir):
                 relpath = image.relative_to(root).as_posix()
                 records.append(_record(kind, split, root, relpath, label))
+    if not records:
+        raise ValueError(
+            f"no images were found under {root} (image files end in "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return Dataset(kind, root, records)

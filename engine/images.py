@@ -10,6 +10,7 @@ and picklable, and each process indexes a table once.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import os
@@ -85,6 +86,13 @@ def decode_pixels(values: str, source: str = "<pixels>") -> np.ndarray:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        try:
+            path.stat()
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise StageError("read", f"symbolic link loop: {path}") from None
+        raise StageError("read", f"broken symbolic link (target missing): {path}")
     if not path.exists():
         raise StageError("read", f"image file not found: {path}")
     if not path.is_file():

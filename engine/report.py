@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from engine.aus import au_definitions
 from engine.rules import RuleBook
@@ -20,7 +21,33 @@ def load_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     manifest_path = out_dir / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"{out_dir} is not an expllm output folder (no {MANIFEST})")
-    return read_shards(out_dir), read_rejected(out_dir), json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{manifest_path}: not an expllm manifest (a JSON object expected)")
+    _check_shard_files(out_dir)
+    return read_shards(out_dir), read_rejected(out_dir), manifest
+
+
+#: Columns ``expllm inspect`` needs in every shard (present in every schema version).
+_NEEDED = ("record_id", "split", "label", "au_backend", "cot_text", "verified", "faithfulness")
+
+
+def _check_shard_files(out_dir: Path) -> None:
+    """ValueError naming the first ``shard-*.parquet`` that is not an expllm shard."""
+    for path in sorted(out_dir.glob("shard-*.parquet")):
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+        missing = [c for c in _NEEDED if c not in names]
+        if missing:
+            raise ValueError(
+                f"{path}: not an expllm shard (no column(s) {missing}); move foreign Parquet "
+                "files out of the output folder"
+            )
 
 
 def au_summary(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -74,6 +101,7 @@ def text_summary(out_dir: Path, samples: int = 3) -> str:
                 if "rules_table" in frame
                 else "(not recorded)"
             ),
+            f"AU model licence: {manifest.get('config', {}).get('au_licence', '(not recorded)')}",
             "",
             "per class: n, Des2Exp = label read back from the description alone, AU evidence "
             "supports the label, complete, mean faithfulness, verified:",

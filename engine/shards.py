@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,38 @@ LLM_CACHE = "_llm_cache"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK  # what a plain open() would have given
+#: Temporary files are named ``.<target>.<host>-<pid>.<random>.tmp``: a rerun removes those of
+#: dead processes on this host, and any other temporary file older than this many seconds.
+STALE_TMP_SECONDS = 3600
+_TMP_OWNER = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]*\.tmp$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _tmp_prefix(target: str) -> str:
+    return f".{target}.{_host()}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _is_stale(path: Path, now: float) -> bool:
+    owner = _TMP_OWNER.search(path.name)
+    if owner and owner["host"] == _host():
+        return not _alive(int(owner["pid"]))
+    try:
+        return now - path.stat().st_mtime > STALE_TMP_SECONDS
+    except OSError:
+        return False
 
 
 def _au_fields() -> list[pa.Field]:
@@ -126,6 +161,7 @@ class ShardStore:
 
     root: Path
     config: dict = field(default_factory=dict)
+    swept: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -134,6 +170,7 @@ class ShardStore:
     def open(self) -> dict:
         """Create or reopen the folder; refuse one written with another schema or config."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.swept = self.sweep_temporary()
         manifest = self.manifest()
         if manifest is None:
             stray = sorted(p.name for p in self.root.glob("shard-*.parquet"))
@@ -156,6 +193,20 @@ class ShardStore:
                 f"({manifest.get('config')}); choose another output folder to avoid mixing runs"
             )
         return manifest
+
+    def sweep_temporary(self) -> list[str]:
+        """Remove temporary files left by killed writers (see ``STALE_TMP_SECONDS``); returns
+        their names. Those of live processes (a concurrent run) are kept."""
+        now, swept = time.time(), []
+        for folder in (self.root, self.root / REJECTED_DIR):
+            for path in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
+                if path.is_file() and _is_stale(path, now):
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    swept.append(path.relative_to(self.root).as_posix())
+        return swept
 
     def manifest(self) -> dict | None:
         path = self.root / MANIFEST
@@ -196,7 +247,7 @@ class ShardStore:
         self._write_json(STATS, stats)
 
     def _atomic_parquet(self, table: pa.Table, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
             pq.write_table(table, tmp, compression="zstd")
@@ -207,11 +258,15 @@ class ShardStore:
                 os.unlink(tmp)
 
     def _write_json(self, name: str, payload: dict) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.root)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=True, default=str)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, self.root / name)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(name), suffix=".tmp", dir=self.root)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(payload, fh, indent=1, sort_keys=True, default=str)
+            os.chmod(tmp, _FILE_MODE)
+            os.replace(tmp, self.root / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 class _Lock:

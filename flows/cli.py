@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-from engine.shards import SchemaMismatchError
+from engine.shards import SchemaMismatchError, ShardStore
 from flows.runtime import configure_offline, mark_run
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -24,13 +26,26 @@ def _au_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(options))
 
 
+def check_output_folder(out: Path) -> None:
+    """Create ``out`` and prove it writable, before any run starts: OSError naming the path."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".expllm-probe.", suffix=".tmp", dir=out)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"output folder is not writable ({reason})", str(out)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def cmd_exp_cot(args: argparse.Namespace) -> int:
     from engine.aus import resolve_backend
+    from engine.datasets import read_dataset
     from engine.pipeline import PipelineConfig
 
     backend, why = resolve_backend(args.au_backend)
-    if args.au_backend != backend:
-        print(f"AU back end: {backend} ({why})", file=sys.stderr)
 
     face_mode = {None: "auto", True: "aligned", False: "detector"}[args.aligned]
     if args.face_mode:
@@ -62,6 +77,13 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         from engine.rules import RuleBook
 
         RuleBook.for_backend(config.au_backend, config.rules)
+    # Spec, split and protocol errors and an unusable output folder stop here, in well under
+    # a second, before the AU models load and Prefect starts.
+    read_dataset(args.spec, split=args.split, protocol=args.protocol, limit=args.limit)
+    check_output_folder(Path(args.out))
+    ShardStore(Path(args.out)).manifest()  # a broken manifest: an error naming it, now
+    if args.au_backend != backend:
+        print(f"AU back end: {backend} ({why})", file=sys.stderr)
     out = Path(args.out)
     stopped = mark_run(out)
     if stopped:
@@ -241,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.aus import list_estimators
 
     parser = argparse.ArgumentParser(prog="expllm", description=__doc__)
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the full traceback of an error"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("exp-cot", help="run the Exp-CoT flow on a dataset and write shards")
@@ -369,8 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, ImportError, SchemaMismatchError) as exc:
-        print(f"expllm: error: {exc}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            raise
+        print(f"expllm: error: {error_text(exc)}", file=sys.stderr)
         return 2
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for an error: ``<path>: <reason>`` for OS errors naming a file."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc).replace("\n", " ") or type(exc).__name__
 
 
 if __name__ == "__main__":

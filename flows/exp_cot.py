@@ -122,6 +122,8 @@ def exp_cot(
     }
     store = ShardStore(Path(out), run_config)
     store.open()
+    if store.swept:
+        logger.warning("removed temporary files left by a killed run: %s", store.swept)
     done = store.finished()
     plans = [p for p in plan_shards(dataset.records, shard_size) if p.name not in done]
     logger.info(

@@ -46,6 +46,15 @@ def ferplus_dir(shared_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def openface_dir(shared_dir: Path) -> Path:
+    """OpenFace 2.2's AU model folder in the shared folder; skips the test when it is absent."""
+    folder = shared_dir / "models" / "openface"
+    if not (folder / "AU_all_static.txt").is_file():
+        pytest.skip(f"OpenFace model files absent under {folder}")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def prefect_harness():
     """A temporary Prefect server and database for the flows of one test module."""

@@ -14,14 +14,6 @@ from engine.images import load_image
 from engine.types import EMOTIONS, Face, FaceRecord, StageError
 
 
-@pytest.fixture(scope="module")
-def model_dir(shared_dir: Path) -> Path:
-    folder = shared_dir / "models" / "openface"
-    if not (folder / "AU_all_static.txt").is_file():
-        pytest.skip(f"OpenFace model files absent under {folder}")
-    return folder
-
-
 def _faces(ferplus_dir: Path, emotion: str, votes: int, count: int) -> list[tuple]:
     """The first ``count`` FER+ test faces with at least ``votes`` votes for ``emotion``."""
     column = 2 + EMOTIONS.index(emotion)
@@ -43,11 +35,11 @@ def happy_and_neutral(ferplus_dir: Path) -> tuple[list, list]:
 
 
 def test_auto_is_fused_with_model_files_and_mesh_without(
-    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    openface_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EXPLLM_MODEL_DIR", str(model_dir.parent))
+    monkeypatch.setenv("EXPLLM_MODEL_DIR", str(openface_dir.parent))
     backend, why = resolve_backend("auto")
-    assert backend == "fused" and str(model_dir) in why and "noncommercial" in why
+    assert backend == "fused" and str(openface_dir) in why and "noncommercial" in why
     monkeypatch.setenv("EXPLLM_MODEL_DIR", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     backend, why = resolve_backend("auto")
@@ -69,18 +61,18 @@ def test_missing_model_files_name_the_folder_and_the_fetch_command(
     assert "expllm models fetch openface --accept-licence" in str(error.value)
 
 
-def test_unknown_landmark_source_is_refused(model_dir: Path) -> None:
+def test_unknown_landmark_source_is_refused(openface_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown landmark source 'eyes'; choose one of mesh"):
-        create_estimator("openface", model_dir=model_dir, landmarks="eyes")
+        create_estimator("openface", model_dir=openface_dir, landmarks="eyes")
 
 
 @pytest.mark.parametrize("landmarks", ["mesh+dlib", "mesh", "dlib"])
 def test_openface_reads_smiles_on_happy_faces(
-    model_dir: Path, happy_and_neutral: tuple[list, list], landmarks: str
+    openface_dir: Path, happy_and_neutral: tuple[list, list], landmarks: str
 ) -> None:
     if "dlib" in landmarks:
         pytest.importorskip("dlib")
-    estimator = create_estimator("openface", model_dir=model_dir, landmarks=landmarks)
+    estimator = create_estimator("openface", model_dir=openface_dir, landmarks=landmarks)
     happy, neutral = happy_and_neutral
     readings = {}
     for name, faces in (("happy", happy), ("neutral", neutral)):
@@ -106,10 +98,10 @@ def test_openface_reads_smiles_on_happy_faces(
 
 
 def test_fused_takes_each_au_from_its_source(
-    model_dir: Path, happy_and_neutral: tuple[list, list]
+    openface_dir: Path, happy_and_neutral: tuple[list, list]
 ) -> None:
-    fused = create_estimator("fused", model_dir=model_dir, landmarks="mesh")
-    openface = create_estimator("openface", model_dir=model_dir, landmarks="mesh")
+    fused = create_estimator("fused", model_dir=openface_dir, landmarks="mesh")
+    openface = create_estimator("openface", model_dir=openface_dir, landmarks="mesh")
     mesh = create_estimator("mesh")
     rec, face = happy_and_neutral[0][0]
     reading = fused.estimate(face, rec)

@@ -58,6 +58,9 @@ def test_flow_writes_shards_and_resumes(tmp_path, prefect_harness):
     frame = pd.read_parquet(out)
     assert len(frame) == 30 and frame["record_id"].is_unique
     assert (frame["dominant_emotion"] == frame["label"]).all()
+    manifest = json.loads((out / MANIFEST).read_text())["config"]
+    assert manifest["pipeline"]["au_backend"] == "table"
+    assert "precomputed table" in manifest["au_licence"]
     assert sorted(p.name for p in out.glob("shard-*.parquet")) == [
         f"shard-0000{i}.parquet" for i in range(4)
     ]

@@ -165,14 +165,6 @@ def test_warp_puts_the_face_centre_in_the_middle_and_masks_outside() -> None:
     assert mask[95, 55] == 1 and mask[5, 5] == 0 and mask.dtype == np.uint8
 
 
-@pytest.fixture(scope="module")
-def openface_dir(shared_dir: Path) -> Path:
-    folder = shared_dir / "models" / "openface"
-    if not (folder / "AU_all_static.txt").is_file():
-        pytest.skip(f"OpenFace model files absent under {folder}")
-    return folder
-
-
 def test_golden_real_model_files(openface_dir: Path) -> None:
     from engine.aus.openface.model import OpenFaceModel
 

@@ -86,6 +86,7 @@ class PyFeatEstimator(AUEstimator):
     """
 
     name: ClassVar[str] = "pyfeat"
+    licence: ClassVar[str] = "py-feat's weights: see each model's card on the Hugging Face hub"
 
     def __init__(
         self,

@@ -191,6 +191,7 @@ class TableEstimator(AUEstimator):
 
     name: ClassVar[str] = "table"
     needs_pixels: ClassVar[bool] = False
+    licence: ClassVar[str] = "that of the precomputed table's source (no model is run)"
 
     def __init__(self, path: str | Path, key_column: str | None = None, scale: str = "auto"):
         self.path = Path(path).expanduser()
