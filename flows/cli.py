@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="expllm", description=__doc__)
     parser.add_argument(
-        "--verbose", action="store_true", help="show the full traceback of an error"
+        "--verbose",
+        action="store_true",
+        help="show native libraries' log lines and the full traceback of an error",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -407,5 +409,25 @@ def error_text(exc: BaseException) -> str:
     return str(exc).replace("\n", " ") or type(exc).__name__
 
 
-if __name__ == "__main__":
+def quiet_native_logs() -> None:
+    """Send what native libraries write straight to file descriptor 2 (MediaPipe's absl and
+    TF Lite lines, also in worker threads and child processes) to /dev/null; Python's own
+    ``sys.stderr`` (errors, progress bars, logging) keeps the terminal."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, errors="backslashreplace")
+
+
+def run() -> None:
+    """The ``expllm`` console command: ``main`` with native log noise silenced (``--verbose``
+    keeps it)."""
+    if "--verbose" not in sys.argv[1:]:
+        quiet_native_logs()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

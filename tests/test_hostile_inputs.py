@@ -263,3 +263,26 @@ def test_spec_error_does_not_start_prefect(tmp_path):
     assert done.returncode == 2
     assert done.stdout.strip() == "False"
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_native_log_lines_are_silenced_unless_verbose() -> None:
+    """MediaPipe's absl/TF Lite lines go to /dev/null; Python's stderr still reaches the user."""
+    code = (
+        "import os, sys\n"
+        "from flows.cli import quiet_native_logs\n"
+        "if sys.argv[1] == 'quiet':\n"
+        "    quiet_native_logs()\n"
+        "import numpy as np\n"
+        "from engine.aus.mesh import open_face_mesh, run_face_mesh\n"
+        "run_face_mesh(open_face_mesh(), np.zeros((64, 64, 3), np.uint8))\n"
+        "os.write(2, b'native line\\n')\n"
+        "print('python line', file=sys.stderr)\n"
+    )
+    for mode in ("quiet", "verbose"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        assert "python line" in done.stderr
+        noisy = "native line" in done.stderr and "W0000" in done.stderr
+        assert noisy == (mode == "verbose"), done.stderr
