@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -61,7 +62,7 @@ class PipelineConfig:
     """Options of one Exp-CoT run; stored in the output manifest so a rerun must match it."""
 
     au_backend: str = "auto"  # resolved on creation: ``auto`` -> fused or mesh
-    au_options: tuple[tuple[str, str], ...] = ()
+    au_options: tuple[tuple[str, Any], ...] = ()  # back-end options (JSON scalars)
     face_mode: str = "auto"
     embed_images: bool = False
     max_pixels: int = 100_000_000

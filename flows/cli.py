@@ -9,20 +9,23 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from engine.shards import SchemaMismatchError, ShardStore
+from flows.cli_evaluate import option_value
 from flows.runtime import configure_offline, mark_run
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def _au_options(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+def _au_options(pairs: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``--au-option KEY=VALUE`` settings, values read as ``--model-option``'s are."""
     options = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--au-option expects KEY=VALUE, got {pair!r}")
-        options.append((key, value))
+        options.append((key, option_value(value)))
     return tuple(sorted(options))
 
 

@@ -11,8 +11,8 @@ from typing import Any
 PRIMARY_OPTION = {"gpt4v": "path", "csv": "path", "nano": "path", "rules": "shards"}
 
 
-def _value(text: str) -> Any:
-    """A JSON scalar (``true``, ``2``) or the text itself."""
+def option_value(text: str) -> Any:
+    """A ``KEY=VALUE`` option's value: a JSON scalar (``true``, ``2``) or the text itself."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -46,7 +46,7 @@ def parse_peers(items: list[str], extra: list[str]) -> list[tuple[str, str, dict
         if not matching:
             raise ValueError(f"--peer-option {setting!r}: no peer {name!r} in --peers")
         for peer in matching:
-            peer[2][option] = _value(value)
+            peer[2][option] = option_value(value)
     return peers
 
 
@@ -61,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         key, sep, value = setting.partition("=")
         if not sep or not key:
             raise ValueError(f"--model-option expects KEY=VALUE, got {setting!r}")
-        model_options += ((key, _value(value)),)
+        model_options += ((key, option_value(value)),)
     model = PredictorSpec(args.model_name or args.model_kind, args.model_kind, model_options)
     peers = tuple(
         PredictorSpec(label, name, tuple(sorted(options.items())))

@@ -120,3 +120,17 @@ def test_fused_takes_each_au_from_its_source(
     assert (
         "openface-2.2-static" in reading.model_version and "mesh-au-head" in reading.model_version
     )
+
+
+def test_mirror_option_is_a_boolean_from_the_command_line(openface_dir: Path) -> None:
+    from flows.cli import _au_options
+
+    assert _au_options(["path=aus.csv", "mirror=false"]) == (
+        ("mirror", False),
+        ("path", "aus.csv"),
+    )
+    single = create_estimator("openface", model_dir=openface_dir, landmarks="mesh", mirror=False)
+    assert "landmarks:mesh" in single.model_version and "mirror" not in single.model_version
+    single.close()
+    with pytest.raises(ValueError, match="option mirror expects true or false, got 'no'"):
+        create_estimator("openface", model_dir=openface_dir, landmarks="mesh", mirror="no")

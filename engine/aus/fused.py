@@ -64,7 +64,7 @@ class FusedEstimator(AUEstimator):
         self,
         model_dir: str | Path | None = None,
         landmarks: str | None = None,
-        mirror: bool | str = True,
+        mirror: bool = True,
         weights_path: str | Path | None = None,
     ):
         self._openface = OpenFaceEstimator(model_dir=model_dir, landmarks=landmarks, mirror=mirror)

@@ -51,18 +51,6 @@ def params_pose(params: PDMParams) -> Pose:
     return Pose(yaw=float(yaw), pitch=float(pitch), roll=float(roll))
 
 
-def as_bool(value: bool | str, name: str) -> bool:
-    """A boolean option given as a bool or as text (``--au-option mirror=false``)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {name} expects true or false, got {value!r}")
-
-
 def default_landmarks() -> str:
     """``mesh+dlib`` where dlib and its predictor are installed (``expllm[openface]``), else
     ``mesh``."""
@@ -86,10 +74,12 @@ class OpenFaceEstimator(AUEstimator):
         self,
         model_dir: str | Path | None = None,
         landmarks: str | None = None,
-        mirror: bool | str = True,
+        mirror: bool = True,
     ):
         landmarks = landmarks or default_landmarks()
-        self.mirror = as_bool(mirror, "mirror")
+        if not isinstance(mirror, bool):
+            raise ValueError(f"option mirror expects true or false, got {mirror!r}")
+        self.mirror = mirror
         if landmarks not in LANDMARK_SOURCES:
             known = ", ".join(LANDMARK_SOURCES)
             raise ValueError(f"unknown landmark source {landmarks!r}; choose one of {known}")
