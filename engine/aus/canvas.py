@@ -77,20 +77,30 @@ def canvas_to_crop(points: np.ndarray, crop_shape: tuple[int, ...], face_side: i
     return out
 
 
-def first_found(
-    crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str, relpath: str
-) -> tuple[T, int]:
-    """The first result of ``find`` over ``canvases(crop)`` and its canvas's face side;
-    StageError("aus") if none finds one."""
+def find_on_canvases(
+    crop: np.ndarray, find: Callable[[np.ndarray], T | None]
+) -> tuple[T, int] | None:
+    """The first result of ``find`` over ``canvases(crop)`` and its canvas's face side; None
+    when no canvas gives one."""
     for side, canvas in canvases(crop):
         found = find(canvas)
         if found is not None:
             return found, side
-    raise StageError(
-        "aus",
-        f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
-        "sizes, plain and contrast-equalised)",
-    )
+    return None
+
+
+def first_found(
+    crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str, relpath: str
+) -> tuple[T, int]:
+    """``find_on_canvases``, or StageError("aus") naming ``model`` and ``relpath`` if none."""
+    found = find_on_canvases(crop, find)
+    if found is None:
+        raise StageError(
+            "aus",
+            f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
+            "sizes, plain and contrast-equalised)",
+        )
+    return found
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -19,7 +19,12 @@ import numpy as np
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.canvas import to_rgb
 from engine.aus.mesh import open_face_mesh
-from engine.aus.openface.landmarks import DlibLandmarks, ibug68_from_mesh, mesh_points
+from engine.aus.openface.landmarks import (
+    DlibLandmarks,
+    ibug68_from_mesh,
+    mesh_points,
+    resized_points,
+)
 from engine.aus.openface.model import FaceAnalysis, OpenFaceModel
 from engine.aus.openface.pdm import PDMParams
 from engine.models import model_spec, resolve_model_path
@@ -107,7 +112,7 @@ class OpenFaceEstimator(AUEstimator):
             points = (
                 None
                 if mesh is None
-                else _upscale_points(ibug68_from_mesh(mesh), face.crop.shape, image.shape)
+                else resized_points(ibug68_from_mesh(mesh), face.crop.shape, image.shape)
             )
             if points is not None and self._dlib is not None:
                 points = self._dlib.refine(image, points)
@@ -130,9 +135,3 @@ class OpenFaceEstimator(AUEstimator):
     def close(self) -> None:
         if self._mesh is not None:
             self._mesh.close()
-
-
-def _upscale_points(points: np.ndarray, crop_shape: tuple, image_shape: tuple) -> np.ndarray:
-    """Pixel-centre points of a crop -> the same points in its resized copy."""
-    factors = np.array([image_shape[1] / crop_shape[1], image_shape[0] / crop_shape[0]])
-    return (points + 0.5) * factors - 0.5

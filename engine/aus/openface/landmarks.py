@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 import cv2
 import numpy as np
 
-from engine.aus.canvas import canvas_to_crop, canvases, to_rgb
+from engine.aus.canvas import canvas_to_crop, find_on_canvases, to_rgb
 from engine.aus.mesh import N_LANDMARKS, open_face_mesh, run_face_mesh
 from engine.resources import data_file
 
@@ -70,6 +70,13 @@ def face_crop(image: np.ndarray, box: Box | None) -> tuple[np.ndarray, np.ndarra
     if right <= left or bottom <= top:
         raise ValueError(f"face box {box} is outside the {width}x{height} image")
     return image[top:bottom, left:right], np.array([left, top], dtype=np.float64)
+
+
+def resized_points(points: np.ndarray, from_shape: tuple, to_shape: tuple) -> np.ndarray:
+    """Points of an image of ``from_shape`` (pixel centres at integers) -> the same points in
+    its resized copy of ``to_shape``."""
+    factors = np.array([to_shape[1] / from_shape[1], to_shape[0] / from_shape[0]])
+    return (points + 0.5) * factors - 0.5
 
 
 def normalised_error(points: np.ndarray, reference: np.ndarray, indices=None) -> float:
@@ -168,8 +175,7 @@ class DlibLandmarks:
             score = float(scores[best])
         shape = self._predictor(grey, rect)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        factors = np.array([size[0] / width, size[1] / height])
-        return (points + 0.5) / factors - 0.5 + origin, score
+        return resized_points(points, grey.shape, crop.shape) + origin, score
 
 
 @cache
@@ -194,11 +200,11 @@ def mesh_points(face_mesh, image: np.ndarray, box: Box | None = None) -> np.ndar
     """The 478 points (x, y) in image pixels of ``engine.aus.mesh.open_face_mesh``'s mesh, from
     the first canvas of the crop where it finds a face; None when it finds none."""
     crop, origin = face_crop(image, box)
-    for side, canvas in canvases(crop):
-        points = run_face_mesh(face_mesh, canvas)
-        if points is not None:
-            return canvas_to_crop(points, crop.shape, side)[:, :2] + origin
-    return None
+    found = find_on_canvases(crop, lambda canvas: run_face_mesh(face_mesh, canvas))
+    if found is None:
+        return None
+    points, side = found
+    return canvas_to_crop(points, crop.shape, side)[:, :2] + origin
 
 
 class MeshLandmarks:
