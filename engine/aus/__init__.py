@@ -112,23 +112,17 @@ def resolve_backend(name: str) -> tuple[str, str]:
     if name != AUTO:
         estimator_class(name)  # validates the name
         return name, f"--au-backend {name}"
-    from engine.models import find_model, model_spec
+    from engine.models import fetch_command, find_model, model_spec
 
-    if find_model("openface") is None:
+    spec, folder = model_spec("openface"), find_model("openface")
+    if folder is None:
         return "mesh", (
             "OpenFace's model files are not in the model folder (fetch them with "
-            f"`{_fetch_hint()}` to use fused)"
+            f"`{fetch_command(spec)}` to use fused)"
         )
     return "fused", (
-        f"OpenFace's model files found in {find_model('openface')} "
-        f"(licence: {model_spec('openface').licence.split(';')[0]})"
+        f"OpenFace's model files found in {folder} (licence: {spec.licence.split(';')[0]})"
     )
-
-
-def _fetch_hint() -> str:
-    from engine.models import fetch_command, model_spec
-
-    return fetch_command(model_spec("openface"))
 
 
 def create_estimator(name: str, **options) -> AUEstimator:

@@ -95,7 +95,8 @@ class OpenFaceModel:
         folder = Path(folder)
         pdm = PDM.from_file(read_pdm(folder / PDM_FILE))
         triangles = read_triangulation(folder / TRIANGULATION_FILE, pdm.n_points)
-        predictors = [read_predictor(path, au) for path, au in read_model_list(folder / MODEL_LIST)]
+        entries = read_model_list(folder / MODEL_LIST)
+        predictors = [read_predictor(path, au) for path, au in entries]
         size = 31 * 12 * 12 + pdm.n_points * 3 + pdm.n_modes
         for predictor in predictors:
             if predictor.dynamic or predictor.means.size != size:
@@ -106,7 +107,7 @@ class OpenFaceModel:
         digest = hashlib.sha256()
         for name in (MODEL_LIST, PDM_FILE, TRIANGULATION_FILE):
             digest.update((folder / name).read_bytes())
-        for path, _ in read_model_list(folder / MODEL_LIST):
+        for path, _ in entries:
             digest.update(path.read_bytes())
         return cls(
             folder=folder,

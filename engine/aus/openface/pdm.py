@@ -128,6 +128,8 @@ class PDM:
         local = np.zeros(self.n_modes)
         prior = regularisation / self.eigenvalues
         m = self.n_modes
+        jacobian = np.empty((2 * self.n_points, 6 + m))
+        jacobian[:, 4:6] = np.tile(np.eye(2), (self.n_points, 1))  # translation: constant
         previous = np.inf
         for _ in range(_MAX_ITERATIONS):
             shape = self.shape3d(local)
@@ -137,11 +139,9 @@ class PDM:
             if error > previous * (1.0 - _RELATIVE_GAIN):
                 break
             previous = error
-            jacobian = np.empty((2 * self.n_points, 6 + m))
             jacobian[:, 0] = rotated[:, :2].reshape(-1)
             # d(R (I + [w]x) S) / dw = -R [S]x
             jacobian[:, 1:4] = (-scale * (rotation[:2] @ _skew(shape))).reshape(-1, 3)
-            jacobian[:, 4:6] = np.tile(np.eye(2), (self.n_points, 1))
             jacobian[:, 6:] = (
                 scale * np.einsum("ij,njm->nim", rotation[:2], self.components)
             ).reshape(-1, m)
