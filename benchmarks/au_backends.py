@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.rules import RuleBook
+from engine.cot.rules import RuleBook
 from engine.types import EMOTIONS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -18,7 +18,7 @@ import pandas as pd
 
 from engine.aus import au_definitions
 from engine.pipeline import ExpCoTPipeline, PipelineConfig
-from engine.shards import ShardStore
+from engine.store.shards import ShardStore
 from engine.types import EMOTIONS, AUReading, FaceRecord
 
 

@@ -22,9 +22,9 @@ from flows.runtime import configure_offline
 configure_offline()
 
 from engine.aus import create_estimator  # noqa: E402
-from engine.datasets import read_dataset  # noqa: E402
-from engine.faces import FaceFinder  # noqa: E402
-from engine.images import load_image  # noqa: E402
+from engine.data.datasets import read_dataset  # noqa: E402
+from engine.data.faces import FaceFinder  # noqa: E402
+from engine.data.images import load_image  # noqa: E402
 from engine.pipeline import PipelineConfig  # noqa: E402
 from engine.types import StageError  # noqa: E402
 

@@ -37,7 +37,7 @@ from engine.aus.openface.landmarks import (  # noqa: E402
     mesh_points,
     normalised_error,
 )
-from engine.images import load_image  # noqa: E402
+from engine.data.images import load_image  # noqa: E402
 
 #: iBUG point -> the mesh vertex at the same, well-defined place.
 ANCHORS = {

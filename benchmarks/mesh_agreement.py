@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.aus import create_estimator  # noqa: E402
 from engine.aus.blendshape_map import mapped_aus  # noqa: E402
 from engine.aus.distil import shared_dir  # noqa: E402
-from engine.images import load_image  # noqa: E402
+from engine.data.images import load_image  # noqa: E402
 from engine.types import Face, FaceRecord, StageError  # noqa: E402
 
 MIN_AU_SD = 0.05

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine.inspection import page as page_mod
-from engine.inspection import write_html
-from engine.inspection.browser import HeadlessChromium, find_chromium
+from engine.store.inspection import page as page_mod
+from engine.store.inspection import write_html
+from engine.store.inspection.browser import HeadlessChromium, find_chromium
 
 TIMINGS = (
     "(() => { const t = window.expllmReport.timings;"

@@ -7,10 +7,10 @@ and the fitted table (default: ``data/rules/<the run's AU back end>/``), prints 
 
 * ``au_supports_label``: the rules' dominant emotion = label (``RuleBook.evaluate``);
 * ``des2exp``: the label read back from the description alone (Key Observations and
-  Interpretation, ``engine.verify.infer_label``) of the template writer's CoT for that face
+  Interpretation, ``engine.cot.verify.infer_label``) of the template writer's CoT for that face
   and table (the text is rendered here, as ``expllm exp-cot`` would write it).
 
-It also prints the posed-prototype check of each table (``engine.rules_fit.prototype_check``).
+It also prints the posed-prototype check of each table (``engine.cot.rules_fit.prototype_check``).
 The figures of the README and of ``data/rules/<back end>/CARD.md`` come from this script.
 """
 
@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from engine.render import CoTRenderer  # noqa: E402
-from engine.rules import RuleBook, fitted_dir  # noqa: E402
-from engine.rules_fit import prototype_check, read_faces, readings  # noqa: E402
+from engine.cot.render import CoTRenderer  # noqa: E402
+from engine.cot.rules import RuleBook, fitted_dir  # noqa: E402
+from engine.cot.rules_fit import prototype_check, read_faces, readings  # noqa: E402
+from engine.cot.verify import infer_label  # noqa: E402
 from engine.types import EMOTIONS  # noqa: E402
-from engine.verify import infer_label  # noqa: E402
 
 
 def score(book: RuleBook, faces: pd.DataFrame, reads: list) -> pd.DataFrame:

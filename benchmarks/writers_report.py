@@ -13,7 +13,7 @@ accepted texts (LLM or template fallback), and the model calls and response-cach
 run's last invocation (``_stats.json``).
 
 The paper's released RAF-DB test CoTs (3,068 records: ``emo``, ``au`` = 24 values in [0, 1],
-``description``) are scored with the same metrics: ``engine.verify.infer_label`` for the label,
+``description``) are scored with the same metrics: ``engine.cot.verify.infer_label`` for the label,
 and faithfulness against their own AU values (x 5 onto our 0-5 scale; active at our threshold).
 The order of the 24 values, worked out from the texts (which quote the values, e.g. "the left
 eye is elevated at 0.485 ... the right eye's elevation at 0.504") and from which phrases rise
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.cot import CoT, CoTFormatError
-from engine.rules import RuleBook
-from engine.shards import MANIFEST, STATS
-from engine.stats import read_rejected, read_shards
-from engine.verify import infer_label, verify
+from engine.cot.format import CoT, CoTFormatError
+from engine.cot.rules import RuleBook
+from engine.cot.verify import infer_label, verify
+from engine.store.shards import MANIFEST, STATS
+from engine.store.stats import read_rejected, read_shards
 
 REPO = Path(__file__).resolve().parents[1]
 

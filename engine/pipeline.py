@@ -2,7 +2,7 @@
 
 ``ExpCoTPipeline`` holds the stage objects (built once per process: AU back end, rule book,
 writer and reader) and turns a batch of ``FaceRecord`` into shard rows, or rejected rows naming
-the failing stage and the reason. The engine loop (``engine.loop``) runs over the whole batch
+the failing stage and the reason. The engine loop (``engine.cot.loop``) runs over the whole batch
 so that an LLM writer's calls of one round go out together. It knows nothing of
 orchestration: ``flows/exp_cot.py`` runs it per shard.
 """
@@ -19,14 +19,11 @@ import numpy as np
 
 import engine
 from engine.aus import AUEstimator, au_definitions, create_estimator, resolve_backend
-from engine.faces import FaceFinder
-from engine.images import check_source, load_image
-from engine.loop import EngineLoop, LoopItem, LoopResult
-from engine.render import CoTRenderer
-from engine.rules import EmotionEvidence, RuleBook
-from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
-from engine.verify import mentioned_aus
-from engine.writers import (
+from engine.cot.loop import EngineLoop, LoopItem, LoopResult
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import EmotionEvidence, RuleBook
+from engine.cot.verify import mentioned_aus
+from engine.cot.writers import (
     READERS,
     REWRITES,
     WRITERS,
@@ -36,6 +33,9 @@ from engine.writers import (
     create_reader,
     create_writer,
 )
+from engine.data.faces import FaceFinder
+from engine.data.images import check_source, load_image
+from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
 
 #: ``--keep``: every record, or only those whose measured AUs support the label.
 KEEP = ("all", "supported")

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.shards import SchemaMismatchError, ShardStore
+from engine.store.shards import SchemaMismatchError, ShardStore
 from flows.cli_evaluate import option_value
 from flows.runtime import configure_offline, mark_run
 
@@ -45,7 +45,7 @@ def check_output_folder(out: Path) -> None:
 
 def cmd_exp_cot(args: argparse.Namespace) -> int:
     from engine.aus import resolve_backend
-    from engine.datasets import read_dataset
+    from engine.data.datasets import read_dataset
     from engine.pipeline import PipelineConfig
 
     backend, why = resolve_backend(args.au_backend)
@@ -77,7 +77,7 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         keep=getattr(args, "keep", "all"),
     )
     if config.rules:  # fail before the run: a table fitted on another AU back end is an error
-        from engine.rules import RuleBook
+        from engine.cot.rules import RuleBook
 
         RuleBook.for_backend(config.au_backend, config.rules)
     # Spec, split and protocol errors and an unusable output folder stop here, in well under
@@ -141,8 +141,8 @@ def cmd_serve_llm(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.inspection import compare_text, write_html
-    from engine.report import text_summary
+    from engine.store.inspection import compare_text, write_html
+    from engine.store.report import text_summary
 
     print(text_summary(Path(args.dir), samples=args.samples))
     compare = Path(args.compare) if getattr(args, "compare", None) else None
@@ -157,7 +157,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import build_demo_dataset
+    from engine.data.demo import build_demo_dataset
 
     shared = Path(os.environ.get("EXPLLM_SHARED", DEFAULT_SHARED))
     data = build_demo_dataset(Path(args.out) / "data", shared / "data" / "ferplus")
@@ -189,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from engine import models
+    from engine import model_files as models
 
     if args.action == "list":
         for spec in models.list_models():
@@ -222,7 +222,7 @@ _LLM_DEFAULTS = {
 
 
 def _add_loop_options(run: argparse.ArgumentParser) -> None:
-    from engine.writers import READERS, REWRITES, WRITERS
+    from engine.cot.writers import READERS, REWRITES, WRITERS
 
     loop = run.add_argument_group("engine loop (writer, reader, verification rounds)")
     loop.add_argument("--writer", default="template", choices=WRITERS)

@@ -1,4 +1,4 @@
-"""``expllm finetune`` (flows/finetune.py) and ``expllm export`` (engine/conversations.py)."""
+"""``expllm finetune`` (flows/finetune.py) and ``expllm export`` (engine/model/conversations.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from engine.conversations import parse_mix
+    from engine.model.conversations import parse_mix
     from flows.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(
@@ -32,7 +32,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine.conversations import build_samples, dataset_root, parse_mix, read_rows, write_export
+    from engine.model.conversations import (
+        build_samples,
+        dataset_root,
+        parse_mix,
+        read_rows,
+        write_export,
+    )
 
     frame = read_rows(args.shards, verified_only=not args.all)
     samples = build_samples(frame, parse_mix(args.mix))
@@ -69,7 +75,7 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``export`` to the ``expllm`` sub-commands."""
-    from engine.conversations import EXPORTS
+    from engine.model.conversations import EXPORTS
 
     ex = subparsers.add_parser("export", help="write Exp-CoT shards as training conversations")
     ex.add_argument("--shards", required=True, help="Exp-CoT output folder")

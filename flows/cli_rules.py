@@ -1,4 +1,4 @@
-"""``expllm rules``: fit rule tables to data and compare them (``engine/rules_fit.py``)."""
+"""``expllm rules``: fit rule tables to data and compare them (``engine/cot/rules_fit.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def cmd_rules_fit(args: argparse.Namespace) -> int:
-    from engine.rules_fit import FitOptions, fit_command
+    from engine.cot.rules_fit import FitOptions, fit_command
 
     options = FitOptions(
         l1=args.l1,
@@ -44,7 +44,7 @@ def cmd_rules_fit(args: argparse.Namespace) -> int:
 
 def add_rules_parser(sub: argparse._SubParsersAction) -> None:
     """``expllm rules fit SHARDS... --split train --out DIR``."""
-    from engine.rules_fit import FitOptions
+    from engine.cot.rules_fit import FitOptions
 
     defaults = FitOptions()
     rules = sub.add_parser("rules", help="fit AU -> emotion rule tables to an Exp-CoT run")

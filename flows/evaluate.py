@@ -15,9 +15,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from engine.datasets import read_dataset
-from engine.evaluation import Prediction, Predictor, create_predictor, evaluate_predictions
-from engine.evaluation_report import (
+from engine.data.datasets import read_dataset
+from engine.evaluation.predictors import RuleEvidence
+from engine.evaluation.report import (
     Scored,
     plot_confusion,
     write_html,
@@ -25,7 +25,7 @@ from engine.evaluation_report import (
     write_metrics,
     write_predictions,
 )
-from engine.predictors import RuleEvidence
+from engine.evaluation.scoring import Prediction, Predictor, create_predictor, evaluate_predictions
 from engine.types import FaceRecord
 
 

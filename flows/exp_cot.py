@@ -19,10 +19,10 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from engine.aus import estimator_class
-from engine.datasets import read_dataset
+from engine.data.datasets import read_dataset
 from engine.pipeline import ExpCoTPipeline, PipelineConfig
-from engine.shards import LLM_CACHE, ShardStore
-from engine.stats import shard_stats
+from engine.store.shards import LLM_CACHE, ShardStore
+from engine.store.stats import shard_stats
 from engine.types import FaceRecord
 
 

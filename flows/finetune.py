@@ -1,9 +1,9 @@
 """The ``finetune`` Prefect flow: Exp-CoT shards -> conversations -> a fine-tuned ExpLLM folder.
 
 Orchestration only: ``prepare_data`` reads the verified records of the shards with their face
-boxes and AU readings (``engine.training.training_rows``) and cuts each face crop
-(``engine.training.face_of``); ``train`` runs ``engine.training.train_model`` (checkpoints,
-resume, per-epoch evaluation).
+boxes and AU readings (``engine.model.training.training_rows``) and cuts each face crop
+(``engine.model.training.face_of``); ``train`` runs ``engine.model.training.train_model``
+(checkpoints, resume, per-epoch evaluation).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from engine.conversations import dataset_root
-from engine.training import (
+from engine.model.conversations import dataset_root
+from engine.model.training import (
     FinetuneConfig,
     TrainingSet,
     face_of,

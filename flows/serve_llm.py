@@ -20,7 +20,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from engine.writers import ChatModel, ChatParams, create_chat_model
+from engine.cot.writers import ChatModel, ChatParams, create_chat_model
 
 #: OpenAI's default sampling temperature, used when a request names none.
 DEFAULT_TEMPERATURE = 1.0

@@ -1,9 +1,10 @@
 """Fine-tune the nano ExpLLM from a compact data pack, on a machine without the datasets or Prefect.
 
-The same stages as ``expllm finetune`` (``engine.training.training_set`` and ``train_model``,
+The same stages as ``expllm finetune`` (``engine.model.training.training_set`` and ``train_model``,
 same seeds, held-out rows and conversations), fed from one xz file instead of shards + images,
 so that a lent GPU with no access to ``../shared`` can run it. Then it writes a CoT for every
-test face (``engine.training.generate_cots``) into a predictions CSV (``image_path``, ``label``
+test face (``engine.model.training.generate_cots``) into a predictions
+CSV (``image_path``, ``label``
 read from the Conclusion, ``cot``) that ``expllm evaluate --model-kind csv`` scores here, with the
 AU faithfulness measured on the same images.
 
@@ -32,7 +33,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.training import (  # noqa: E402
+from engine.cot.verify import conclusion_label  # noqa: E402
+from engine.model.training import (  # noqa: E402
     AU_COLUMN,
     LOG_FILE,
     FinetuneConfig,
@@ -41,7 +43,6 @@ from engine.training import (  # noqa: E402
     train_model,
     training_set,
 )
-from engine.verify import conclusion_label  # noqa: E402
 
 ROW_COLUMNS = ["record_id", "image_path", "label", "cot_text"]
 
@@ -53,10 +54,10 @@ def grey48(face: np.ndarray) -> np.ndarray:
 
 
 def write_pack(path: Path, shards: str, test_data: str, test_shards: str, split: str) -> None:
-    from engine.conversations import dataset_root
-    from engine.datasets import read_dataset
-    from engine.images import load_image
-    from engine.training import face_of, training_rows
+    from engine.data.datasets import read_dataset
+    from engine.data.images import load_image
+    from engine.model.conversations import dataset_root
+    from engine.model.training import face_of, training_rows
 
     frame = training_rows(shards)
     root = dataset_root(shards)
@@ -128,7 +129,7 @@ def run_packed(args: argparse.Namespace) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     if args.skip_training:
-        from engine.model import load_model
+        from engine.model.vlm import load_model
 
         model = load_model(args.out).to_device()
         history = json.loads((Path(args.out) / LOG_FILE).read_text())

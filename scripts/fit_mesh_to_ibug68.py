@@ -38,7 +38,7 @@ from engine.aus.openface.landmarks import (
     DlibLandmarks,
     mesh_points,
 )
-from engine.images import load_image
+from engine.data.images import load_image
 from engine.resources import data_dir
 
 #: The iBUG-68 point that each point becomes in the mirrored face.

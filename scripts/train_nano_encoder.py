@@ -38,8 +38,8 @@ SHARED = Path(os.environ.get("EXPLLM_SHARED", REPO.parent / "shared"))
 
 def load_split(spec: str, split: str) -> dict[str, np.ndarray]:
     """Grey 48x48 faces, majority labels and vote distributions of one FER+ split."""
-    from engine.datasets import read_dataset
-    from engine.images import load_image
+    from engine.data.datasets import read_dataset
+    from engine.data.images import load_image
 
     records = read_dataset(spec, split=split, protocol="majority").records
     images = np.stack([load_image(r)[:, :, 0] for r in records])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.images import load_image
+from engine.data.images import load_image
 from engine.types import Face, FaceRecord, StageError
 
 

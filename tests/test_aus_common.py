@@ -23,7 +23,7 @@ from engine.aus import (
     create_estimator,
     list_estimators,
 )
-from engine.images import load_image
+from engine.data.images import load_image
 from engine.types import AUReading, Face, FaceRecord, StageError
 
 N_IMAGES = 4

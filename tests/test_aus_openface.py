@@ -10,7 +10,7 @@ import pytest
 
 from engine.aus import create_estimator, resolve_backend
 from engine.aus.fused import au_sources
-from engine.images import load_image
+from engine.data.images import load_image
 from engine.types import EMOTIONS, Face, FaceRecord, StageError
 
 

@@ -53,7 +53,7 @@ def test_inspect_prints_counts_and_samples(table_run, capsys):
 
 
 def test_html_report_is_self_contained(table_run, tmp_path):
-    from engine.inspection.page import embedded, unpack
+    from engine.store.inspection.page import embedded, unpack
 
     target = tmp_path / "report.html"
     assert main(["inspect", str(table_run), "--html", str(target), "--html-samples", "4"]) == 0

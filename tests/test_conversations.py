@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.conversations import (
+from engine.model.conversations import (
     IMAGE_TOKEN,
     SYSTEM_PROMPT,
     build_samples,

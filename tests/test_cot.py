@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from engine.cot import HEADERS, CoT, CoTFormatError
+from engine.cot.format import HEADERS, CoT, CoTFormatError
 
 
 def test_renders_exact_format_and_parses_back():

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.cot import CoT
-from engine.render import DEFAULT_VARIANTS, CoTRenderer
+from engine.cot.format import CoT
+from engine.cot.render import DEFAULT_VARIANTS, CoTRenderer
+from engine.cot.rules import RuleBook
+from engine.cot.verify import META_TERMS, infer_label, mentioned_aus, meta_terms, verify
+from engine.cot.writers import ChatClient, ChatParams, LLMWriter, WriteRequest, create_chat_model
+from engine.cot.writers.prompts import PromptBook
 from engine.resources import templates_dir
-from engine.rules import RuleBook
 from engine.types import EMOTIONS, AUReading
-from engine.verify import META_TERMS, infer_label, mentioned_aus, meta_terms, verify
-from engine.writers import ChatClient, ChatParams, LLMWriter, WriteRequest, create_chat_model
-from engine.writers.prompts import PromptBook
 from tests.test_render import random_readings
 
 #: Jinja markup: what a template outputs is the text outside it (and what its expressions give).
@@ -143,7 +143,7 @@ def test_template_writer_on_real_ferplus_faces(ferplus_dir: Path, tmp_path):
     writer) on FER+ test faces of every class: exact, faithful, complete texts that reason from
     the face and never speak of annotations."""
     pytest.importorskip("mediapipe")
-    from engine.datasets import read_dataset
+    from engine.data.datasets import read_dataset
     from engine.pipeline import ExpCoTPipeline, PipelineConfig
 
     records = read_dataset(f"ferplus:{ferplus_dir}", split="test", limit=64).records

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.datasets import (
+from engine.data.datasets import (
     Dataset,
     canonical_label,
     dataset_kinds,
@@ -17,7 +17,7 @@ from engine.datasets import (
     normalise_split,
     read_dataset,
 )
-from engine.images import load_image
+from engine.data.images import load_image
 from engine.types import EMOTIONS
 
 VOTES_HEADER = "neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from engine.cot import CoT
-from engine.decoding import AUGrounding, DecodingSettings, exact_format_prefix, label_slot
-from engine.render import CoTRenderer
-from engine.rules import RuleBook
+from engine.cot.format import CoT
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import RuleBook
+from engine.cot.verify import verify
+from engine.model.decoding import AUGrounding, DecodingSettings, exact_format_prefix, label_slot
 from engine.types import AUReading
-from engine.verify import verify
 from tests.test_render import random_readings
 
 SMILE = {"AU06": 2.63, "AU12": 4.2, "AU04": 0.8}
@@ -146,7 +146,7 @@ def test_label_slots():
 
 
 def test_model_config_reads_decoding_and_defaults_to_plain_greedy(tmp_path):
-    from engine.model import CONFIG_FILE, FORMAT, ModelConfig
+    from engine.model.vlm import CONFIG_FILE, FORMAT, ModelConfig
 
     data = {"base": "nano", "lm": "x.gguf", "lora": {"r": 8, "targets": ["q_proj"]}}
     (tmp_path / CONFIG_FILE).write_text(json.dumps({**data, "format": FORMAT}))

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.datasets import read_dataset
-from engine.evaluation import (
+from engine.data.datasets import read_dataset
+from engine.evaluation.scoring import (
     NO_LABEL,
     Prediction,
     classification_metrics,

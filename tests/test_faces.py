@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.faces import DETECTOR_NAME, FaceFinder
-from engine.images import load_image
+from engine.data.faces import DETECTOR_NAME, FaceFinder
+from engine.data.images import load_image
 from engine.types import FaceRecord, StageError
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from engine.pipeline import PipelineConfig
-from engine.shards import MANIFEST, REJECTED_DIR, STATS
+from engine.store.shards import MANIFEST, REJECTED_DIR, STATS
 
 REPO = Path(__file__).resolve().parents[1]
 LANDMARKER = "models/face_landmarker.task"

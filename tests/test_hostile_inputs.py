@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.datasets import read_dataset
-from engine.images import load_image
-from engine.shards import STALE_TMP_SECONDS, ShardStore, _tmp_prefix
+from engine.data.datasets import read_dataset
+from engine.data.images import load_image
+from engine.store.shards import STALE_TMP_SECONDS, ShardStore, _tmp_prefix
 from engine.types import StageError
 from flows.cli import main
 
@@ -139,7 +139,7 @@ def test_tmp_of_a_sigkilled_writer_is_swept_on_resume(tmp_path):
     (out / "_rejected").mkdir()
     code = (
         "import os, signal, sys, tempfile\n"
-        "from engine.shards import _tmp_prefix\n"
+        "from engine.store.shards import _tmp_prefix\n"
         "for d in sys.argv[1:]:\n"
         "    fd, _ = tempfile.mkstemp(prefix=_tmp_prefix('shard-00000.parquet'), suffix='.tmp',"
         " dir=d)\n"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.images import decode_pixels, load_image, row_ref
+from engine.data.images import decode_pixels, load_image, row_ref
 from engine.types import FaceRecord, StageError
 
 

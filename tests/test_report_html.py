@@ -3,7 +3,8 @@
 Pages are built from a real FER+ test run (200 faces, ``mesh``) made with the flow's own pieces
 (dataset, pipeline, shard store) without starting Prefect; the comparison uses a ``table`` run
 over the same faces (and, marked slow, a ``blendshapes`` run). The browser tests drive the
-system's headless Chromium over the DevTools protocol (``engine.inspection.browser``) and skip,
+system's headless Chromium over the DevTools protocol
+(``engine.store.inspection.browser``) and skip,
 saying why, where no Chromium is installed (``.ci/run`` installs it with apt-get). Screenshots
 go to ``runs/report-html/``.
 """
@@ -16,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.inspection import page as page_mod
-from engine.inspection import write_html
-from engine.inspection.browser import BrowserError, HeadlessChromium, find_chromium
-from engine.rules import RuleBook
+from engine.cot.rules import RuleBook
+from engine.store.inspection import page as page_mod
+from engine.store.inspection import write_html
+from engine.store.inspection.browser import BrowserError, HeadlessChromium, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "runs" / "report-html"
@@ -29,10 +30,10 @@ READY = "window.expllmReport.ready"
 
 def build_run(out: Path, spec: str, config, split="test", limit=200, shard_size=100) -> Path:
     """An Exp-CoT output folder as ``expllm exp-cot`` writes it, without a Prefect server."""
-    from engine.datasets import read_dataset
+    from engine.data.datasets import read_dataset
     from engine.pipeline import ExpCoTPipeline
-    from engine.shards import LLM_CACHE, ShardStore
-    from engine.stats import shard_stats
+    from engine.store.shards import LLM_CACHE, ShardStore
+    from engine.store.stats import shard_stats
     from flows.exp_cot import plan_shards
 
     dataset = read_dataset(spec, split=split, limit=limit)
@@ -249,9 +250,9 @@ def test_compare_mesh_with_blendshapes(browser, runs, shared_dir, ferplus_dir, t
 
 
 def test_evaluation_page_draws_confusions_side_by_side(browser, tmp_path):
-    from engine.evaluation import Prediction, evaluate_predictions
-    from engine.evaluation_report import Scored
-    from engine.evaluation_report import write_html as write_evaluation
+    from engine.evaluation.report import Scored
+    from engine.evaluation.report import write_html as write_evaluation
+    from engine.evaluation.scoring import Prediction, evaluate_predictions
     from engine.types import EMOTIONS, FaceRecord
 
     records = [

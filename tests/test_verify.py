@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from engine.verify import (
+from engine.cot.verify import (
     completeness,
     conclusion_label,
     description_of,

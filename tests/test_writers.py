@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.cot import CoT
-from engine.llm_cache import ResponseCache, cache_key
-from engine.render import CoTRenderer
-from engine.rules import RuleBook
-from engine.types import AUReading
-from engine.writers import (
+from engine.cot.format import CoT
+from engine.cot.llm_cache import ResponseCache, cache_key
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import RuleBook
+from engine.cot.writers import (
     ChatClient,
     ChatModel,
     ChatParams,
@@ -24,7 +23,8 @@ from engine.writers import (
     create_writer,
     price_for,
 )
-from engine.writers.prompts import PromptBook
+from engine.cot.writers.prompts import PromptBook
+from engine.types import AUReading
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,8 @@ def test_core_imports_no_llm_packages():
     import sys
 
     code = (
-        "import sys, engine.pipeline, engine.loop, engine.writers, flows.cli, flows.serve_llm;"
+        "import sys, engine.pipeline, engine.cot.loop, engine.cot.writers, flows.cli,"
+        " flows.serve_llm;"
         "bad = [m for m in ('openai', 'torch', 'transformers') if m in sys.modules];"
         "assert not bad, bad"
     )

@@ -112,7 +112,7 @@ def resolve_backend(name: str) -> tuple[str, str]:
     if name != AUTO:
         estimator_class(name)  # validates the name
         return name, f"--au-backend {name}"
-    from engine.models import fetch_command, find_model, model_spec
+    from engine.model_files import fetch_command, find_model, model_spec
 
     spec, folder = model_spec("openface"), find_model("openface")
     if folder is None:

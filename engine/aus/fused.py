@@ -15,7 +15,7 @@ from pathlib import Path
 from engine.aus import AUEstimator, normalise_au_code, register_estimator
 from engine.aus.mesh import MeshEstimator
 from engine.aus.openface.backend import MODEL_NAME, OpenFaceEstimator
-from engine.models import model_spec
+from engine.model_files import model_spec
 from engine.resources import data_file
 from engine.types import AUReading, Face, FaceRecord
 

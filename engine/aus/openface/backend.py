@@ -27,7 +27,7 @@ from engine.aus.openface.landmarks import (
 )
 from engine.aus.openface.model import FaceAnalysis, OpenFaceModel
 from engine.aus.openface.pdm import PDMParams
-from engine.models import model_spec, resolve_model_path
+from engine.model_files import model_spec, resolve_model_path
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 MODEL_NAME = "openface"

@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from engine.aus import au_definitions
-from engine.inspection import compare as compare_mod
-from engine.inspection import page, payload
-from engine.inspection.thumbs import dataset_root, thumbnails
-from engine.report import load_run
-from engine.rules import RuleBook
-from engine.shards import SHARD_SCHEMA
+from engine.cot.rules import RuleBook
+from engine.store.inspection import compare as compare_mod
+from engine.store.inspection import page, payload
+from engine.store.inspection.thumbs import dataset_root, thumbnails
+from engine.store.report import load_run
+from engine.store.shards import SHARD_SCHEMA
 
 __all__ = ["write_html", "compare_text", "PAGE_SIZES"]
 

@@ -1,4 +1,4 @@
-"""The predictors scored by the evaluation flow (registered in ``engine.evaluation``).
+"""The predictors scored by the evaluation flow (registered in ``engine.evaluation.scoring``).
 
 * ``nano`` — our ONNX expression classifier (``nano_encoder.onnx``: ``image`` float32
   ``[N, 1, 48, 48]`` grey in [0, 1] -> ``logits`` ``[N, 8]`` in ``EMOTIONS`` order), run with
@@ -26,15 +26,15 @@ import cv2
 import numpy as np
 
 from engine.aus import create_estimator
-from engine.datasets import canonical_label
-from engine.evaluation import Prediction, Predictor, register_predictor
-from engine.faces import FaceFinder
-from engine.images import load_image
-from engine.rules import RuleBook
-from engine.stats import read_shards
+from engine.cot.rules import RuleBook
+from engine.data.datasets import canonical_label
+from engine.data.faces import FaceFinder
+from engine.data.images import load_image
+from engine.evaluation.scoring import Prediction, Predictor, register_predictor
+from engine.store.stats import read_shards
 from engine.types import EMOTIONS, FaceRecord, StageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: GPT-4V's FER+ test answers inside the shared data folder.
 GPT4V_FERPLUS = Path("reference") / "gpt4v_ferplus_test.csv"
 NANO_FILE = "nano_encoder.onnx"
@@ -123,7 +123,7 @@ class CsvPredictor(Predictor):
                 continue
             answer, cot = self.labels[key], self.cots.get(key)
             if not answer and cot:
-                from engine.verify import conclusion_label
+                from engine.cot.verify import conclusion_label
 
                 answer = conclusion_label(cot) or ""
             label = canonical_label(answer) if answer else None
@@ -444,10 +444,10 @@ class FerPredictor(_ImageClassifier):
 class ExpLLMPredictor(_FacePredictor):
     """A fine-tuned ExpLLM model folder (``expllm finetune``): writes a CoT for each face.
 
-    The label is the one read from the CoT's Conclusion (``engine.verify.conclusion_label``);
+    The label is the one read from the CoT's Conclusion (``engine.cot.verify.conclusion_label``);
     decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's), guided as
     the model's ``decoding`` settings say unless ``grounded`` or ``label_guidance`` is given
-    (``engine.decoding``).
+    (``engine.model.decoding``).
     """
 
     name = "expllm"
@@ -463,7 +463,7 @@ class ExpLLMPredictor(_FacePredictor):
     ):
         from dataclasses import replace
 
-        from engine.model import load_model
+        from engine.model.vlm import load_model
 
         super().__init__(face_mode=face_mode, batch_size=batch_size)
         self.path = Path(path)
@@ -477,7 +477,7 @@ class ExpLLMPredictor(_FacePredictor):
         self.decoding = decoding
 
     def answer(self, faces: list[np.ndarray]) -> list[Prediction]:
-        from engine.verify import conclusion_label
+        from engine.cot.verify import conclusion_label
 
         visuals = self.model.visual_inputs(faces)
         texts = self.model.generate(visuals, self.max_new_tokens, self.decoding)

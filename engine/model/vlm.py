@@ -17,7 +17,7 @@ Bases, in a registry (``create_model(base)``, ``load_model(folder)``):
 A model folder holds ``expllm_model.json`` (base, encoder, LM, settings), the LoRA adapter
 (``adapter/``, safetensors) and, for ``nano``, ``projector.safetensors``; the encoder and the
 LM are named (with the encoder's sha256), not copied. Its ``decoding`` settings say how the
-model writes (``engine.decoding``): a new nano model decodes AU-grounded; the label-guidance
+model writes (``engine.model.decoding``): a new nano model decodes AU-grounded; the label-guidance
 weight is chosen on validation faces (``benchmarks/label_guidance.py``). torch, transformers and
 peft are imported only when a model is built.
 """
@@ -34,11 +34,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.conversations import IMAGE_TOKEN, SYSTEM_PROMPT, cot_prompt
-from engine.decoding import AUGrounding, DecodingSettings, guided_logits_processor
-from engine.writers.local_chat import DEFAULT_GGUF, default_model_path
+from engine.cot.writers.local_chat import DEFAULT_GGUF, default_model_path
+from engine.model.conversations import IMAGE_TOKEN, SYSTEM_PROMPT, cot_prompt
+from engine.model.decoding import AUGrounding, DecodingSettings, guided_logits_processor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILE = "expllm_model.json"
 PROJECTOR_FILE = "projector.safetensors"
 ADAPTER_DIR = "adapter"
@@ -208,7 +208,7 @@ class VisionLM(ABC):
         decoding: DecodingSettings | None = None,
     ) -> list[str]:
         """Greedy answers to the CoT prompt, one per visual input; ``decoding`` (default: the
-        model's own) says how they are guided (``engine.decoding``)."""
+        model's own) says how they are guided (``engine.model.decoding``)."""
 
     @abstractmethod
     def save(self, folder: str | Path) -> None:
@@ -326,7 +326,7 @@ class NanoVisionLM(VisionLM):
     def visual_inputs(
         self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
     ) -> list[NanoVisual]:
-        from engine.predictors import grey_faces, softmax
+        from engine.evaluation.predictors import grey_faces, softmax
 
         if aus is not None and len(aus) != len(faces):
             raise ValueError(f"{len(faces)} faces but {len(aus)} AU readings")
@@ -446,7 +446,7 @@ class NanoVisionLM(VisionLM):
     def groundings(self, visuals: Sequence[NanoVisual]) -> list[AUGrounding]:
         """The AUs each face was measured with, as grounding holds the text to them."""
         if self._rules is None:
-            from engine.rules import RuleBook
+            from engine.cot.rules import RuleBook
 
             self._rules = RuleBook.load()
         codes = self.config.au_codes

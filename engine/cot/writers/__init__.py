@@ -4,9 +4,9 @@ A ``Writer`` turns a ``WriteRequest`` (the face's rule evidence, the round, earl
 what was wrong with them) into draft texts; a ``Reader`` infers the label from a text alone.
 
 * ``template`` writer: the deterministic Jinja ``CoTRenderer`` (no model).
-* ``openai`` writer: an OpenAI-compatible chat endpoint (``engine.writers.openai_chat``).
-* ``local`` writer: a causal LM in-process with transformers (``engine.writers.local_chat``).
-* ``rules`` reader: ``engine.verify.infer_label``; ``llm`` reader: the writer's chat model asked
+* ``openai`` writer: an OpenAI-compatible chat endpoint (``engine.cot.writers.openai_chat``).
+* ``local`` writer: a causal LM in-process with transformers (``engine.cot.writers.local_chat``).
+* ``rules`` reader: ``engine.cot.verify.infer_label``; ``llm`` reader: the writer's chat model asked
   for the label. Both read the description only (the Conclusion removed), as the paper's
   Des2Exp does.
 
@@ -24,24 +24,24 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
-from engine.cot import HEADERS
-from engine.llm_cache import ResponseCache, cache_key
-from engine.render import CoTRenderer
-from engine.rules import EmotionEvidence
-from engine.verify import description_of, emotions_in, infer_label
+from engine.cot.format import HEADERS
+from engine.cot.llm_cache import ResponseCache, cache_key
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import EmotionEvidence
+from engine.cot.verify import description_of, emotions_in, infer_label
 
 #: Chat back-end name -> module that registers it.
 _CHAT_MODULES = {
-    "openai": "engine.writers.openai_chat",
-    "local": "engine.writers.local_chat",
-    "template": "engine.writers.template_chat",
+    "openai": "engine.cot.writers.openai_chat",
+    "local": "engine.cot.writers.local_chat",
+    "template": "engine.cot.writers.template_chat",
 }
 _CHAT_REGISTRY: dict[str, type[ChatModel]] = {}
 
 #: Writer names accepted by ``create_writer`` (``template`` plus the chat back ends with a model).
 WRITERS = ("template", "openai", "local")
 READERS = ("rules", "llm")
-#: How an LLM writer rewrites the reference draft (``engine.writers.prompts``).
+#: How an LLM writer rewrites the reference draft (``engine.cot.writers.prompts``).
 REWRITES = ("sections", "text")
 
 #: US$ per million (prompt, completion) tokens, matched by model-name prefix (longest first).
@@ -359,7 +359,7 @@ class Reader(ABC):
 
 
 class RuleReader(Reader):
-    """``engine.verify.infer_label``: reads the description (Key Observations and
+    """``engine.cot.verify.infer_label``: reads the description (Key Observations and
     Interpretation), never the Conclusion."""
 
     name = "rules"
@@ -372,7 +372,7 @@ class LLMReader(Reader):
     """Asks a chat model which emotion a description shows; its first emotion word is the label.
 
     The model sees what the rule reader reads: Key Observations and Overall Emotional
-    Interpretation, the Conclusion removed (``engine.verify.description_of``)."""
+    Interpretation, the Conclusion removed (``engine.cot.verify.description_of``)."""
 
     name = "llm"
 
@@ -419,7 +419,7 @@ def create_writer(
         return TemplateWriter(renderer)
     if name not in WRITERS:
         raise ValueError(f"unknown writer {name!r}; choose one of {', '.join(WRITERS)}")
-    from engine.writers.prompts import PromptBook
+    from engine.cot.writers.prompts import PromptBook
 
     if name == "openai":
         chat = create_chat_model(

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from engine.images import load_image
+from engine.data.images import load_image
 from engine.types import StageError
 
 #: Thumbnail side in pixels and WebP quality: 48 px is FER+'s own resolution; at quality 50 a

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.datasets import is_aligned_kind
+from engine.data.datasets import is_aligned_kind
 from engine.types import Face, FaceRecord, StageError
 
 MODES: tuple[str, ...] = ("auto", "aligned", "dataset", "detector")

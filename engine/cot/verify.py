@@ -9,7 +9,8 @@
   CoTs this reads 86.5 % of the labels from the description alone (95.4 % from the Conclusion).
 * ``conclusion_label``: the answer a text states — the bold emotion of the Conclusion, else its
   first emotion word, else the most-named emotion of the whole text. That is how a model's
-  prediction is read from the CoT it generates (``engine.evaluation``, ``engine.training``).
+  prediction is read from the CoT it generates
+  (``engine.evaluation.scoring``, ``engine.model.training``).
 * ``faithfulness``: of the AUs the text mentions (by FACS number or by name), the share that was
   measured above threshold; 1.0 when it mentions none.
 * ``complete`` (``completeness``): the Key Observations cite every AU measured at or above the
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from engine.aus import au_definitions
-from engine.cot import _HEADER, CoT, CoTFormatError
+from engine.cot.format import _HEADER, CoT, CoTFormatError
 from engine.resources import data_file
 from engine.types import EMOTIONS
 

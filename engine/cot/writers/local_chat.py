@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from engine.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
+from engine.cot.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

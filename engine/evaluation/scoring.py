@@ -7,8 +7,8 @@ accuracy) and macro-F1 average over the classes present in the ground truth or t
 
 Predictors share one API, ``predict(records) -> list[Prediction]`` (one per record, same
 order). They register with ``@register_predictor`` and are built by name with
-``create_predictor(name, **options)``; the concrete ones live in ``engine.predictors`` and are
-imported lazily, so this module stays light.
+``create_predictor(name, **options)``; the concrete ones live in
+``engine.evaluation.predictors`` and are imported lazily, so this module stays light.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.cot import CoT
+from engine.cot.format import CoT
+from engine.cot.verify import conclusion_label, verify
 from engine.types import EMOTIONS, FaceRecord
-from engine.verify import conclusion_label, verify
 
 #: The column of the confusion matrix holding predictions without a label.
 NO_LABEL = "(none)"
 
-_PREDICTOR_MODULE = "engine.predictors"
+_PREDICTOR_MODULE = "engine.evaluation.predictors"
 _REGISTRY: dict[str, type[Predictor]] = {}
 
 

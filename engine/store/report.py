@@ -1,4 +1,4 @@
-"""Inspection of an output folder: the text summary (the HTML page is ``engine.inspection``)."""
+"""Inspection of an output folder: the text summary (the HTML page: ``engine.store.inspection``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from engine.aus import au_definitions
-from engine.rules import RuleBook
-from engine.shards import MANIFEST
-from engine.stats import class_checks, read_rejected, read_shards
+from engine.cot.rules import RuleBook
+from engine.store.shards import MANIFEST
+from engine.store.stats import class_checks, read_rejected, read_shards
 from engine.types import EMOTIONS
 
 
@@ -169,13 +169,13 @@ def _format_checks(checks: pd.DataFrame) -> str:
 
 
 def _speaks_meta(text: str) -> bool:
-    from engine.verify import meta_terms
+    from engine.cot.verify import meta_terms
 
     return bool(meta_terms(text))
 
 
 def _is_exact(text: str) -> bool:
-    from engine.cot import CoT
+    from engine.cot.format import CoT
 
     return CoT.is_exact(text)
 

@@ -26,10 +26,10 @@ from functools import cache
 
 import numpy as np
 
-from engine.cot import HEADERS, CoT
-from engine.rules import RuleBook
+from engine.cot.format import HEADERS, CoT
+from engine.cot.rules import RuleBook
+from engine.cot.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
 from engine.types import EMOTIONS
-from engine.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
 
 #: How many of the best tokens grounding tries first.
 CANDIDATES = 64
@@ -82,7 +82,7 @@ class AUGrounding:
         level_words: Mapping[str, str] | None = None,
     ) -> AUGrounding:
         """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
-        word per FACS letter (default: the CoT templates', ``engine.render.level_words``)."""
+        word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``)."""
         if level_words is None:
             level_words = _level_words()
         active = {
@@ -237,7 +237,7 @@ def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
 
 @cache
 def _level_words() -> dict[str, str]:
-    from engine.render import level_words
+    from engine.cot.render import level_words
 
     return level_words()
 

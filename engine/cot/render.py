@@ -4,13 +4,13 @@
 Each face gets one of several phrasings, chosen deterministically from its record id, so a
 rerun reproduces the same text. Only AUs measured above threshold reach the templates, and
 the Key Observations cite all of them, strongest first, up to ``max_aus`` (the rule tables'
-``max_cited_aus``), so the text is ``complete`` (``engine.verify.completeness``).
+``max_cited_aus``), so the text is ``complete`` (``engine.cot.verify.completeness``).
 
 The interpretation reasons towards the emotion the face is read as (``target``: the expected
 label, or the rules' dominant emotion for unlabelled faces) and ends with that emotion in
-bold, which is what Des2Exp reads (``engine.verify.infer_label``). When the rules favour
+bold, which is what Des2Exp reads (``engine.cot.verify.infer_label``). When the rules favour
 another emotion, it states the strongest contrary cue plainly, then names the measured cues
-consistent with the target (``engine.rules.support``); when there are none, it says so, and
+consistent with the target (``engine.cot.rules.support``); when there are none, it says so, and
 arrives at the rules' reading instead. No text speaks of annotations or labels.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import jinja2
 
 from engine.aus import au_definitions
-from engine.cot import CoT
+from engine.cot.format import CoT
+from engine.cot.rules import EmotionEvidence, support
 from engine.resources import templates_dir
-from engine.rules import EmotionEvidence, support
 
 #: The CoT phrasings in ``templates/cot/``, in the order the per-record hash picks from.
 DEFAULT_VARIANTS = ("listing", "regional", "evidence")

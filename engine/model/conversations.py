@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.shards import MANIFEST
-from engine.stats import read_shards
+from engine.store.shards import MANIFEST
+from engine.store.stats import read_shards
 
 SYSTEM_PROMPT = "You are a helpful face analysis assistant."
 IMAGE_TOKEN = "<image>"
@@ -153,7 +153,7 @@ def dataset_root(shards: str | Path, override: str | Path | None = None) -> Path
             raise ValueError(f"{Path(shards) / MANIFEST}: no dataset spec KIND:PATH in its config")
         root = Path(path)
         if not root.is_absolute() and not root.is_dir():
-            root = Path(__file__).resolve().parents[1] / path
+            root = Path(__file__).resolve().parents[2] / path
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} of {shards} not found (pass --data-root)")
     return root

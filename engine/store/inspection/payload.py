@@ -2,7 +2,8 @@
 
 Everything the page shows is computed here once; the page only draws it. Aggregates (tiles and
 charts) are small and embedded as plain JSON; the per-record table (ids, labels, flags, AU
-intensities, CoT text) is columnar and embedded gzip-compressed (see ``engine.inspection.page``).
+intensities, CoT text) is columnar and embedded gzip-compressed
+(see ``engine.store.inspection.page``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from engine.aus import MAX_INTENSITY, au_definitions
-from engine.cot import CoT
+from engine.cot.format import CoT
 from engine.types import EMOTIONS
 
 #: Bins of the words-per-CoT and AU-intensity histograms.

@@ -8,7 +8,7 @@ CPU, one GPU, or ``accelerate launch`` on several with DeepSpeed ZeRO-2,
 ``configs/deepspeed_zero2.json``). Checkpoints go to ``<out>/checkpoints/step-NNNNNN/`` every
 ``checkpoint_every`` steps and at each epoch end; a rerun with the same ``out`` resumes from
 the last one. After each epoch the model writes CoTs for the held-out faces and the label read
-from each Conclusion (``engine.verify.conclusion_label``) is scored. The final model folder is
+from each Conclusion (``engine.cot.verify.conclusion_label``) is scored. The final model folder is
 ``out`` itself; ``<out>/training_log.json`` has the history.
 """
 
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.conversations import Sample, build_samples, read_rows
-from engine.cot import CoT
-from engine.images import load_image
-from engine.verify import conclusion_label
+from engine.cot.format import CoT
+from engine.cot.verify import conclusion_label
+from engine.data.images import load_image
+from engine.model.conversations import Sample, build_samples, read_rows
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -175,7 +175,7 @@ def train_model(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from engine.model import create_model, load_model
+    from engine.model.vlm import create_model, load_model
 
     target = Path(out)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from engine.images import row_ref
+from engine.data.images import row_ref
 from engine.resources import data_file
 from engine.types import EMOTIONS, FaceRecord
 

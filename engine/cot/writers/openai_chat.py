@@ -14,7 +14,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.writers import ChatModel, ChatParams, Completion, OnAnswer, price_for, register_chat
+from engine.cot.writers import ChatModel, ChatParams, Completion, OnAnswer, price_for, register_chat
 
 DEFAULT_MODEL = "gpt-4o"
 

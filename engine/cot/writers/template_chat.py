@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from engine.cot import CoT, CoTFormatError
-from engine.verify import infer_label
-from engine.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
+from engine.cot.format import CoT, CoTFormatError
+from engine.cot.verify import infer_label
+from engine.cot.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
 
 _BLOCK = re.compile(r"<(reference|cot)>\s*(.*?)\s*</\1>", re.DOTALL)
 _PARAPHRASE = re.compile(r"^Paraphrase:\s*(.+)$", re.MULTILINE)

@@ -2,7 +2,7 @@
 
 ``expllm rules fit SHARDS --split train --out data/rules/<AU back end>/`` reads the measured
 AUs and labels of an Exp-CoT output folder and fits the numbers of the rule book
-(``engine.rules``) so that its dominant emotion agrees with the labels more often, within
+(``engine.cot.rules``) so that its dominant emotion agrees with the labels more often, within
 constraints that keep the table general:
 
 * **Same model as the rule book.** Raw evidence of emotion e =
@@ -43,8 +43,8 @@ import pandas as pd
 
 from engine.aus import au_definitions
 from engine.aus.table import find_au_columns, reading_from_row
+from engine.cot.rules import TABLE_CARD, RuleBook
 from engine.resources import data_dir
-from engine.rules import TABLE_CARD, RuleBook
 from engine.types import EMOTIONS, AUReading
 
 #: Columns read from the shards besides the AU columns.
@@ -454,9 +454,9 @@ def card_markdown(card: dict, table: FittedTable) -> str:
     lines = [
         f"# Rule table fitted for the `{card['au_backend']}` AU back end",
         "",
-        f"Made by `{card['command']}` (`engine/rules_fit.py`, expllm "
+        f"Made by `{card['command']}` (`engine/cot/rules_fit.py`, expllm "
         f"{card['engine_version']}); `table.json` holds this card as data. Read by "
-        f"`engine.rules.RuleBook`: runs with `--au-backend {card['au_backend']}` use it.",
+        f"`engine.cot.rules.RuleBook`: runs with `--au-backend {card['au_backend']}` use it.",
         "",
         f"* **Data:** {card['dataset']}, `{card['fit_split']}` split only: {card['fit']['n']} "
         f"labelled faces, AUs from `{card['au_backend']}` "

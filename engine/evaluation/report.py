@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.evaluation import NO_LABEL, Metrics, Prediction
+from engine.evaluation.scoring import NO_LABEL, Metrics, Prediction
 from engine.types import EMOTIONS, FaceRecord
 
 
@@ -170,7 +170,7 @@ def write_html(
     ``expllm inspect --html``).
     """
     from engine import __version__
-    from engine.inspection import page
+    from engine.store.inspection import page
 
     predictors = [
         {"label": s.label, "description": s.description, **s.metrics.to_dict()} for s in scored

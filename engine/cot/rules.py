@@ -6,7 +6,7 @@ weights with sources), ``prototypes.csv`` (EMFACS and Du, Tao & Martinez 2014 pr
 and ``table.json`` (what a fitted table was fitted on: its AU back end, dataset, split).
 
 The hand-set tables sit in ``data/``; tables fitted to data (``expllm rules fit``,
-``engine.rules_fit``) sit in ``data/rules/<AU back end>/`` and ``RuleBook.for_backend`` picks
+``engine.cot.rules_fit``) sit in ``data/rules/<AU back end>/`` and ``RuleBook.for_backend`` picks
 the one that matches a run's AU back end. Prototype tokens: ``6`` (AU06 active), ``5B`` (AU05
 at level B or above), ``R12A`` (AU12 unilateral — one side exceeds the other by
 ``asymmetry_threshold`` — at level A or above; either side counts, as in most EMFACS readings

@@ -24,11 +24,11 @@ import re
 
 import jinja2
 
-from engine.cot import HEADERS
-from engine.render import CoTRenderer, join_and
+from engine.cot.format import HEADERS
+from engine.cot.render import CoTRenderer, join_and
+from engine.cot.writers import REWRITES, WriteRequest
 from engine.resources import templates_dir
 from engine.types import EMOTIONS
-from engine.writers import REWRITES, WriteRequest
 
 _FILES = (
     "writer_system",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from engine.inspection.payload import _flags, _share, au_codes, au_tenths
+from engine.store.inspection.payload import _flags, _share, au_codes, au_tenths
 from engine.types import EMOTIONS
 
 

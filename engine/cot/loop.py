@@ -4,7 +4,7 @@ Round 1: the writer drafts from the AUs and the rule evidence alone (no ground t
 draft is put into the exact three-header format (header variants repaired by ``CoT.parse``,
 white space cleaned, at most ``word_cap`` words); the reader infers the label from the
 description alone — Key Observations and Interpretation, the Conclusion removed (Des2Exp) —
-and ``engine.verify`` checks that label, faithfulness, completeness and that the text speaks
+and ``engine.cot.verify`` checks that label, faithfulness, completeness and that the text speaks
 of the face, not of annotations. Faces that fail go back to the writer with their earlier
 drafts and what was wrong (the feedback reflection with memory: a Des2Exp failure reads "the
 description alone reads as anger, not happiness") until they verify or ``max_rounds`` is
@@ -18,10 +18,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from engine.cot import CoT, CoTFormatError
-from engine.rules import EmotionEvidence
-from engine.verify import Verification, judge
-from engine.writers import Reader, RuleReader, Writer, WriteRequest
+from engine.cot.format import CoT, CoTFormatError
+from engine.cot.rules import EmotionEvidence
+from engine.cot.verify import Verification, judge
+from engine.cot.writers import Reader, RuleReader, Writer, WriteRequest
 
 _FENCE = re.compile(r"^```[a-z]*\s*|\s*```$")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.dataset as ds
 
-from engine.shards import MANIFEST, REJECTED_DIR
+from engine.store.shards import MANIFEST, REJECTED_DIR
 from engine.types import EMOTIONS
 
 _COLUMNS = [

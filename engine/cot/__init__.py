@@ -1,0 +1,1 @@
+"""Chain of thought: rule tables, rendering, writers, verification, the loop."""

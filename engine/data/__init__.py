@@ -1,0 +1,1 @@
+"""Dataset side: dataset readers, image loading, face finding."""

@@ -1,0 +1,1 @@
+"""Scoring predictors on labelled faces, and the evaluation report."""

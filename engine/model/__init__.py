@@ -1,0 +1,1 @@
+"""ExpLLM: the vision-language model, its decoding, training data and training."""

@@ -1,0 +1,1 @@
+"""Parquet shards, their statistics and the inspection reports."""
