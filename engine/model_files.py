@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from engine.resources import data_file
+from engine.resources import data_file, sha256_file
 
 _CHUNK = 1 << 16
 
@@ -133,15 +133,6 @@ def resolve_model_path(name: str) -> Path:
         f"model {spec.target} ({name}) not found or incomplete in {searched}; "
         f"run `{fetch_command(spec)}` or set EXPLLM_MODEL_DIR to a folder holding it"
     )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(source: str, target: Path, relpath: str, expected: str) -> None:

@@ -6,6 +6,8 @@ inside ``engine/_resources/``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import cache
 from pathlib import Path
 
@@ -37,3 +39,18 @@ def data_file(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"expllm data file {path} is missing")
     return path
+
+
+def shared_dir() -> Path:
+    """The read-only ``shared/`` folder of datasets and reference files: ``$EXPLLM_SHARED``, else
+    ``../shared`` beside the checkout."""
+    return Path(os.environ.get("EXPLLM_SHARED") or _PACKAGE.parent.parent / "shared")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

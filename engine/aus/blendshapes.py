@@ -16,7 +16,8 @@ from mediapipe.tasks.python import BaseOptions, vision
 from engine.aus import AUEstimator, register_estimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.canvas import first_found
-from engine.model_files import resolve_model_path, sha256_file
+from engine.model_files import resolve_model_path
+from engine.resources import sha256_file
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 MODEL_NAME = "face_landmarker"
