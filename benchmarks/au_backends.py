@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from engine.cot.rules import RuleBook
+from engine.resources import shared_dir
+from engine.store.stats import read_shards
 from engine.types import EMOTIONS
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXPLLM = str(Path(sys.executable).with_name("expllm"))
 ACTIVE_CHECKS = (("AU06", "happiness"), ("AU09", "disgust"), ("AU25", "surprise"),
                  ("AU26", "surprise"))  # fmt: skip
@@ -84,7 +84,7 @@ def _fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, steps: int = 500, l
 
 def summarise(out: Path, wall: float, threshold: float) -> dict:
     """The figures of one back end's run folder."""
-    frame = pd.read_parquet(out)
+    frame = read_shards(out)
     stats = json.loads((out / "_stats.json").read_text())
     rejected = stats.get("rejected", 0)
     codes = [c for c in frame.columns if c.startswith("AU") and len(c) == 4]
@@ -113,7 +113,7 @@ def summarise(out: Path, wall: float, threshold: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", default=f"ferplus:{SHARED / 'data' / 'ferplus'}")
+    parser.add_argument("--spec", default=f"ferplus:{shared_dir() / 'data' / 'ferplus'}")
     parser.add_argument("--split", default="test")
     parser.add_argument("--backends", nargs="+", default=["mesh", "openface", "fused"])
     parser.add_argument("--workers", type=int, default=2)

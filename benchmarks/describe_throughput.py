@@ -19,6 +19,7 @@ import pandas as pd
 from engine.aus import au_definitions
 from engine.pipeline import ExpCoTPipeline, PipelineConfig
 from engine.store.shards import ShardStore
+from engine.store.stats import read_shards
 from engine.types import EMOTIONS, AUReading, FaceRecord
 
 
@@ -33,7 +34,7 @@ class _NoEstimator:
 
 
 def readings_from_run(folder: Path, count: int) -> list[tuple[FaceRecord, AUReading]]:
-    frame = pd.read_parquet(folder)
+    frame = read_shards(folder)
     codes = [c for c in au_definitions() if c in frame.columns]
     items = []
     for row in frame.head(count).itertuples(index=False):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 from flows.runtime import configure_offline
 
@@ -26,9 +25,8 @@ from engine.data.datasets import read_dataset  # noqa: E402
 from engine.data.faces import FaceFinder  # noqa: E402
 from engine.data.images import load_image  # noqa: E402
 from engine.pipeline import PipelineConfig  # noqa: E402
+from engine.resources import shared_dir  # noqa: E402
 from engine.types import StageError  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def bare_backend(records, backend: str, options: dict) -> tuple[float, int]:
@@ -51,7 +49,7 @@ def bare_backend(records, backend: str, options: dict) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spec", default=f"ferplus:{SHARED / 'data' / 'ferplus'}")
+    parser.add_argument("--spec", default=f"ferplus:{shared_dir() / 'data' / 'ferplus'}")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=600)
     parser.add_argument("--au-backend", default="mesh")

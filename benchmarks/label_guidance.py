@@ -21,12 +21,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.aus.distil import shared_dir  # noqa: E402
 from engine.cot.verify import verify  # noqa: E402
 from engine.data.datasets import read_dataset  # noqa: E402
 from engine.data.images import load_image  # noqa: E402
+from engine.model import load_model  # noqa: E402
 from engine.model.decoding import DecodingSettings  # noqa: E402
-from engine.model.vlm import load_model  # noqa: E402
+from engine.resources import shared_dir  # noqa: E402
 from engine.types import EMOTIONS  # noqa: E402
 
 

@@ -26,18 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.aus.distil import FERPLUS_SPLITS, ferplus_names, shared_dir  # noqa: E402
-from engine.aus.mesh import open_face_mesh  # noqa: E402
-from engine.aus.openface.landmarks import (  # noqa: E402
+from engine.aus.mesh import open_face_mesh
+from engine.aus.openface.landmarks import (
     REGIONS,
     DlibLandmarks,
     MeshLandmarks,
     mesh_points,
     normalised_error,
 )
-from engine.data.images import load_image  # noqa: E402
+from engine.data.images import load_image
+from engine.resources import shared_dir
+from scripts._distil import FERPLUS_SPLITS, ferplus_names
 
 #: iBUG point -> the mesh vertex at the same, well-defined place.
 ANCHORS = {

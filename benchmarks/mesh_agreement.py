@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.aus import create_estimator  # noqa: E402
-from engine.aus.blendshape_map import mapped_aus  # noqa: E402
-from engine.aus.distil import shared_dir  # noqa: E402
-from engine.data.images import load_image  # noqa: E402
-from engine.types import Face, FaceRecord, StageError  # noqa: E402
+from engine.aus import create_estimator
+from engine.aus.blendshape_map import mapped_aus
+from engine.data.images import load_image
+from engine.resources import shared_dir
+from engine.types import Face, FaceRecord, StageError
 
 MIN_AU_SD = 0.05
 

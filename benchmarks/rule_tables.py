@@ -21,16 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from engine.cot.render import CoTRenderer  # noqa: E402
-from engine.cot.rules import RuleBook, fitted_dir  # noqa: E402
-from engine.cot.rules_fit import prototype_check, read_faces, readings  # noqa: E402
-from engine.cot.verify import infer_label  # noqa: E402
-from engine.types import EMOTIONS  # noqa: E402
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import RuleBook, fitted_dir
+from engine.cot.rules_fit import prototype_check, read_faces, readings
+from engine.cot.verify import infer_label
+from engine.types import EMOTIONS
 
 
 def score(book: RuleBook, faces: pd.DataFrame, reads: list) -> pd.DataFrame:

@@ -32,6 +32,7 @@ import pandas as pd
 from engine.cot.format import CoT, CoTFormatError
 from engine.cot.rules import RuleBook
 from engine.cot.verify import infer_label, verify
+from engine.resources import shared_dir
 from engine.store.shards import MANIFEST, STATS
 from engine.store.stats import read_rejected, read_shards
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument(
         "--reference",
-        default=str(REPO.parent / "shared" / "reference" / "expllm_rafdb_test_cot.json"),
+        default=str(shared_dir() / "reference" / "expllm_rafdb_test_cot.json"),
     )
     parser.add_argument("--markdown", default=str(REPO / "benchmarks" / "WRITERS_REPORT.md"))
     args = parser.parse_args(argv)

@@ -3,118 +3,39 @@
 ``ExpCoTPipeline`` holds the stage objects (built once per process: AU back end, rule book,
 writer and reader) and turns a batch of ``FaceRecord`` into shard rows, or rejected rows naming
 the failing stage and the reason. The engine loop (``engine.cot.loop``) runs over the whole batch
-so that an LLM writer's calls of one round go out together. It knows nothing of
-orchestration: ``flows/exp_cot.py`` runs it per shard.
+so that an LLM writer's calls of one round go out together. Its options are a
+``PipelineConfig`` (``engine.pipeline_config``). It knows nothing of orchestration:
+``flows/exp_cot.py`` runs it per shard.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 import engine
-from engine.aus import AUEstimator, au_definitions, create_estimator, resolve_backend
+from engine.aus import AUEstimator, au_definitions, create_estimator
 from engine.cot.loop import EngineLoop, LoopItem, LoopResult
 from engine.cot.render import CoTRenderer
 from engine.cot.rules import EmotionEvidence, RuleBook
 from engine.cot.verify import mentioned_aus
 from engine.cot.writers import (
-    READERS,
-    REWRITES,
-    WRITERS,
+    REJECT,
     ChatParams,
-    TemplateWriter,
+    Writer,
     WriterOptions,
+    WriterSetup,
     create_reader,
     create_writer,
 )
 from engine.data.faces import FaceFinder
 from engine.data.images import check_source, load_image
+from engine.pipeline_config import PipelineConfig
 from engine.types import EMOTIONS, AUReading, Face, FaceRecord, StageError
-
-#: ``--keep``: every record, or only those whose measured AUs support the label.
-KEEP = ("all", "supported")
-#: Fields that say how to reach the writer's model, not what it writes: kept out of the manifest.
-_CONNECTION_FIELDS = ("base_url", "llm_concurrency", "llm_timeout", "llm_retries")
-#: Fields of the engine loop; left out of the manifest for the default template writer, so that
-#: its manifests (and reruns of earlier output folders) are exactly as before.
-_LOOP_FIELDS = (
-    "writer",
-    "llm_model",
-    "rewrite",
-    "reader",
-    "max_rounds",
-    "word_cap",
-    "max_new_tokens",
-    "temperature",
-    "seed",
-    "fallback",
-)
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Options of one Exp-CoT run; stored in the output manifest so a rerun must match it."""
-
-    au_backend: str = "auto"  # resolved on creation: ``auto`` -> fused or mesh
-    au_options: tuple[tuple[str, Any], ...] = ()  # back-end options (JSON scalars)
-    face_mode: str = "auto"
-    embed_images: bool = False
-    max_pixels: int = 100_000_000
-    max_words: int = 180
-    writer: str = "template"
-    llm_model: str | None = None
-    base_url: str | None = None
-    llm_concurrency: int = 4
-    llm_timeout: float = 120.0
-    llm_retries: int = 5
-    rewrite: str = "sections"
-    reader: str = "rules"
-    max_rounds: int = 3
-    word_cap: int = 130
-    max_new_tokens: int = 200
-    temperature: float = 0.0
-    seed: int = 0
-    fallback: str = "reject"
-    rules: str | None = None  # --rules DIR; None: data/rules/<AU back end>/, else data/
-    keep: str = "all"  # --keep: all records, or only those whose AUs support the label
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "au_backend", resolve_backend(self.au_backend)[0])
-        if self.writer not in WRITERS:
-            raise ValueError(f"unknown writer {self.writer!r}; choose one of {', '.join(WRITERS)}")
-        if self.reader not in READERS:
-            raise ValueError(f"unknown reader {self.reader!r}; choose one of {', '.join(READERS)}")
-        if self.rewrite not in REWRITES:
-            raise ValueError(
-                f"unknown rewrite scope {self.rewrite!r}; choose one of {', '.join(REWRITES)}"
-            )
-        if self.fallback not in ("reject", "template"):
-            raise ValueError(f"unknown fallback {self.fallback!r}; choose reject or template")
-        if self.max_rounds < 1 or self.word_cap < 1 or self.max_new_tokens < 1:
-            raise ValueError("--max-rounds, --word-cap and --max-new-tokens must be at least 1")
-        if self.keep not in KEEP:
-            raise ValueError(f"unknown --keep {self.keep!r}; choose one of {', '.join(KEEP)}")
-
-    @property
-    def uses_llm(self) -> bool:
-        return self.writer != "template"
-
-    def to_dict(self) -> dict:
-        """The run identity stored in the manifest (no connection details, never a key)."""
-        data = asdict(self)
-        data["au_options"] = dict(self.au_options)
-        for name in _CONNECTION_FIELDS:
-            data.pop(name)
-        if self.writer == "template" and self.reader == "rules":
-            for name in _LOOP_FIELDS:
-                data.pop(name)
-        return data
 
 
 @dataclass
@@ -159,31 +80,27 @@ class ExpCoTPipeline:
         )
         self.finder = FaceFinder(mode=config.face_mode)
         self._au_codes = tuple(au_definitions())
-        self.writer = create_writer(
-            config.writer,
-            self.renderer,
-            WriterOptions(
-                base_url=config.base_url,
-                model=config.llm_model,
-                concurrency=config.llm_concurrency,
-                timeout=config.llm_timeout,
-                max_retries=config.llm_retries,
-            ),
-            ChatParams(config.max_new_tokens, config.temperature, config.seed),
-            word_cap=config.word_cap,
-            cache_dir=cache_dir,
-            rewrite=config.rewrite,
+        options = WriterOptions(
+            base_url=config.base_url,
+            model=config.llm_model,
+            concurrency=config.llm_concurrency,
+            timeout=config.llm_timeout,
+            max_retries=config.llm_retries,
         )
+        params = ChatParams(config.max_new_tokens, config.temperature, config.seed)
+        setup = WriterSetup(options, params, config.word_cap, cache_dir, config.rewrite)
+        self.writer = create_writer(config.writer, self.renderer, setup)
         self.reader = create_reader(config.reader, self.writer)
+        uses_model = self.writer.uses_model
         self.loop = EngineLoop(
             self.writer,
             self.reader,
             max_rounds=config.max_rounds,
-            word_cap=config.word_cap if config.uses_llm else None,
+            word_cap=config.word_cap if uses_model else None,
         )
-        self._fallback = (
-            EngineLoop(TemplateWriter(self.renderer), self.reader, max_rounds=1, word_cap=None)
-            if config.uses_llm and config.fallback == "template"
+        self._fallback = (  # --fallback names the model-free writer, or rejects
+            EngineLoop(create_writer(config.fallback, self.renderer), self.reader, 1, None)
+            if uses_model and config.fallback != REJECT
             else None
         )
 
@@ -267,7 +184,7 @@ class ExpCoTPipeline:
                 m.evidence,
                 frozenset(a.au for a in m.evidence.active),
                 self._required_aus(m),
-                m.reading.intensities if self.config.uses_llm else None,
+                m.reading.intensities if self.writer.uses_model else None,
                 tuple((a.au, a.intensity) for a in m.evidence.active),
                 self.rules.max_cited_aus,
             )
@@ -276,7 +193,7 @@ class ExpCoTPipeline:
         started = time.perf_counter()
         try:
             results = self.loop.run(loop_items)
-            writers = [self.writer.name] * len(items)
+            writers = [self.writer] * len(items)
             if self._fallback is not None:
                 self._apply_fallback(loop_items, results, writers)
         except Exception as exc:  # noqa: BLE001 - a failing writer rejects its batch, no crash
@@ -285,7 +202,7 @@ class ExpCoTPipeline:
         share = (time.perf_counter() - started) / len(items)
         rows, rejected = [], []
         for measured, result, writer in zip(items, results, writers, strict=True):
-            keep = result.verified or (self.writer.name == "template" and result.cot is not None)
+            keep = result.verified or (not self.writer.uses_model and result.cot is not None)
             if not keep:
                 reason = f"no verified draft in {result.rounds} round(s): " + "; ".join(
                     result.failures
@@ -296,9 +213,9 @@ class ExpCoTPipeline:
         return rows, dropped + rejected
 
     def _apply_fallback(
-        self, items: list[LoopItem], results: list[LoopResult], writers: list[str]
+        self, items: list[LoopItem], results: list[LoopResult], writers: list[Writer]
     ) -> None:
-        """``--fallback template``: faces no LLM draft verified get the template's text."""
+        """``--fallback template``: faces no LLM draft verified get the model-free writer's text."""
         failed = [i for i, r in enumerate(results) if not r.verified]
         for index, result in zip(
             failed, self._fallback.run([items[i] for i in failed]), strict=True
@@ -306,16 +223,16 @@ class ExpCoTPipeline:
             result.failures = results[index].failures + result.failures
             result.rounds += results[index].rounds
             results[index] = result
-            writers[index] = "template"
+            writers[index] = self._fallback.writer
 
     def _required_aus(self, m: _Measured) -> frozenset[str]:
         """AUs an LLM draft must name: those the template's own draft names (none for it)."""
-        if not self.config.uses_llm:
+        if not self.writer.uses_model:
             return frozenset()
         reference = self.renderer.render(m.record.record_id, None, m.evidence).cot.text
         return frozenset(mentioned_aus(reference))
 
-    def _row(self, m: _Measured, result: LoopResult, writer: str, seconds: float) -> dict:
+    def _row(self, m: _Measured, result: LoopResult, writer: Writer, seconds: float) -> dict:
         cot, check = result.cot, result.verification
         row = self._base_row(m.record, m.reading, m.face, m.evidence)
         row.update(
@@ -326,8 +243,8 @@ class ExpCoTPipeline:
             cot_text=cot.text,
             cot_words=cot.word_count,
             template_id=result.template_id,
-            writer=writer,
-            writer_model=None if writer == "template" else self.writer.model,
+            writer=writer.name,
+            writer_model=writer.model,
             rounds=result.rounds,
             draft_failures=list(result.failures),
             inferred_label=check.inferred_label,

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-#: The eight expression classes every dataset is mapped onto, in FER+ vote order.
-EMOTIONS: tuple[str, ...] = (
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
+from engine.resources import data_file
+
+#: The expression classes every dataset is mapped onto, in FER+ vote order
+#: (``emotions`` of ``data/label_maps.json``, read once at import).
+EMOTIONS: tuple[str, ...] = tuple(
+    json.loads(data_file("label_maps.json").read_text(encoding="utf-8"))["emotions"]
 )
 
 

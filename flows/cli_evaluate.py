@@ -9,6 +9,14 @@ from typing import Any
 
 #: The option a bare ``NAME=VALUE`` in ``--peers`` sets, per predictor.
 PRIMARY_OPTION = {"gpt4v": "path", "csv": "path", "nano": "path", "rules": "shards"}
+#: What the printed summary shows of each predictor, and of its CoT texts.
+SUMMARY_KEYS = ("n", "accuracy", "uar", "macro_f1", "faces_per_second", "outside_classes")
+COT_SUMMARY_KEYS = (
+    "interpretation_agreement",
+    "non_word_tokens",
+    "non_word_cots",
+    "annotation_wording",
+)
 
 
 def option_value(text: str) -> Any:
@@ -50,9 +58,24 @@ def parse_peers(items: list[str], extra: list[str]) -> list[tuple[str, str, dict
     return peers
 
 
+def summary(result: dict) -> dict:
+    """The printed JSON summary: the class set, and per predictor its headline figures and the
+    wording checks of its CoT texts."""
+    out: dict[str, Any] = {"classes": result["classes"]}
+    for label, metrics in result["predictors"].items():
+        out[label] = {k: metrics[k] for k in SUMMARY_KEYS}
+        if metrics["cot"] is not None:
+            out[label]["cot"] = {k: metrics["cot"][k] for k in COT_SUMMARY_KEYS}
+    return out
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluation.scoring import DATASET_CLASSES, allowed_classes
     from flows.evaluate import PredictorSpec, evaluate
     from flows.exp_cot import task_runner_for
+
+    if args.classes.strip().lower() != DATASET_CLASSES:
+        allowed_classes(args.classes)  # a bad class name fails before Prefect starts
 
     model_options: tuple[tuple[str, Any], ...] = (("path", args.model),)
     if args.no_tta:
@@ -81,12 +104,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         limit=args.limit,
         chunk_size=args.chunk_size,
         au_source=au_source,
+        classes=args.classes,
+        progress=not args.quiet,
     )
-    summary = {
-        label: {k: m[k] for k in ("n", "accuracy", "uar", "macro_f1", "faces_per_second")}
-        for label, m in result["predictors"].items()
-    }
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(summary(result), indent=1))
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
@@ -113,6 +134,13 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     ev.add_argument("--split", default="test", help="train, valid or test (default: test)")
     ev.add_argument("--protocol", default="majority", choices=["majority", "plurality"])
     ev.add_argument("--limit", type=int, help="deterministic stratified sample of N faces")
+    ev.add_argument(
+        "--classes",
+        default="all",
+        metavar="dataset|all|LIST",
+        help="the classes predictors may answer: all eight (default), those of the dataset's "
+        "labels, or a comma list such as happiness,sadness",
+    )
     ev.add_argument("--out", required=True, help="output folder of the reports")
     ev.add_argument(
         "--peers",
@@ -139,5 +167,6 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     )
     ev.add_argument("--chunk-size", type=int, default=512, help="records per task")
     ev.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
     return ev

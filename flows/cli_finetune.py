@@ -15,6 +15,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         base=args.base,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        generation_batch=args.generation_batch,
         lr=args.lr,
         max_samples=args.max_samples,
         eval_samples=args.eval_samples,
@@ -40,8 +41,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         write_export,
     )
 
-    frame = read_rows(args.shards, verified_only=not args.all)
-    samples = build_samples(frame, parse_mix(args.mix))
+    frame = read_rows(args.shards)
+    samples = build_samples(frame, parse_mix(args.mix), verified_cots=not args.all)
     root = dataset_root(args.shards, args.data_root) if args.images_dir else None
     count = write_export(samples, args.format, args.out, root=root, images_dir=args.images_dir)
     images = args.images_dir or dataset_root(args.shards, args.data_root)
@@ -50,23 +51,48 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``finetune`` to the ``expllm`` sub-commands."""
+    """Add ``finetune`` to the ``expllm`` sub-commands (defaults: ``FinetuneConfig``'s)."""
+    from engine.model.training import FinetuneConfig as Defaults
+
     ft = subparsers.add_parser("finetune", help="fine-tune ExpLLM on Exp-CoT shards")
     ft.add_argument("--shards", required=True, help="Exp-CoT output folder")
     ft.add_argument("--base", default="nano", help="nano (default) or hf:<model id or folder>")
     ft.add_argument("--out", required=True, help="model folder (checkpoints inside; resumes)")
-    ft.add_argument("--epochs", type=int, default=1)
-    ft.add_argument("--batch-size", type=int, default=4)
-    ft.add_argument("--lr", type=float, default=5e-4)
-    ft.add_argument("--max-samples", type=int, help="train on at most N records")
-    ft.add_argument("--eval-samples", type=int, default=16, help="held-out faces per epoch")
-    ft.add_argument("--mix", default="3:1", help="FER:CoT sample shares (default 3:1)")
-    ft.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
-    ft.add_argument("--max-new-tokens", type=int, default=320, help="CoT tokens at evaluation")
+    ft.add_argument("--epochs", type=int, default=Defaults.epochs)
+    ft.add_argument("--batch-size", type=int, default=Defaults.batch_size, help="training batch")
     ft.add_argument(
-        "--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="on GPUs: bf16"
+        "--generation-batch",
+        type=int,
+        default=Defaults.generation_batch,
+        help="faces the per-epoch evaluation writes CoTs for at once",
     )
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--lr", type=float, default=Defaults.lr)
+    ft.add_argument("--max-samples", type=int, help="train on at most N records")
+    ft.add_argument(
+        "--eval-samples", type=int, default=Defaults.eval_samples, help="held-out faces per epoch"
+    )
+    ft.add_argument(
+        "--mix", default="3:1", help="FER:CoT sample shares among verified records (default 3:1)"
+    )
+    ft.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=Defaults.checkpoint_every,
+        help="steps between checkpoints",
+    )
+    ft.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=Defaults.eval_max_new_tokens,
+        help="CoT tokens at evaluation",
+    )
+    ft.add_argument(
+        "--mixed-precision",
+        default=Defaults.mixed_precision,
+        choices=["no", "bf16", "fp16"],
+        help="on GPUs: bf16",
+    )
+    ft.add_argument("--seed", type=int, default=Defaults.seed)
     ft.add_argument("--data-root", help="dataset root (default: from the shards' manifest)")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=cmd_finetune)
@@ -82,8 +108,12 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     ex.add_argument("--format", default="paper", choices=sorted(EXPORTS))
     ex.add_argument("--out", required=True, help="output file (.jsonl; .json for llava)")
     ex.add_argument("--images-dir", help="write the images here and reference them from it")
-    ex.add_argument("--mix", default="3:1", help="FER:CoT sample shares (default 3:1)")
-    ex.add_argument("--all", action="store_true", help="include records that did not verify")
+    ex.add_argument(
+        "--mix", default="3:1", help="FER:CoT sample shares among verified records (default 3:1)"
+    )
+    ex.add_argument(
+        "--all", action="store_true", help="CoT samples from records that did not verify too"
+    )
     ex.add_argument("--data-root", help="dataset root (default: from the shards' manifest)")
     ex.set_defaults(func=cmd_export)
     return ex

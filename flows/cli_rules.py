@@ -1,4 +1,5 @@
-"""``expllm rules``: fit rule tables to data and compare them (``engine/cot/rules_fit.py``)."""
+"""``expllm rules``: fit rule tables to data and compare them (``engine/cot/rules_fit.py``,
+``engine/cot/rules_card.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 
 def cmd_rules_fit(args: argparse.Namespace) -> int:
-    from engine.cot.rules_fit import FitOptions, fit_command
+    from engine.cot.rules_card import fit_command
+    from engine.cot.rules_fit import FitOptions
 
     options = FitOptions(
         l1=args.l1,

@@ -1,9 +1,11 @@
 """The ``evaluate`` Prefect flow: score a model and its peers on the same labelled faces.
 
 Reads the dataset, runs every predictor over the same records in chunks (one task per chunk
-and predictor; each worker builds a predictor once), measures the AUs of the faces when some
+and predictor, a chunk no larger than the predictor's batch; each worker builds a predictor
+once), answers within the class set (``--classes``), measures the AUs of the faces when some
 predictor explains itself (for CoT faithfulness), and writes ``metrics.json``,
-``predictions.csv``, ``confusion.png`` (the model's) and ``report.md`` / ``report.html``.
+``predictions.csv``, ``confusion.png`` (the model's) and ``report.md`` / ``report.html``. A
+progress bar counts the faces answered (and measured).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.futures import PrefectFuture, as_completed
+from tqdm import tqdm
 
 from engine.data.datasets import read_dataset
-from engine.evaluation.predictors import RuleEvidence
 from engine.evaluation.report import (
     Scored,
     plot_confusion,
@@ -25,7 +28,15 @@ from engine.evaluation.report import (
     write_metrics,
     write_predictions,
 )
-from engine.evaluation.scoring import Prediction, Predictor, create_predictor, evaluate_predictions
+from engine.evaluation.rules_peer import RuleEvidence
+from engine.evaluation.scoring import (
+    ALL_CLASSES,
+    Prediction,
+    Predictor,
+    allowed_classes,
+    create_predictor,
+    evaluate_predictions,
+)
 from engine.types import FaceRecord
 
 
@@ -52,9 +63,11 @@ def _evidence(options: tuple[tuple[str, Any], ...]) -> RuleEvidence:
 
 
 @task(name="evaluate-predict")
-def predict_chunk(spec: PredictorSpec, records: list[FaceRecord]) -> list[Prediction]:
-    """One predictor's predictions for one chunk of records."""
-    return _predictor(spec).predict(records)
+def predict_chunk(
+    spec: PredictorSpec, records: list[FaceRecord], classes: tuple[str, ...]
+) -> list[Prediction]:
+    """One predictor's predictions, among ``classes``, for one chunk of records."""
+    return _predictor(spec).predict(records, classes)
 
 
 @task(name="evaluate-measure-aus")
@@ -71,6 +84,13 @@ def _chunks(records: list[FaceRecord], size: int) -> list[list[FaceRecord]]:
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
+def _results(futures: list[PrefectFuture], bar: tqdm) -> list:
+    """The futures' results in submission order, counting each chunk's items on ``bar``."""
+    for future in as_completed(futures):
+        bar.update(len(future.result()))
+    return [item for future in futures for item in future.result()]
+
+
 @flow(name="evaluate", log_prints=False)
 def evaluate(
     data: str,
@@ -82,12 +102,15 @@ def evaluate(
     limit: int | None = None,
     chunk_size: int = 512,
     au_source: tuple[tuple[str, Any], ...] = (),
+    classes: str = ALL_CLASSES,
+    progress: bool = False,
 ) -> dict:
     """Score ``model`` and ``peers`` on ``data`` (``KIND:PATH``) and write the reports to ``out``.
 
     ``au_source`` holds the ``RuleEvidence`` options (``shards`` or ``au_backend``) used to
-    measure AUs for the CoT faithfulness of predictors that give CoT text. Returns the
-    ``metrics.json`` contents.
+    measure AUs for the CoT faithfulness of predictors that give CoT text. ``classes`` is the
+    class set the answers are held to (``allowed_classes``: ``all``, ``dataset`` or a comma
+    list). ``progress`` shows a bar over faces. Returns the ``metrics.json`` contents.
     """
     logger = get_run_logger()
     specs = (model, *peers)
@@ -100,23 +123,32 @@ def evaluate(
     records = [r for r in dataset.records if r.label is not None]
     if not records:
         raise ValueError(f"no labelled records in {data} (split {split})")
-    chunks = _chunks(records, chunk_size)
-    logger.info("%d records, %d predictors, %d chunks each", len(records), len(specs), len(chunks))
-    futures = {s.label: [predict_chunk.submit(s, c) for c in chunks] for s in specs}
-    predictions = {
-        label: [p for f in chunk_futures for p in f.result()]
-        for label, chunk_futures in futures.items()
+    allowed = allowed_classes(classes, (r.label for r in records))
+    sizes = {
+        s.label: min(chunk_size, getattr(_predictor(s), "batch_size", chunk_size)) for s in specs
     }
+    futures = {
+        s.label: [predict_chunk.submit(s, c, allowed) for c in _chunks(records, sizes[s.label])]
+        for s in specs
+    }
+    logger.info("%d records, %d predictors, classes %s", len(records), len(specs), allowed)
+    total = len(records) * len(specs)
+    with tqdm(total=total, unit="face", disable=not progress, desc="evaluate") as bar:
+        predictions = {
+            label: _results(chunk_futures, bar) for label, chunk_futures in futures.items()
+        }
     measured = None
     if any(p.cot is not None for preds in predictions.values() for p in preds):
+        chunks = _chunks(records, chunk_size)
         aus = [measure_chunk.submit(au_source, c) for c in chunks]
-        measured = [m for f in aus for m in f.result()]
+        with tqdm(total=len(records), unit="face", disable=not progress, desc="AUs") as bar:
+            measured = _results(aus, bar)
     scored = [
         Scored(
             s.label,
             _predictor(s).describe(),
             predictions[s.label],
-            evaluate_predictions(s.label, records, predictions[s.label], measured),
+            evaluate_predictions(s.label, records, predictions[s.label], measured, allowed),
         )
         for s in specs
     ]
@@ -128,6 +160,8 @@ def evaluate(
         "n": len(records),
         "unlabelled_dropped": len(dataset.records) - len(records),
         "model": model.label,
+        "class_set": classes,
+        "classes": list(allowed),
     }
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
-from engine.aus import estimator_class
+from engine.aus import ESTIMATORS
 from engine.data.datasets import read_dataset
 from engine.pipeline import ExpCoTPipeline, PipelineConfig
 from engine.store.shards import LLM_CACHE, ShardStore
@@ -118,7 +118,7 @@ def exp_cot(
         "protocol": protocol,
         "shard_size": shard_size,
         "pipeline": config.to_dict(),
-        "au_licence": estimator_class(config.au_backend).licence,
+        "au_licence": ESTIMATORS.get(config.au_backend).licence,
     }
     store = ShardStore(Path(out), run_config)
     store.open()

@@ -1,7 +1,8 @@
 """The ``finetune`` Prefect flow: Exp-CoT shards -> conversations -> a fine-tuned ExpLLM folder.
 
-Orchestration only: ``prepare_data`` reads the verified records of the shards with their face
-boxes and AU readings (``engine.model.training.training_rows``) and cuts each face crop
+Orchestration only: ``prepare_data`` reads the labelled records of the shards (CoT turns from
+the verified ones) with their face boxes and AU readings
+(``engine.model.training.training_rows``) and cuts each face crop
 (``engine.model.training.face_of``); ``train`` runs ``engine.model.training.train_model``
 (checkpoints, resume, per-epoch evaluation).
 """

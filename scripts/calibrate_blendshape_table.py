@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.aus.blendshape_map import BLENDSHAPE_NAMES, TABLE_FILE
-from engine.aus.distil import FERPLUS_SPLITS, extract, shared_dir
-from engine.resources import data_file
+from engine.resources import data_file, shared_dir
 from engine.types import EMOTIONS
+from scripts._distil import FERPLUS_SPLITS, extract
 
 REPO = Path(__file__).resolve().parents[1]
 

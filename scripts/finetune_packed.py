@@ -8,7 +8,8 @@ CSV (``image_path``, ``label``
 read from the Conclusion, ``cot``) that ``expllm evaluate --model-kind csv`` scores here, with the
 AU faithfulness measured on the same images.
 
-    # here: the pack (train: verified rows of an Exp-CoT run; test: every face of the split)
+    # here: the pack (train: labelled rows of an Exp-CoT run, the verified ones giving CoT
+    # turns; test: every face of the split)
     python scripts/finetune_packed.py --pack .work/expllm_pack.xz \\
         --shards runs/ferplus-train --test-data ferplus:../shared/data/ferplus \\
         --test-shards runs/ferplus-test
@@ -34,6 +35,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cot.verify import conclusion_label  # noqa: E402
+from engine.model.config import GENERATION_BATCH  # noqa: E402
 from engine.model.training import (  # noqa: E402
     AU_COLUMN,
     LOG_FILE,
@@ -44,7 +46,7 @@ from engine.model.training import (  # noqa: E402
     training_set,
 )
 
-ROW_COLUMNS = ["record_id", "image_path", "label", "cot_text"]
+ROW_COLUMNS = ["record_id", "image_path", "label", "cot_text", "verified"]
 
 
 def grey48(face: np.ndarray) -> np.ndarray:
@@ -58,13 +60,14 @@ def write_pack(path: Path, shards: str, test_data: str, test_shards: str, split:
     from engine.data.images import load_image
     from engine.model.conversations import dataset_root
     from engine.model.training import face_of, training_rows
+    from engine.store.stats import read_shards
 
     frame = training_rows(shards)
     root = dataset_root(shards)
     aus = [c for c in frame.columns if AU_COLUMN.match(c)]
     train_x = np.stack([grey48(face_of(r, root)) for r in frame.to_dict("records")])
     records = read_dataset(test_data, split=split, protocol="majority").records
-    measured = pd.read_parquet(test_shards, columns=["record_id", *aus]).set_index("record_id")
+    measured = read_shards(Path(test_shards), ["record_id", *aus]).set_index("record_id")
     test = pd.DataFrame(
         {"record_id": [r.record_id for r in records], "image_path": [r.relpath for r in records]}
     )
@@ -110,6 +113,8 @@ def rgb(grey: np.ndarray) -> np.ndarray:
 def run_packed(args: argparse.Namespace) -> None:
     data = read_pack(args.packed)
     frame, faces = data["train_rows"], data["train_x"]
+    if "verified" not in frame:  # an older pack: verified rows only
+        frame["verified"] = True
     index = {rid: i for i, rid in enumerate(frame["record_id"])}
     if args.limit:
         frame = frame.iloc[: args.limit]
@@ -117,6 +122,7 @@ def run_packed(args: argparse.Namespace) -> None:
         base="nano",
         epochs=args.epochs,
         batch_size=args.batch_size,
+        generation_batch=args.generate_batch,
         lr=args.lr,
         eval_samples=args.eval_samples,
         checkpoint_every=args.checkpoint_every,
@@ -129,7 +135,7 @@ def run_packed(args: argparse.Namespace) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     if args.skip_training:
-        from engine.model.vlm import load_model
+        from engine.model import load_model
 
         model = load_model(args.out).to_device()
         history = json.loads((Path(args.out) / LOG_FILE).read_text())
@@ -190,7 +196,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="use the model in --out")
     parser.add_argument("--predictions", help="CSV (in --out) of CoTs for the pack's test faces")
     parser.add_argument("--test-limit", type=int, help="first N test faces only")
-    parser.add_argument("--generate-batch", type=int, default=8)
+    parser.add_argument("--generate-batch", type=int, default=GENERATION_BATCH)
     args = parser.parse_args()
     if args.pack:
         write_pack(args.pack, args.shards, args.test_data, args.test_shards, args.split)

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment, nnls  # scipy: dev extra (scikit-image)
 
-from engine.aus.distil import FERPLUS_SPLITS, ferplus_names, shared_dir
 from engine.aus.mesh import MeshAUHead, open_face_mesh
 from engine.aus.openface.landmarks import (
     MAPPING_FILE,
@@ -39,7 +38,8 @@ from engine.aus.openface.landmarks import (
     mesh_points,
 )
 from engine.data.images import load_image
-from engine.resources import data_dir
+from engine.resources import data_dir, shared_dir
+from scripts._distil import FERPLUS_SPLITS, ferplus_names
 
 #: The iBUG-68 point that each point becomes in the mirrored face.
 IBUG_MIRROR = np.array(

@@ -24,9 +24,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 from engine.aus.blendshape_map import (  # noqa: E402
     BLENDSHAPE_NAMES,
     blendshapes_to_reading,
@@ -35,7 +32,6 @@ from engine.aus.blendshape_map import (  # noqa: E402
     used_blendshapes,
 )
 from engine.aus.blendshapes import matrix_pose  # noqa: E402
-from engine.aus.distil import Arrays, extract, shared_dir  # noqa: E402
 from engine.aus.mesh import (  # noqa: E402
     WEIGHTS_PATH,
     MeshAUHead,
@@ -44,7 +40,10 @@ from engine.aus.mesh import (  # noqa: E402
     normalise_shape,
     rotation_pose,
 )
+from engine.resources import shared_dir  # noqa: E402
+from scripts._distil import Arrays, extract  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 HEAD_VERSION = "mesh-au-head-1"
 CARD_PATH = WEIGHTS_PATH.parent / "MESH_AU_HEAD.md"
 #: Blendshapes whose 99th percentile on the training faces is below this are not learnt: the

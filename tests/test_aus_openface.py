@@ -46,7 +46,7 @@ def test_auto_is_fused_with_model_files_and_mesh_without(
     assert backend == "mesh"
     assert "expllm models fetch openface --accept-licence" in why
     assert resolve_backend("mesh") == ("mesh", "--au-backend mesh")
-    with pytest.raises(ValueError, match="unknown AU back end 'nope'; choose one of auto"):
+    with pytest.raises(ValueError, match="unknown AU back end 'nope'; choose one of blendshapes"):
         resolve_backend("nope")
 
 
@@ -123,7 +123,7 @@ def test_fused_takes_each_au_from_its_source(
 
 
 def test_mirror_option_is_a_boolean_from_the_command_line(openface_dir: Path) -> None:
-    from flows.cli import _au_options
+    from flows.cli_exp_cot import _au_options
 
     assert _au_options(["path=aus.csv", "mirror=false"]) == (
         ("mirror", False),

@@ -98,3 +98,20 @@ def test_spec_level_errors_stop_with_a_message(args, message, capsys, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_exp_cot_option_defaults_are_the_pipeline_config_defaults():
+    from dataclasses import fields
+
+    from engine.pipeline_config import PipelineConfig
+    from flows.cli import build_parser
+
+    args = build_parser().parse_args(["exp-cot", "folder:x", "--out", "o"])
+    default = {f.name: f.default for f in fields(PipelineConfig)}
+    options = {"model": "llm_model", "au_backend": "au_backend", "max_pixels": "max_pixels"}
+    for name in ("writer", "base_url", "llm_concurrency", "llm_timeout", "llm_retries", "rewrite"):
+        options[name] = name
+    for name in ("reader", "max_rounds", "word_cap", "max_new_tokens", "fallback", "keep"):
+        options[name] = name
+    for option, field in options.items():
+        assert getattr(args, option) == default[field], option

@@ -7,10 +7,10 @@ import pytest
 
 from engine.model.conversations import (
     IMAGE_TOKEN,
-    SYSTEM_PROMPT,
     build_samples,
     dataset_root,
     parse_mix,
+    prompts,
     read_rows,
     write_export,
 )
@@ -46,7 +46,7 @@ def test_samples_follow_the_paper_format_and_mix(shards):
     cot = next(s for s in samples if s.kind == "cot")
     roles = [m["role"] for m in cot.messages]
     assert roles == ["system", "user", "assistant", "user", "assistant"]
-    assert cot.messages[0]["content"] == SYSTEM_PROMPT
+    assert cot.messages[0]["content"] == prompts().system
     assert cot.messages[1]["content"].startswith(IMAGE_TOKEN + "\n")
     assert cot.messages[2]["content"].startswith("**Key Observations:**")  # CoT before label
     assert cot.messages[4]["content"] == cot.label
@@ -109,3 +109,28 @@ def test_export_command(shards, tmp_path, capsys):
 def test_read_rows_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an Exp-CoT output folder"):
         read_rows(tmp_path)
+
+
+def test_cot_turns_come_from_verified_records_and_label_turns_from_every_record():
+    import pandas as pd
+
+    count = 40
+    frame = pd.DataFrame(
+        {
+            "record_id": [f"r{i:02d}" for i in range(count)],
+            "image_path": [f"{i}.png" for i in range(count)],
+            "label": ["happiness"] * count,
+            "cot_text": ["**Key Observations:** a CoT"] * count,
+            "verified": [i % 2 == 0 for i in range(count)],
+        }
+    )
+    samples = build_samples(frame, (1, 3))
+    assert len(samples) == count  # every record gives a sample
+    kinds = {s.id.split("#")[0]: s.kind for s in samples}
+    assert all(kinds[f"r{i:02d}"] == "fer" for i in range(1, count, 2))  # unverified: label only
+    verified = [kinds[f"r{i:02d}"] for i in range(0, count, 2)]
+    assert 0 < verified.count("fer") < verified.count("cot")  # the mix among verified ones
+    everything = build_samples(frame, (1, 3), verified_cots=False)
+    assert sum(s.kind == "cot" for s in everything) > verified.count("cot")
+    fer = next(s for s in samples if s.kind == "fer")
+    assert fer.messages[1]["content"] == prompts().label_prompt

@@ -19,7 +19,7 @@ from engine.cot.format import CoT
 from engine.cot.render import DEFAULT_VARIANTS, CoTRenderer
 from engine.cot.rules import RuleBook
 from engine.cot.verify import META_TERMS, infer_label, mentioned_aus, meta_terms, verify
-from engine.cot.writers import ChatClient, ChatParams, LLMWriter, WriteRequest, create_chat_model
+from engine.cot.writers import CHAT_MODELS, ChatClient, ChatParams, LLMWriter, WriteRequest
 from engine.cot.writers.prompts import PromptBook
 from engine.resources import templates_dir
 from engine.types import EMOTIONS, AUReading
@@ -123,7 +123,7 @@ def test_llm_writer_drafts_never_speak_of_annotations():
     for scope in ("sections", "text"):
         writer = LLMWriter(
             "openai",
-            ChatClient(create_chat_model("template")),
+            ChatClient(CHAT_MODELS.create("template")),
             PromptBook(renderer, scope=scope),
             ChatParams(max_tokens=400),
         )

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from engine.cot.format import CoT
@@ -7,7 +8,9 @@ from engine.cot.render import CoTRenderer
 from engine.cot.rules import RuleBook
 from engine.cot.verify import verify
 from engine.model.decoding import AUGrounding, DecodingSettings, exact_format_prefix, label_slot
-from engine.types import AUReading
+from engine.model.labels import LabelSlot, label_slot_at
+from engine.model.vocabulary import Vocabulary, vocabulary
+from engine.types import EMOTIONS, AUReading
 from tests.test_render import random_readings
 
 SMILE = {"AU06": 2.63, "AU12": 4.2, "AU04": 0.8}
@@ -146,7 +149,7 @@ def test_label_slots():
 
 
 def test_model_config_reads_decoding_and_defaults_to_plain_greedy(tmp_path):
-    from engine.model.vlm import CONFIG_FILE, FORMAT, ModelConfig
+    from engine.model.config import CONFIG_FILE, FORMAT, ModelConfig
 
     data = {"base": "nano", "lm": "x.gguf", "lora": {"r": 8, "targets": ["q_proj"]}}
     (tmp_path / CONFIG_FILE).write_text(json.dumps({**data, "format": FORMAT}))
@@ -162,3 +165,154 @@ def test_model_config_reads_decoding_and_defaults_to_plain_greedy(tmp_path):
 def test_reading_type_is_what_grounding_takes(rules):
     reading = AUReading({"AU12": 3.0}, "mesh", "v")
     assert AUGrounding.from_intensities(reading.intensities, rules).intensities == {"AU12": 3.0}
+
+
+INTERPRETATION = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** "
+VERDICT = INTERPRETATION + "The movements point to happiness; the face reads as **happiness**."
+CONCLUSION = VERDICT + "\n\n**Conclusion:** The expression is "
+
+
+def test_the_interpretations_first_emotion_and_bold_verdict_are_weighted_slots():
+    cue = DecodingSettings().label_cue
+    first = label_slot_at(INTERPRETATION + "The movements point to", cue)
+    assert first == LabelSlot(EMOTIONS, weighted=True, cued=False)  # only if an emotion begins
+    assert label_slot_at(INTERPRETATION + "It is happiness, with", cue) is None  # named already
+    verdict = label_slot_at(INTERPRETATION + "It is happiness; it reads as **", cue)
+    assert verdict == LabelSlot(EMOTIONS, weighted=True, cued=True)
+    assert label_slot_at(VERDICT[: VERDICT.rindex(".")], cue) is None  # the bold closes
+    allowed = label_slot_at(INTERPRETATION + "It reads as **", cue, ["sadness", "happiness"])
+    assert allowed.choices == ("happiness", "sadness")  # in the order of EMOTIONS
+    assert label_slot_at(OBSERVATION + ", associated with", cue) is None  # not in the observations
+
+
+def test_the_conclusion_names_the_emotion_its_interpretation_leads_with():
+    cue = DecodingSettings().label_cue
+    slot = label_slot_at(CONCLUSION + "**", cue)
+    assert slot == LabelSlot(("happiness",), weighted=False, cued=True)
+    assert label_slot_at(CONCLUSION + "**hap", cue).rest == "piness"  # a label begun: finished
+    assert label_slot_at(CONCLUSION + "**happiness**", cue) is None
+    assert label_slot_at(CONCLUSION + "**happiness** rather than", cue) is None
+    assert label_slot_at(CONCLUSION, cue) == LabelSlot(("happiness",), False, False)
+    free = label_slot_at(CONCLUSION + "**", cue, follows="")
+    assert free == LabelSlot(EMOTIONS, weighted=True, cued=True)
+    other = label_slot_at(CONCLUSION + "**", cue, allowed=["anger", "sadness"])
+    assert other == LabelSlot(("sadness", "anger"), weighted=True, cued=True)  # not allowed
+    lead = INTERPRETATION + "Evidence for surprise, yet the face reads as **fear**.\n\n"
+    twice = lead + "**Conclusion:** The expression is **"
+    assert label_slot_at(twice, cue).choices == ("surprise",)  # the first emotion named
+    assert label_slot_at(twice, cue, follows="verdict").choices == ("fear",)  # Des2Exp's
+    shipped = "**Conclusion:** This differs from the annotated label,"
+    assert label_slot_at(INTERPRETATION + "A smile.\n\n" + shipped, cue).cued  # the old cue
+    with pytest.raises(ValueError, match="allowed labels"):
+        label_slot_at(CONCLUSION, cue, ["happy"])
+
+
+def test_grounding_refuses_non_words_and_allows_words_begun(smile):
+    assert smile.allows(INTERPRETATION + "The cheeks are rai")
+    assert smile.allows(INTERPRETATION + "The cheeks are raised, and AU12 (lip")
+    for garbage in ("UiPuPurpSurvueUprapPurpPurpPurp", "UiPu", "Purp Purpur Purpose", "the Survue"):
+        assert not smile.allows(INTERPRETATION + "The cheeks are " + garbage), garbage
+    assert smile.allows(INTERPRETATION + "The cheeks are raised at 2.6/5 (C).")
+
+
+def test_vocabulary_knows_english_facs_and_template_words():
+    words = vocabulary()
+    assert all(words.knows(w) for w in ("lowerer", "tightener", "dimpler", "contempt", "movements"))
+    assert words.knows("X") and not words.knows("Lowe") and words.begins("Lowe")
+    assert not words.begins("uipu") and not words.begins("Purp")
+    small = Vocabulary.of(["brow", "brows", "raised"])
+    assert small.allows("the brows are raised") is False  # "the", "are" unknown here
+    assert small.allows("brows raised, 2.6/5; AU04 bro") and not small.allows("brows raized x")
+
+
+def test_generation_batch_and_prompts_are_one_named_default_each():
+    from engine.model.config import GENERATION_BATCH, ModelConfig
+    from engine.model.conversations import prompts
+    from engine.model.training import FinetuneConfig, generate_cots
+
+    assert FinetuneConfig().generation_batch == GENERATION_BATCH
+    assert generate_cots.__defaults__[1] == GENERATION_BATCH
+    task = prompts().task
+    assert ", ".join(EMOTIONS) in task and f" {len(EMOTIONS)} " not in task  # spelt out
+    config = ModelConfig(base="nano", lm="x")
+    assert config.prompt == prompts().cot_prompt and config.system_prompt == prompts().system
+
+
+def test_the_shipped_config_still_reads_with_its_own_prompts():
+    from engine.model.config import SHIPPED_MODEL, ModelConfig
+
+    saved = json.loads((SHIPPED_MODEL / "expllm_model.json").read_text())
+    config = ModelConfig.read(SHIPPED_MODEL)
+    assert config.prompt == saved["prompt"] and config.decoding.conclusion_follows == "first"
+    assert config.decoding.label_cue == saved["decoding"]["label_cue"]
+
+
+class FakeTokenizer:
+    """Longest-match tokens: whole words (with and without a space), then single characters;
+    padded to more ids than grounding's fallback candidates."""
+
+    eos_token_id = 0
+
+    def __init__(self, words):
+        chars = [chr(c) for c in range(32, 127)] + ["\n"]
+        pieces = [w for word in words for w in (" " + word, word)]
+        self.tokens = ["<eos>", *dict.fromkeys(pieces + chars)]
+        self.tokens += [f"<unused{i}>" for i in range(2100 - len(self.tokens))]
+        self.ids = {t: i for i, t in enumerate(self.tokens)}
+        self.longest = max(map(len, pieces))
+
+    def __call__(self, text, add_special_tokens=False):
+        ids, position = [], 0
+        while position < len(text):
+            for size in range(min(self.longest, len(text) - position), 0, -1):
+                if text[position : position + size] in self.ids:
+                    ids.append(self.ids[text[position : position + size]])
+                    position += size
+                    break
+        return {"input_ids": ids}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.tokens[i] for i in ids if i)
+
+
+def _step(tokenizer, processor, text, preferred):
+    """The token greedy decoding takes after ``text`` when the LM prefers ``preferred`` (best
+    first)."""
+    import torch
+
+    scores = torch.full((1, len(tokenizer.tokens)), -30.0)
+    for rank, token in enumerate(preferred):
+        scores[0, tokenizer.ids[token]] = -float(rank)
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    return tokenizer.tokens[int(processor(ids, scores)[0].argmax())]
+
+
+def test_the_processor_applies_label_slots_and_the_word_check(smile):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from engine.model.decoding import guided_logits_processor
+
+    tokenizer = FakeTokenizer([*EMOTIONS, "hap", "py", "raised", "UiPu"])
+    priors = np.log(np.full((1, len(EMOTIONS)), 0.01))
+    priors[0, EMOTIONS.index("sadness")] = 0.0
+    settings = DecodingSettings(grounded=True, label_guidance=5.0)
+    processor = guided_logits_processor(
+        tokenizer, settings, [smile], priors, ["happiness", "sadness"]
+    )
+    # the Conclusion follows the description, whatever the LM and the prior prefer
+    assert _step(tokenizer, processor, CONCLUSION + "**", ["surprise", "sadness"]) == "happiness"
+    assert _step(tokenizer, processor, CONCLUSION + "**hap", ["py"]) == "p"  # "hap|piness"
+    # the Interpretation's first emotion: an allowed class, weighted by the prior
+    text = INTERPRETATION + "The face reads as"
+    lm = [" surprise", " happiness", " sadness"]
+    assert _step(tokenizer, processor, text, lm) == " sadness"
+    plain = guided_logits_processor(tokenizer, DecodingSettings(grounded=True), [smile], None)
+    assert _step(tokenizer, plain, text, lm) == " surprise"  # all classes, the LM alone
+    only = guided_logits_processor(
+        tokenizer, DecodingSettings(grounded=True), [smile], None, ["happiness", "sadness"]
+    )
+    assert _step(tokenizer, only, text, lm) == " happiness"  # allowed classes, the LM alone
+    # grounding: no non-words
+    assert _step(tokenizer, plain, INTERPRETATION + "The cheeks are", [" UiPu", " raised"]) == (
+        " raised"
+    )

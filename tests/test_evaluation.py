@@ -1,22 +1,25 @@
-"""Evaluation metrics, CoT checks and the predictors (csv, gpt4v, rules, nano)."""
+"""Evaluation metrics, CoT checks, class sets and the predictors (csv, gpt4v, rules, nano)."""
 
 import csv
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from engine.data.datasets import read_dataset
+from engine.evaluation.rules_peer import RuleReading
 from engine.evaluation.scoring import (
     NO_LABEL,
+    PREDICTORS,
     Prediction,
+    allowed_classes,
     classification_metrics,
     cot_metrics,
     create_predictor,
     evaluate_predictions,
-    list_predictors,
 )
 from engine.pipeline import PipelineConfig
 from engine.types import EMOTIONS, FaceRecord
@@ -120,9 +123,41 @@ def test_cot_metrics_format_conclusion_and_faithfulness():
 
 
 def test_registry_lists_every_predictor():
-    assert {"csv", "fer", "gpt4v", "nano", "rules"} <= set(list_predictors())
+    assert {"csv", "expllm", "fer", "gpt4v", "nano", "rules"} <= set(PREDICTORS.names())
     with pytest.raises(ValueError, match="unknown predictor 'nope'"):
         create_predictor("nope")
+
+
+def test_class_sets():
+    assert allowed_classes("all") == EMOTIONS
+    assert allowed_classes("dataset", ["fear", "happiness", "fear"]) == ("happiness", "fear")
+    assert allowed_classes(" Sadness,happiness ") == ("happiness", "sadness")
+    with pytest.raises(ValueError, match="class 'joy' in --classes"):
+        allowed_classes("happiness,joy")
+    with pytest.raises(ValueError, match="names no class"):
+        allowed_classes("dataset", [])
+
+
+def test_answers_outside_the_class_set_count_as_wrong_and_are_reported(tmp_path):
+    records = _records(tmp_path, {"a.png": "happiness", "b.png": "sadness", "c.png": "anger"})
+    preds = [
+        Prediction("folder/unsplit/a.png", "happiness"),
+        Prediction("folder/unsplit/b.png", "contempt"),  # outside the set
+        Prediction("folder/unsplit/c.png", "anger"),  # right, but anger is not allowed
+    ]
+    metrics = evaluate_predictions("peer", records, preds, classes=("happiness", "sadness"))
+    assert metrics.outside_classes == 2 and metrics.answered == 1
+    assert metrics.accuracy == pytest.approx(1 / 3)
+    assert metrics.confusion[EMOTIONS.index("sadness")][-1] == 1  # in the no-label column
+    assert evaluate_predictions("peer", records, preds).outside_classes == 0
+
+
+def test_rules_answer_with_their_best_allowed_emotion():
+    scores = dict.fromkeys(EMOTIONS, 0.0) | {"anger": 0.5, "disgust": 0.3, "fear": 0.2}
+    reading = RuleReading("anger", frozenset({"AU04"}), scores)
+    assert reading.best(EMOTIONS) == "anger"
+    assert reading.best(("fear", "disgust")) == "disgust"
+    assert RuleReading(None, None, error="no face").best(("fear",)) is None
 
 
 def _records(root: Path, labels: dict[str, str]) -> list[FaceRecord]:
@@ -234,6 +269,40 @@ def test_nano_peer_runs_an_onnx_classifier(tmp_path):
         create_predictor("nano", path=str(tmp_path))
 
 
+def test_expllm_peer_passes_the_class_set_to_generation(tmp_path, monkeypatch):
+    """A stand-in model: the predictor batches faces, passes ``allowed_labels`` (None for all
+    eight) and reads the label from the Conclusion."""
+    import cv2
+
+    import engine.model
+    from engine.model.decoding import DecodingSettings
+
+    class Model:
+        config = SimpleNamespace(decoding=DecodingSettings(), base="stub")
+        calls: list = []
+
+        def to_device(self):
+            return self
+
+        def visual_inputs(self, faces):
+            return faces
+
+        def generate(self, visuals, max_new_tokens, decoding, allowed_labels=None):
+            self.calls.append((len(visuals), allowed_labels))
+            answer = allowed_labels[-1] if allowed_labels else "happiness"
+            return [HAPPY_COT.replace("**happiness**", f"**{answer}**")] * len(visuals)
+
+    monkeypatch.setattr(engine.model, "load_model", lambda path: Model())
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((48, 48, 3), 120, np.uint8))
+    records = _records(tmp_path, {"a.png": "fear", "b.png": "sadness", "c.png": "fear"})
+    predictor = create_predictor("expllm", path=str(tmp_path), batch_size=2)
+    assert [p.label for p in predictor.predict(records)] == ["happiness"] * 3
+    held = predictor.predict(records, ("sadness", "fear"))
+    assert [p.label for p in held] == ["fear"] * 3 and all(p.cot for p in held)
+    assert Model.calls == [(2, None), (1, None), (2, ["sadness", "fear"]), (1, ["sadness", "fear"])]
+
+
 def test_nano_peer_checks_the_interface(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "wrong.onnx"
@@ -259,6 +328,20 @@ def test_fer_peer_explains_a_missing_package():
             create_predictor("fer")
     else:
         pytest.skip("fer is installed")
+
+
+def test_shipped_nano_answers_within_two_classes_on_ferplus_faces(ferplus_dir):
+    records = read_dataset(f"ferplus:{ferplus_dir}", split="test", limit=16).records
+    predictor = create_predictor("nano", batch_size=8)  # the shipped engine/weights encoder
+    free = predictor.predict(records)
+    assert len({p.label for p in free}) > 2  # unrestricted, it uses more classes
+    pair = ("happiness", "sadness")
+    held = predictor.predict(records, pair)
+    assert all(p.label in pair for p in held)
+    for loose, tight in zip(free, held, strict=True):
+        assert loose.probabilities == tight.probabilities
+        if loose.label in pair:  # the argmax stays where it was allowed
+            assert tight.label == loose.label
 
 
 def test_records_written_by_csv_round_trip(tmp_path):

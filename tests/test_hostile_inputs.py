@@ -79,14 +79,14 @@ def test_read_only_out_folder_is_one_line(tmp_path, capsys):
 
 
 def test_read_only_file_system_is_one_line(tmp_path, capsys, monkeypatch):
-    import flows.cli
+    import flows.cli_exp_cot
 
     data = make_folder(tmp_path / "data")
 
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
 
-    monkeypatch.setattr(flows.cli.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(flows.cli_exp_cot.tempfile, "mkstemp", refuse)
     assert main(["exp-cot", f"folder:{data}", "--out", str(tmp_path / "out")]) == 2
     assert one_error_line(capsys) == (
         f"expllm: error: {tmp_path / 'out'}: output folder is not writable (Read-only file system)"
@@ -94,14 +94,14 @@ def test_read_only_file_system_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_failed_write_during_the_run_is_one_line(tmp_path, capsys, monkeypatch):
-    import flows.cli
+    import flows.cli_exp_cot
 
     shard = tmp_path / "out" / "shard-00000.parquet"
 
     def fail(args):
         raise OSError(errno.EFBIG, "File too large", str(shard))
 
-    monkeypatch.setattr(flows.cli, "cmd_exp_cot", fail)
+    monkeypatch.setattr(flows.cli_exp_cot, "cmd_exp_cot", fail)
     assert main(["exp-cot", "folder:x", "--out", str(tmp_path / "out")]) == 2
     assert one_error_line(capsys) == f"expllm: error: {shard}: File too large"
     with pytest.raises(OSError):  # --verbose shows the traceback

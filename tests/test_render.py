@@ -6,7 +6,8 @@ import pytest
 from engine.aus import au_definitions
 from engine.cot.format import CoT
 from engine.cot.render import DEFAULT_VARIANTS, CoTRenderer
-from engine.cot.rules import RuleBook, support
+from engine.cot.rules import RuleBook
+from engine.cot.support import support
 from engine.cot.verify import conclusion_label, description_of, mentioned_aus, meta_terms, verify
 from engine.types import EMOTIONS, AUReading
 

@@ -129,10 +129,15 @@ def test_page_is_one_self_contained_file(report, runs):
 def test_summary_uses_the_rule_books_threshold(report, runs):
     import json
 
-    data = json.loads(page_mod.embedded(report.read_text(), "summary-data"))
+    text = report.read_text()
+    data = json.loads(page_mod.embedded(text, "summary-data"))
     summary, frame = data["summary"], pd.read_parquet(runs["mesh"])
-    threshold = RuleBook.load().active_threshold
+    rules = RuleBook.for_backend("mesh")
+    threshold = rules.active_threshold
     assert summary["threshold"] == threshold
+    # the sample browser draws AUs from the lowest FACS level of the same tables
+    assert summary["au_floor"] == rules.levels[0][1]
+    assert f"no AU at or above {rules.levels[0][1]}<" in text
     heat = summary["heatmap"]
     au, emotion = heat["aus"].index("AU12"), summary["emotions"].index("happiness")
     happy = frame[frame["label"] == "happiness"]

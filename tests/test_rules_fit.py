@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from engine.cot.rules import TABLE_CARD, RuleBook, fitted_dir
+from engine.cot.rules_card import fit_command
 from engine.cot.rules_fit import (
     FitOptions,
     anchor_faces,
     build_design,
-    fit_command,
     fit_table,
     prototype_check,
     read_faces,

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 from engine.cot.verify import meta_terms
-from engine.cot.writers import ChatParams, create_chat_model
+from engine.cot.writers import CHAT_MODELS, ChatParams
+from engine.cot.writers.server import make_server
 from engine.pipeline import PipelineConfig
 from engine.store.shards import MANIFEST, STATS
-from flows.serve_llm import make_server
 from tests.test_flow import make_table_dataset
 
 openai = pytest.importorskip("openai")
@@ -32,7 +32,7 @@ openai = pytest.importorskip("openai")
 
 @pytest.fixture(scope="module")
 def server_url():
-    server = make_server("127.0.0.1", 0, create_chat_model("template"))
+    server = make_server("127.0.0.1", 0, CHAT_MODELS.create("template"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -81,9 +81,9 @@ def test_errors_have_the_openai_shape(server_url):
 
 
 def test_openai_chat_finds_the_served_model_and_reports_dead_endpoints(server_url):
-    chat = create_chat_model("openai", base_url=server_url)
+    chat = CHAT_MODELS.create("openai", base_url=server_url)
     assert chat.model == "expllm-template" and chat.price == (0.0, 0.0)
-    dead = create_chat_model(
+    dead = CHAT_MODELS.create(
         "openai", base_url="http://127.0.0.1:9/v1", model="m", max_retries=0, timeout=2
     )
     answer = dead.complete_many([[{"role": "user", "content": "hi"}]], ChatParams())[0]
@@ -202,7 +202,7 @@ def test_local_writer_in_process_and_over_http_write_the_same(tmp_path):
     from engine.cot.writers.prompts import PromptBook
     from engine.types import AUReading
 
-    local = create_chat_model("local")
+    local = CHAT_MODELS.create("local")
     server = make_server("127.0.0.1", 0, local)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -214,7 +214,7 @@ def test_local_writer_in_process_and_over_http_write_the_same(tmp_path):
         messages = book.writer_messages(WriteRequest("r", "happiness", evidence))
         params = ChatParams(max_tokens=24)
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        remote = create_chat_model("openai", base_url=url, max_retries=0)
+        remote = CHAT_MODELS.create("openai", base_url=url, max_retries=0)
         assert remote.model == local.model
         over_http = remote.complete_many([messages], params)[0]
         in_process = local.complete_many([messages], params)[0]
@@ -264,11 +264,13 @@ def test_openai_writer_retries_429_and_5xx_with_back_off():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        chat = create_chat_model("openai", base_url=url, model="m", api_key="k", max_retries=2)
+        chat = CHAT_MODELS.create("openai", base_url=url, model="m", api_key="k", max_retries=2)
         answer = chat.complete_many([[{"role": "user", "content": "hi"}]], ChatParams())[0]
         assert answer.error is None and answer.text == "ok" and answer.completion_tokens == 1
         assert len(seen) == 3 and seen[1] - seen[0] >= 0.9  # Retry-After: 1 was honoured
-        none_left = create_chat_model("openai", base_url=url, model="m", api_key="k", max_retries=0)
+        none_left = CHAT_MODELS.create(
+            "openai", base_url=url, model="m", api_key="k", max_retries=0
+        )
         seen.clear()
         failed = none_left.complete_many([[{"role": "user", "content": "hi"}]], ChatParams())[0]
         assert failed.error is not None and "429" in failed.error and len(seen) == 1

@@ -108,3 +108,40 @@ def test_schema_has_one_column_per_au_and_side():
         "au_model_version",
     ):
         assert column in names
+
+
+def _small_run(out, ferplus_dir):
+    """An Exp-CoT output folder of 8 FER+ test faces (mesh AUs, template writer)."""
+    from engine.data.datasets import read_dataset
+    from engine.pipeline import ExpCoTPipeline, PipelineConfig
+    from engine.store.stats import shard_stats
+
+    dataset = read_dataset(f"ferplus:{ferplus_dir}", split="test", limit=8)
+    config = PipelineConfig(au_backend="mesh")
+    store = ShardStore(out, {"spec": "ferplus", "pipeline": config.to_dict()})
+    store.open()
+    pipeline = ExpCoTPipeline(config)
+    try:
+        result = pipeline.run(dataset.records)
+    finally:
+        pipeline.close()
+    store.write_shard("shard-00000", result.rows, result.rejected, {"seconds": 0.0})
+    store.write_stats(shard_stats(out))
+    return out
+
+
+def test_two_runs_of_one_input_are_identical_except_provenance(tmp_path, ferplus_dir):
+    from benchmarks.shards_identity import PROVENANCE, compare_runs
+
+    first = _small_run(tmp_path / "a", ferplus_dir)
+    second = _small_run(tmp_path / "b", ferplus_dir)
+    diffs = compare_runs(first, second)
+    assert [d.sizes for d in diffs] == [(8, 8), (0, 0)]
+    assert all(d.identical for d in diffs), diffs
+    # a changed value is found and named
+    frame = pd.read_parquet(second / "shard-00000.parquet")
+    frame.loc[0, "cot_text"] = "changed"
+    frame.to_parquet(second / "shard-00000.parquet")
+    accepted = compare_runs(first, second)[0]
+    assert list(accepted.columns) == ["cot_text"] and accepted.columns["cot_text"][0] == 1
+    assert "seconds" in PROVENANCE and "seconds" not in accepted.columns

@@ -20,6 +20,7 @@ def frame(count: int) -> pd.DataFrame:
             "image_path": [f"{i}.png" for i in range(count)],
             "label": ["happiness"] * count,
             "cot_text": [COT] * count,
+            "verified": [True] * count,
             "AU12": np.linspace(0, 4, count),
             "AU12_L": np.zeros(count),  # a side column: not an AU reading of its own
             "AU06": [np.nan] + [1.0] * (count - 1),
@@ -54,3 +55,32 @@ def test_training_set_holds_out_a_seeded_sample():
     assert len(small.samples) == 2
     with pytest.raises(ValueError, match="no training records"):
         training_set(rows, lambda row: None, FinetuneConfig(eval_samples=10))
+
+
+def test_unverified_rows_train_the_label_only():
+    rows = frame(12).assign(verified=[True] * 6 + [False] * 6)
+    config = FinetuneConfig(eval_samples=0, mix=(0, 1))
+    data = training_set(rows, lambda row: np.zeros((48, 48, 3), np.uint8), config)
+    kinds = {s.id: s.kind for s in data.samples}
+    assert [kinds[f"r{i:02d}#cot"] for i in range(6)] == ["cot"] * 6
+    assert [kinds[f"r{i:02d}#fer"] for i in range(6, 12)] == ["fer"] * 6
+
+
+def test_generate_cots_batches_and_passes_the_allowed_labels_down():
+    from engine.model.config import GENERATION_BATCH
+    from engine.model.decoding import DecodingSettings
+    from engine.model.training import generate_cots
+
+    class Model:
+        calls = []
+
+        def generate(self, visuals, max_new_tokens, decoding, allowed_labels):
+            self.calls.append((len(visuals), decoding, allowed_labels))
+            return ["text"] * len(visuals)
+
+    model, plain = Model(), DecodingSettings()
+    texts = generate_cots(
+        model, list(range(GENERATION_BATCH + 1)), 9, decoding=plain, allowed_labels=["fear"]
+    )
+    assert len(texts) == GENERATION_BATCH + 1
+    assert model.calls == [(GENERATION_BATCH, plain, ["fear"]), (1, plain, ["fear"])]

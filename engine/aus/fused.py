@@ -12,7 +12,7 @@ import csv
 from functools import cache
 from pathlib import Path
 
-from engine.aus import AUEstimator, normalise_au_code, register_estimator
+from engine.aus import ESTIMATORS, AUEstimator, normalise_au_code
 from engine.aus.mesh import MeshEstimator
 from engine.aus.openface.backend import MODEL_NAME, OpenFaceEstimator
 from engine.model_files import model_spec
@@ -53,7 +53,7 @@ def fuse(openface: dict[str, float], mesh: AUReading) -> tuple[dict, dict]:
     return intensities, sides
 
 
-@register_estimator
+@ESTIMATORS.register()
 class FusedEstimator(AUEstimator):
     """OpenFace's 17 static SVR intensities + the mesh head's other AUs and sides."""
 

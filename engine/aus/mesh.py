@@ -17,7 +17,7 @@ from pathlib import Path
 import mediapipe as mp
 import numpy as np
 
-from engine.aus import AUEstimator, register_estimator
+from engine.aus import ESTIMATORS, AUEstimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.blendshapes import matrix_pose
 from engine.aus.canvas import canvas_to_crop, first_found
@@ -147,7 +147,7 @@ class MeshAUHead:
         return scores, rotation
 
 
-@register_estimator
+@ESTIMATORS.register()
 class MeshEstimator(AUEstimator):
     """AUs from the in-wheel face mesh and the distilled numpy head (no download needed)."""
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from engine.aus import MAX_INTENSITY, AUEstimator, register_estimator
+from engine.aus import ESTIMATORS, MAX_INTENSITY, AUEstimator
 from engine.aus.table import find_au_columns, pose_columns, pose_from_row, reading_from_row
 from engine.types import AUReading, Face, FaceRecord, StageError
 
@@ -75,7 +75,7 @@ def readings_from_fex(fex: pd.DataFrame, model_version: str | None = None) -> li
     return faces
 
 
-@register_estimator
+@ESTIMATORS.register()
 class PyFeatEstimator(AUEstimator):
     """py-feat on the face crop; the face py-feat scores highest in the crop gives the AUs.
 

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from engine.aus import MAX_INTENSITY, AUEstimator, au_definitions, register_estimator
+from engine.aus import ESTIMATORS, MAX_INTENSITY, AUEstimator, au_definitions
 from engine.types import AUReading, Face, FaceRecord, Pose, StageError
 
 #: Image columns tried, in order, when ``key_column`` is not given.
@@ -181,7 +181,7 @@ def table_format(columns: Iterable[str]) -> str:
     return "generic"
 
 
-@register_estimator
+@ESTIMATORS.register()
 class TableEstimator(AUEstimator):
     """Looks a record's AU intensities up in a precomputed table (see the module docstring).
 

@@ -89,7 +89,7 @@ class EngineLoop:
             raise ValueError(f"--max-rounds must be at least 1, got {max_rounds}")
         self.writer = writer
         self.reader = reader or RuleReader()
-        self.max_rounds = max_rounds if writer.retries else 1
+        self.max_rounds = max_rounds if writer.uses_model else 1  # a model-free text repeats
         self.word_cap = word_cap
 
     def run(self, items: list[LoopItem]) -> list[LoopResult]:

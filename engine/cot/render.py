@@ -10,7 +10,7 @@ The interpretation reasons towards the emotion the face is read as (``target``: 
 label, or the rules' dominant emotion for unlabelled faces) and ends with that emotion in
 bold, which is what Des2Exp reads (``engine.cot.verify.infer_label``). When the rules favour
 another emotion, it states the strongest contrary cue plainly, then names the measured cues
-consistent with the target (``engine.cot.rules.support``); when there are none, it says so, and
+consistent with the target (``engine.cot.support``); when there are none, it says so, and
 arrives at the rules' reading instead. No text speaks of annotations or labels.
 """
 
@@ -24,7 +24,8 @@ import jinja2
 
 from engine.aus import au_definitions
 from engine.cot.format import CoT
-from engine.cot.rules import EmotionEvidence, support
+from engine.cot.rules import EmotionEvidence
+from engine.cot.support import support
 from engine.resources import templates_dir
 
 #: The CoT phrasings in ``templates/cot/``, in the order the per-record hash picks from.

@@ -79,35 +79,6 @@ class EmotionEvidence:
 
 
 @dataclass(frozen=True)
-class Support:
-    """What speaks for and against reading a face as ``emotion`` (``support``).
-
-    ``consistent``: active AUs that add evidence for ``emotion``, strongest contribution first
-    (the ``contrary`` AU too when it also adds some);
-    ``prototypes``: matched prototypes of ``emotion``; ``calm``: the face's overall activity is
-    low enough to add neutral evidence (activation below 1); ``mild``: no active AU reaches
-    level D (pronounced); ``contrary``: the active AU that adds the most evidence
-    for the rules' dominant emotion over ``emotion`` when that is not ``emotion`` (None when
-    the dominant reading is neutral, or the same emotion).
-    """
-
-    emotion: str
-    supported: bool
-    consistent: tuple[ActiveAU, ...]
-    prototypes: tuple[PrototypeMatch, ...]
-    calm: bool
-    contrary: ActiveAU | None
-    mild: bool = False
-
-    @property
-    def has_cues(self) -> bool:
-        """Whether any measured cue is consistent with ``emotion`` (for neutral: a calm or mild
-        face)."""
-        quiet = self.emotion == "neutral" and (self.calm or self.mild)
-        return bool(self.consistent or self.prototypes or quiet)
-
-
-@dataclass(frozen=True)
 class _Prototype:
     name: str
     emotion: str
@@ -342,38 +313,6 @@ class RuleBook:
                     PrototypeMatch(proto.name, proto.emotion, proto.aus, proto.source, coverage)
                 )
         return tuple(sorted(matches, key=lambda m: (-m.coverage, m.prototype)))
-
-
-def support(evidence: EmotionEvidence, emotion: str) -> Support:
-    """The measured cues consistent with reading the face as ``emotion`` and the strongest
-    contrary cue (see ``Support``)."""
-
-    def pull(item: ActiveAU, target: str) -> float:
-        return evidence.contributions.get(item.au, {}).get(target, 0.0)
-
-    consistent = tuple(
-        sorted(
-            (a for a in evidence.active if pull(a, emotion) > 0),
-            key=lambda a: (-pull(a, emotion), -a.intensity, a.au),
-        )
-    )
-    contrary = None
-    if evidence.dominant not in (emotion, "neutral") and evidence.active:
-        # the AU that pulls hardest towards the dominant emotion and away from ``emotion``
-        def net(a: ActiveAU) -> float:
-            return pull(a, evidence.dominant) - pull(a, emotion)
-
-        best = max(evidence.active, key=lambda a: (net(a), pull(a, evidence.dominant)))
-        contrary = best if net(best) > 0 else None
-    return Support(
-        emotion=emotion,
-        supported=evidence.dominant == emotion,
-        consistent=consistent,
-        prototypes=tuple(m for m in evidence.prototypes if m.emotion == emotion),
-        calm=evidence.activation < 1.0,
-        contrary=contrary,
-        mild=all(a.level in ("", "A", "B", "C") for a in evidence.active),
-    )
 
 
 def fitted_dir(backend: str) -> Path | None:

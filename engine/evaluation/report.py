@@ -1,4 +1,9 @@
-"""Write an evaluation's outputs: metrics.json, predictions.csv, confusion.png, report.md/html."""
+"""Write an evaluation's outputs: metrics.json, predictions.csv, confusion.png, report.md/html.
+
+Wording and look are in ``templates/report/``: ``evaluate_text.json`` (table titles and headers,
+the confusion PNG's settings), ``_evaluate_context.j2`` (the sentence on the protocol),
+``evaluate.md.j2`` and ``evaluate.html.j2``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from engine.evaluation.scoring import NO_LABEL, Metrics, Prediction
+from engine.evaluation.scoring import NO_LABEL, CoTMetrics, Metrics, Prediction
+from engine.resources import templates_dir
 from engine.types import EMOTIONS, FaceRecord
 
 
@@ -21,6 +28,13 @@ class Scored:
     description: str
     predictions: list[Prediction]
     metrics: Metrics
+
+
+@cache
+def wording() -> dict:
+    """``templates/report/evaluate_text.json``."""
+    path = templates_dir() / "report" / "evaluate_text.json"
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def write_metrics(path: Path, context: dict, scored: Sequence[Scored]) -> None:
@@ -56,108 +70,104 @@ def plot_confusion(path: Path, metrics: Metrics) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    look = wording()["confusion_png"]
     matrix = metrics.confusion_normalised
     columns = [*EMOTIONS, NO_LABEL]
     if not any(row[-1] for row in metrics.confusion):
         matrix = [row[:-1] for row in matrix]
         columns = list(EMOTIONS)
     figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 6.4))
-    image = axes.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0)
+    image = axes.imshow(matrix, cmap=look["colour_map"], vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     axes.set_yticks(range(len(EMOTIONS)), EMOTIONS)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
+    axes.set_xlabel(look["xlabel"])
+    axes.set_ylabel(look["ylabel"])
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            colour = "white" if value > 0.5 else "black"
+            dark = value > look["dark_cell_above"]
+            colour = look["text_on_dark"] if dark else look["text_on_light"]
             axes.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=8)
     axes.set_title(
-        f"{metrics.predictor}: accuracy {metrics.accuracy:.1%}, UAR {metrics.uar:.1%} "
-        f"(n={metrics.n})"
+        look["title"].format(
+            predictor=metrics.predictor, accuracy=metrics.accuracy, uar=metrics.uar, n=metrics.n
+        )
     )
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=look["dpi"])
     plt.close(figure)
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
+    return wording()["missing"] if value is None else f"{100 * value:.2f}"
 
 
 def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}"
+    return wording()["missing"] if value is None else f"{value:.1f}"
 
 
 def tables(scored: Sequence[Scored]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """The report's tables as (title, header, rows) of text cells."""
-    overall = [
-        [
+    """The report's tables as (title, header, rows) of text cells; the overall table counts the
+    answers outside the class set when any predictor gave one."""
+    text = wording()["tables"]
+    outside = any(s.metrics.outside_classes for s in scored)
+    overall = text["overall"]["header"][:]
+    if outside:
+        overall.insert(overall.index("answered") + 1, text["overall"]["outside_classes"])
+    rows = []
+    for s in scored:
+        m = s.metrics
+        cells = [
             s.label,
-            _pct(s.metrics.accuracy),
-            _pct(s.metrics.uar),
-            _pct(s.metrics.macro_f1),
-            str(s.metrics.n),
-            str(s.metrics.answered),
-            _rate(s.metrics.faces_per_second),
-            s.description,
+            _pct(m.accuracy),
+            _pct(m.uar),
+            _pct(m.macro_f1),
+            str(m.n),
+            str(m.answered),
         ]
-        for s in scored
-    ]
-    result = [
-        (
-            "Overall (%)",
-            ["predictor", "accuracy", "UAR", "macro-F1", "n", "answered", "faces/s", "what"],
-            overall,
-        ),
-        (
-            "F1 per class (%)",
-            ["predictor", *EMOTIONS],
-            [[s.label, *(_pct(s.metrics.per_class[e].f1) for e in EMOTIONS)] for s in scored],
-        ),
-        (
-            "Recall per class (%)",
-            ["predictor", *EMOTIONS],
-            [[s.label, *(_pct(s.metrics.per_class[e].recall) for e in EMOTIONS)] for s in scored],
-        ),
-    ]
-    cot = [
-        [
-            s.label,
-            str(s.metrics.cot.n),
-            _pct(s.metrics.cot.exact_format),
-            _pct(s.metrics.cot.conclusion_matches),
-            str(s.metrics.cot.measured),
-            _pct(s.metrics.cot.faithfulness_mean),
-            _pct(s.metrics.cot.fully_faithful),
-        ]
-        for s in scored
-        if s.metrics.cot is not None
-    ]
+        cells += [str(m.outside_classes)] if outside else []
+        rows.append([*cells, _rate(m.faces_per_second), s.description])
+    result = [(text["overall"]["title"], overall, rows)]
+    for key, attribute in (("f1", "f1"), ("recall", "recall")):
+        result.append(
+            (
+                text[key]["title"],
+                [*text[key]["header"], *EMOTIONS],
+                [
+                    [s.label, *(_pct(getattr(s.metrics.per_class[e], attribute)) for e in EMOTIONS)]
+                    for s in scored
+                ],
+            )
+        )
+    cot = [[s.label, *_cot_cells(s.metrics.cot)] for s in scored if s.metrics.cot is not None]
     if cot:
-        header = [
-            "predictor",
-            "CoTs",
-            "exact format",
-            "conclusion = prediction",
-            "measured",
-            "AU faithfulness",
-            "fully faithful",
-        ]
-        result.append(("Chain of thought (%)", header, cot))
+        result.append((text["cot"]["title"], text["cot"]["header"], cot))
     return result
+
+
+def _cot_cells(cot: CoTMetrics) -> list[str]:
+    return [
+        str(cot.n),
+        _pct(cot.exact_format),
+        _pct(cot.conclusion_matches),
+        str(cot.measured),
+        _pct(cot.faithfulness_mean),
+        _pct(cot.fully_faithful),
+        _pct(cot.interpretation_agreement),
+        _pct(cot.non_word_tokens),
+        _pct(cot.non_word_cots),
+        _pct(cot.annotation_wording),
+        ", ".join(cot.non_words) or wording()["missing"],
+    ]
 
 
 def write_markdown(path: Path, title: str, context: dict, scored: Sequence[Scored]) -> None:
     """``report.md`` (the confusion matrix is linked as ``confusion.png``)."""
-    lines = [f"# {title}", "", _context_line(context), ""]
-    for name, header, rows in tables(scored):
-        lines += [f"## {name}", "", "| " + " | ".join(header) + " |"]
-        lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
-        lines.append("")
-    lines += ["## Confusion matrix of the model", "", "![confusion matrix](confusion.png)", ""]
-    path.write_text("\n".join(lines))
+    from engine.store.inspection import page
+
+    template = page.environment().overlay(autoescape=False).get_template("evaluate.md.j2")
+    text = template.render(title=title, context_line=context_line(context), tables=tables(scored))
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def write_html(
@@ -180,7 +190,7 @@ def write_html(
         path,
         title=title,
         context=context,
-        context_line=_context_line(context),
+        context_line=context_line(context),
         predictors=predictors,
         tables=tables(scored),
         has_cot=any(p["cot"] is not None for p in predictors),
@@ -191,10 +201,9 @@ def write_html(
     )
 
 
-def _context_line(context: dict) -> str:
-    return (
-        f"Dataset {context['dataset']}, split {context['split']}, protocol "
-        f"{context['protocol']}: {context['n']} labelled faces. A prediction without a label "
-        "counts as wrong; faces/s is the predictor's own time per face (— for answers read "
-        "from files)."
-    )
+def context_line(context: dict) -> str:
+    """The sentence on what was evaluated and how (``templates/report/_evaluate_context.j2``)."""
+    from engine.store.inspection import page
+
+    template = page.environment().overlay(autoescape=False).get_template("_evaluate_context.j2")
+    return " ".join(template.render(context=context).split())

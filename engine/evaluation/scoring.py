@@ -5,31 +5,49 @@ word, an unreadable image) counts as wrong; the confusion matrix keeps it in a n
 ``NO_LABEL``. Precision of a class never predicted is 0, so is its F1. UAR (mean class
 accuracy) and macro-F1 average over the classes present in the ground truth or the predictions.
 
-Predictors share one API, ``predict(records) -> list[Prediction]`` (one per record, same
-order). They register with ``@register_predictor`` and are built by name with
-``create_predictor(name, **options)``; the concrete ones live in
-``engine.evaluation.predictors`` and are imported lazily, so this module stays light.
+An evaluation may restrict the answers to a class set (``allowed_classes``): predictors answer
+with the best class of the set, and an answer outside it (a peer's file) counts as wrong, in the
+``NO_LABEL`` column, and is counted (``Metrics.outside_classes``).
+
+Predictors share one API, ``predict(records, classes) -> list[Prediction]`` (one per record,
+same order). They register in ``PREDICTORS`` and are built by name with
+``create_predictor(name, **options)``; the concrete ones live in the modules of
+``PREDICTORS``, imported when first needed, so this module stays light.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import numpy as np
 
 from engine.cot.format import CoT
 from engine.cot.verify import conclusion_label, verify
+from engine.evaluation.cot_quality import wording
+from engine.registry import Registry
 from engine.types import EMOTIONS, FaceRecord
 
 #: The column of the confusion matrix holding predictions without a label.
 NO_LABEL = "(none)"
 
-_PREDICTOR_MODULE = "engine.evaluation.predictors"
-_REGISTRY: dict[str, type[Predictor]] = {}
+#: ``--classes`` words: the eight classes, or the labels of the evaluated records.
+ALL_CLASSES, DATASET_CLASSES = "all", "dataset"
+
+#: Every predictor by name; each module registers its own on import.
+PREDICTORS: Registry[type[Predictor]] = Registry(
+    "predictor",
+    modules={
+        "csv": "engine.evaluation.file_peers",
+        "gpt4v": "engine.evaluation.file_peers",
+        "rules": "engine.evaluation.rules_peer",
+        "nano": "engine.evaluation.classifiers",
+        "fer": "engine.evaluation.classifiers",
+        "expllm": "engine.evaluation.expllm_peer",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,9 @@ class CoTMetrics:
     whose label read from the text's Conclusion (``conclusion_label``) equals the predicted label;
     ``faithfulness_mean``/``fully_faithful``: of the AUs each text mentions, the share measured
     on the same image (mean, and the share of texts at 1.0), over the texts whose image was
-    measured (``measured``).
+    measured (``measured``). The wording checks (``engine.evaluation.cot_quality.Wording``):
+    ``interpretation_agreement``, ``non_word_tokens``, ``non_word_cots``, ``annotation_wording``
+    and the most frequent ``non_words``.
     """
 
     n: int
@@ -82,6 +102,11 @@ class CoTMetrics:
     measured: int
     faithfulness_mean: float | None
     fully_faithful: float | None
+    interpretation_agreement: float
+    non_word_tokens: float
+    non_word_cots: float
+    annotation_wording: float
+    non_words: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -90,7 +115,8 @@ class Metrics:
 
     ``confusion`` counts rows of true class (``EMOTIONS`` order) by columns of predicted class
     (``EMOTIONS`` then ``NO_LABEL``); ``confusion_normalised`` divides each row by its support.
-    ``faces_per_second`` is None for predictors that were not timed (predictions from files).
+    ``faces_per_second`` is None for predictors that were not timed (predictions from files);
+    ``outside_classes`` counts the answers outside the evaluation's class set (scored as none).
     """
 
     predictor: str
@@ -105,6 +131,7 @@ class Metrics:
     seconds: float
     faces_per_second: float | None
     cot: CoTMetrics | None = None
+    outside_classes: int = 0
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict (class names kept as keys, matrix labels added)."""
@@ -192,6 +219,7 @@ def cot_metrics(
     exact = [CoT.is_exact(p.cot) for p, _ in pairs]
     matches = [p.label is not None and conclusion_label(p.cot) == p.label for p, _ in pairs]
     faithful = [verify(p.cot, None, m).faithfulness for p, m in pairs if m is not None]
+    checks = wording([p.cot for p, _ in pairs])
     return CoTMetrics(
         n=len(pairs),
         exact_format=float(np.mean(exact)),
@@ -199,7 +227,33 @@ def cot_metrics(
         measured=len(faithful),
         faithfulness_mean=float(np.mean(faithful)) if faithful else None,
         fully_faithful=float(np.mean([f == 1.0 for f in faithful])) if faithful else None,
+        **asdict(checks),
     )
+
+
+def allowed_classes(spec: str, labels: Iterable[str | None] = ()) -> tuple[str, ...]:
+    """The classes predictors may answer, in ``EMOTIONS`` order: ``all`` (the eight),
+    ``dataset`` (those among ``labels``, the evaluated records' labels) or a comma list of class
+    names; ValueError naming a bad name."""
+    text = spec.strip().lower()
+    if text == ALL_CLASSES:
+        return EMOTIONS
+    names = labels if text == DATASET_CLASSES else (n.strip() for n in text.split(","))
+    wanted = {n for n in names if n}
+    unknown = sorted(wanted - set(EMOTIONS), key=str)
+    if unknown:
+        raise ValueError(
+            f"class {unknown[0]!r} in --classes {spec!r} is not one of {', '.join(EMOTIONS)} "
+            f"(or {ALL_CLASSES!r}, {DATASET_CLASSES!r})"
+        )
+    if not wanted:
+        raise ValueError(f"--classes {spec!r} names no class")
+    return tuple(e for e in EMOTIONS if e in wanted)
+
+
+def best_of(scores: Mapping[str, float], classes: Sequence[str]) -> str:
+    """The class of ``classes`` with the highest score (the first in ``EMOTIONS`` on a tie)."""
+    return max((e for e in EMOTIONS if e in classes), key=scores.__getitem__)
 
 
 def evaluate_predictions(
@@ -207,8 +261,10 @@ def evaluate_predictions(
     records: Sequence[FaceRecord],
     predictions: Sequence[Prediction],
     measured: Sequence[frozenset[str] | None] | None = None,
+    classes: Sequence[str] = EMOTIONS,
 ) -> Metrics:
-    """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included."""
+    """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included;
+    answers outside ``classes`` count as none."""
     if len(records) != len(predictions):
         raise ValueError(f"{name}: {len(records)} records but {len(predictions)} predictions")
     for record, prediction in zip(records, predictions, strict=True):
@@ -217,18 +273,16 @@ def evaluate_predictions(
                 f"{name}: prediction for {prediction.record_id!r} where {record.record_id!r} "
                 "was expected (predictions out of order)"
             )
+    labels = [p.label for p in predictions]
     metrics = classification_metrics(
         [r.label for r in records],
-        [p.label for p in predictions],
+        [label if label in classes else None for label in labels],
         predictor=name,
         seconds=sum(p.seconds for p in predictions),
     )
+    outside = sum(label is not None and label not in classes for label in labels)
     cot = cot_metrics(predictions, measured or [None] * len(predictions))
-    return metrics if cot is None else _with_cot(metrics, cot)
-
-
-def _with_cot(metrics: Metrics, cot: CoTMetrics) -> Metrics:
-    return Metrics(**{**metrics.__dict__, "cot": cot})
+    return replace(metrics, cot=cot, outside_classes=outside)
 
 
 class Predictor(ABC):
@@ -242,29 +296,17 @@ class Predictor(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def predict(self, records: Sequence[FaceRecord]) -> list[Prediction]:
-        """One prediction per record, in the same order."""
+    def predict(
+        self, records: Sequence[FaceRecord], classes: Sequence[str] = EMOTIONS
+    ) -> list[Prediction]:
+        """One prediction per record, in the same order, the best of ``classes`` where the
+        predictor ranks classes."""
 
     def describe(self) -> str:
         """One line for reports (what and from where)."""
         return self.name
 
 
-def register_predictor(cls: type[Predictor]) -> type[Predictor]:
-    """Class decorator adding a predictor to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def list_predictors() -> list[str]:
-    """Names accepted by ``create_predictor``."""
-    importlib.import_module(_PREDICTOR_MODULE)
-    return sorted(_REGISTRY)
-
-
 def create_predictor(name: str, **options) -> Predictor:
-    """Build the predictor ``name`` with its ``options``."""
-    known = list_predictors()
-    if name not in known:
-        raise ValueError(f"unknown predictor {name!r}; choose one of {', '.join(known)}")
-    return _REGISTRY[name](**options)
+    """Build the predictor ``name`` of ``PREDICTORS`` with its ``options``."""
+    return PREDICTORS.create(name, **options)  # type: ignore[return-value]

@@ -1,12 +1,16 @@
 """Shards -> training conversations in the ExpLLM paper's format, and exports for other trainers.
 
-Each accepted record becomes one sample (deterministically, by a hash of its record id):
+Each labelled record becomes one sample (deterministically, by a hash of its record id):
 
-* a **CoT** sample: system prompt, ``<image>`` + task + question -> the CoT text, then the
-  label question -> the label (the CoT turn before the label turn, as in the paper);
-* a **FER** sample: system prompt, ``<image>`` + task + label question -> the label.
+* a **CoT** sample (verified records only: complete, faithful, the description agreeing with the
+  label): system prompt, ``<image>`` + task + question -> the CoT text, then the label question
+  -> the label (the CoT turn before the label turn, as in the paper);
+* a **FER** sample (any record): system prompt, ``<image>`` + task + label question -> the label.
 
-``mix`` = (FER, CoT) sets the shares (the paper's 3:1 by default). Exports (``write_export``):
+``mix`` = (FER, CoT) sets the shares among verified records (the paper's 3:1 by default);
+records that did not verify give FER samples. The wording is ``data/prompts/expllm.json``
+(``prompts()``), the task naming the classes of ``engine.types.EMOTIONS``. Exports
+(``write_export``):
 
 * ``paper``: JSONL, ``{"id", "image", "kind", "label", "messages": [{"role", "content"}]}``
   with the literal ``<image>`` placeholder in the first user turn;
@@ -27,24 +31,17 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
 
+from engine.resources import data_file
 from engine.store.shards import MANIFEST
 from engine.store.stats import read_shards
+from engine.types import EMOTIONS
 
-SYSTEM_PROMPT = "You are a helpful face analysis assistant."
 IMAGE_TOKEN = "<image>"
-TASK = "Task: facial expression recognition over eight classes (" + (
-    "neutral, happiness, surprise, sadness, anger, disgust, fear, contempt)."
-)
-COT_QUESTION = (
-    "Question: describe the facial action units you observe, interpret them, and conclude "
-    "with the expression."
-)
-LABEL_QUESTION = "Question: which expression does the face show? Answer with one word."
-FOLLOW_UP = "Which expression does the face show? Answer with one word."
 #: The shard columns a conversation needs.
 COLUMNS = ["record_id", "image_path", "image_bytes", "label", "cot_text", "verified"]
 
@@ -66,26 +63,54 @@ class Sample:
         return data
 
 
-def cot_prompt() -> str:
-    """The first user turn of a CoT sample (also the prompt the ``expllm`` predictor sends)."""
-    return f"{IMAGE_TOKEN}\n{TASK}\n{COT_QUESTION}"
+@dataclass(frozen=True)
+class Prompts:
+    """The wording of the training conversations (``data/prompts/expllm.json``)."""
+
+    system: str
+    task: str  # names the classes
+    cot_question: str
+    label_question: str
+    follow_up: str
+
+    @property
+    def cot_prompt(self) -> str:
+        """The first user turn of a CoT sample (also the prompt a new model is asked)."""
+        return f"{IMAGE_TOKEN}\n{self.task}\n{self.cot_question}"
+
+    @property
+    def label_prompt(self) -> str:
+        """The first user turn of a label-only sample."""
+        return f"{IMAGE_TOKEN}\n{self.task}\n{self.label_question}"
+
+
+@cache
+def prompts() -> Prompts:
+    """The training prompts, the task naming the classes of ``engine.types.EMOTIONS``."""
+    data = json.loads(data_file("prompts/expllm.json").read_text(encoding="utf-8"))
+    count = data["count_words"].get(str(len(EMOTIONS)), str(len(EMOTIONS)))
+    task = data["task"].format(count=count, classes=", ".join(EMOTIONS))
+    return Prompts(
+        data["system"], task, data["cot_question"], data["label_question"], data["follow_up"]
+    )
 
 
 def build_sample(row: dict, kind: str) -> Sample:
     """The ``kind`` conversation of one shard row."""
-    system = {"role": "system", "content": SYSTEM_PROMPT}
+    words = prompts()
+    system = {"role": "system", "content": words.system}
     if kind == "cot":
         messages = [
             system,
-            {"role": "user", "content": cot_prompt()},
+            {"role": "user", "content": words.cot_prompt},
             {"role": "assistant", "content": row["cot_text"]},
-            {"role": "user", "content": FOLLOW_UP},
+            {"role": "user", "content": words.follow_up},
             {"role": "assistant", "content": row["label"]},
         ]
     elif kind == "fer":
         messages = [
             system,
-            {"role": "user", "content": f"{IMAGE_TOKEN}\n{TASK}\n{LABEL_QUESTION}"},
+            {"role": "user", "content": words.label_prompt},
             {"role": "assistant", "content": row["label"]},
         ]
     else:
@@ -118,24 +143,30 @@ def parse_mix(text: str) -> tuple[int, int]:
     return pair
 
 
-def read_rows(shards: str | Path, verified_only: bool = True) -> pd.DataFrame:
-    """Labelled (and, by default, verified) records of an Exp-CoT output folder."""
+def read_rows(shards: str | Path) -> pd.DataFrame:
+    """The labelled records of an Exp-CoT output folder, ``verified`` as a bool."""
     shards = Path(shards)
     if not (shards / MANIFEST).is_file():
         raise FileNotFoundError(f"{shards}: no {MANIFEST}; not an Exp-CoT output folder")
     frame = read_shards(shards, COLUMNS)
     if frame.empty:
         raise ValueError(f"{shards}: no shard-*.parquet files with records")
-    keep = frame["label"].notna() & frame["cot_text"].notna()
-    if verified_only:
-        keep &= frame["verified"].fillna(False).astype(bool)
-    return frame[keep].sort_values("record_id").reset_index(drop=True)
+    frame = frame[frame["label"].notna()].copy()
+    frame["verified"] = frame["verified"].fillna(False).astype(bool) & frame["cot_text"].notna()
+    return frame.sort_values("record_id").reset_index(drop=True)
 
 
-def build_samples(frame: pd.DataFrame, mix: tuple[int, int] = (3, 1)) -> list[Sample]:
-    """One sample per row of ``frame``; its kind drawn by record-id hash with shares ``mix``."""
-    rows = frame.to_dict("records")
-    return [build_sample(row, _kind(row["record_id"], mix)) for row in rows]
+def build_samples(
+    frame: pd.DataFrame, mix: tuple[int, int] = (3, 1), verified_cots: bool = True
+) -> list[Sample]:
+    """One sample per row of ``frame``: a verified row's kind drawn by record-id hash with
+    shares ``mix``, any other row a label-only sample (``verified_cots=False``: every row with a
+    CoT text is drawn so)."""
+    out = []
+    for row in frame.to_dict("records"):
+        drawn = row["verified"] if verified_cots else isinstance(row.get("cot_text"), str)
+        out.append(build_sample(row, _kind(row["record_id"], mix) if drawn else "fer"))
+    return out
 
 
 def dataset_root(shards: str | Path, override: str | Path | None = None) -> Path:

@@ -7,14 +7,18 @@
   CoT format (``exact_format_prefix``): the three headers in order, single spaces, one line per
   section, no end before the Conclusion. At each step the best token that keeps the text so is
   taken, among the ``CANDIDATES`` best, the tokens that continue a header, code, name, word or
-  quote begun, and then the ``FALLBACK_CANDIDATES`` best.
-* **Label guidance** (``DecodingSettings.label_guidance``, a weight ``w``): where the model
-  writes an emotion at a label slot (text ending in ``label_cue``: after "label," or inside
-  ``**``), the emotion is chosen by the LM's log-probability + ``w`` x the encoder classifier's
-  log-probability of that class (a product of experts); ``w = 0`` leaves the LM alone.
+  quote begun, and then the ``FALLBACK_CANDIDATES`` best. Every word is a known one
+  (``engine.model.vocabulary``: English, the templates' and the data's words).
+* **Label slots** (``engine.model.labels``): the Interpretation's first emotion and its bold
+  verdict may name only the allowed classes (``allowed_labels``, default all), and with
+  **label guidance** (``DecodingSettings.label_guidance``, a weight ``w``) the emotion is chosen
+  by the LM's log-probability + ``w`` x the encoder classifier's log-probability of that class
+  (a product of experts; ``w = 0`` leaves the LM alone). The Conclusion's label (after
+  ``label_cue``: "label," or an opening ``**``) names the emotion the Interpretation leads with
+  (``conclusion_follows``), else it is chosen so too.
 
-``AUGrounding`` and ``label_slot`` work on text only; ``guided_logits_processor`` adapts them to
-``transformers.generate``.
+``AUGrounding`` and ``label_slot_at`` work on text only; ``guided_logits_processor`` adapts them
+to ``transformers.generate``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,16 @@ import numpy as np
 from engine.cot.format import HEADERS, CoT
 from engine.cot.rules import RuleBook
 from engine.cot.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
+from engine.model.labels import (
+    allowed_classes,
+    emotion_token_families,
+    label_slot,
+    label_slot_at,
+)
+from engine.model.vocabulary import vocabulary
 from engine.types import EMOTIONS
+
+__all__ = ["AUGrounding", "DecodingSettings", "guided_logits_processor", "label_slot"]
 
 #: How many of the best tokens grounding tries first.
 CANDIDATES = 64
@@ -58,11 +71,21 @@ _LEVEL_WORD = re.compile(r" at(?P<space> ?)(?P<word>[a-z]*)(?P<end>[^a-z])?")
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """How the nano ExpLLM decodes (``expllm_model.json``'s ``decoding``)."""
+    """How the nano ExpLLM decodes (``expllm_model.json``'s ``decoding``): ``label_cue`` ends
+    the text before a label ("the annotated label," of the shipped model's training texts, an
+    opening ``**`` of the new ones); ``conclusion_follows``: the Conclusion's label is the
+    Interpretation's first emotion (``"first"``), its verdict (``"verdict"``) or free (``""``),
+    ``engine.model.labels``."""
 
     grounded: bool = False
     label_guidance: float = 0.0
     label_cue: str = r"(?:label,|\*\*)$"
+    conclusion_follows: str = "first"
+
+    @property
+    def guided(self) -> bool:
+        """Whether decoding is guided at all (else plain greedy)."""
+        return self.grounded or bool(self.label_guidance)
 
 
 @dataclass(frozen=True)
@@ -117,7 +140,7 @@ class AUGrounding:
 
     def _check(self, text: str) -> tuple[bool, list[str]]:
         in_format, header_rest = exact_format_prefix(text)
-        if not in_format:
+        if not in_format or not vocabulary().allows(text):
             return False, []
         ok, rests = self._check_aus(text)
         return ok, (header_rest + rests if ok else [])
@@ -242,39 +265,25 @@ def _level_words() -> dict[str, str]:
     return level_words()
 
 
-def label_slot(text: str, cue: str) -> bool:
-    """Whether the next word of ``text`` would be a label (``cue`` matches at its end)."""
-    return re.search(cue, text[-40:]) is not None
-
-
-def emotion_token_families(tokenizer) -> list[dict[int, int]]:
-    """First token id -> emotion index, once for words after a space and once without one."""
-    families = []
-    for prefix in (" ", ""):
-        first = {}
-        for index, emotion in enumerate(EMOTIONS):
-            ids = tokenizer(prefix + emotion, add_special_tokens=False)["input_ids"]
-            first.setdefault(ids[0], index)
-        families.append(first)
-    return families
-
-
 def guided_logits_processor(
     tokenizer,
     settings: DecodingSettings,
     groundings: Sequence[AUGrounding] | None,
     log_priors: np.ndarray | None,
+    allowed_labels: Sequence[str] | None = None,
 ):
     """A ``transformers`` logits processor that applies ``settings`` to a batch of faces.
 
     ``groundings``: per face (for ``settings.grounded``); ``log_priors``: [faces, 8] classifier
-    log-probabilities (for ``settings.label_guidance``).
+    log-probabilities (for ``settings.label_guidance``); ``allowed_labels``: the classes label
+    slots may name (default: all).
     """
     import torch
     from transformers import LogitsProcessor
 
     families = emotion_token_families(tokenizer)
     weight = settings.label_guidance if log_priors is not None else 0.0
+    allowed = allowed_classes(allowed_labels)
 
     class GuidedLogits(LogitsProcessor):
         def __call__(self, input_ids, scores):
@@ -284,20 +293,30 @@ def guided_logits_processor(
                 if tokenizer.eos_token_id in ids:  # finished: generate pads it from here on
                     continue
                 text = tokenizer.decode(ids, skip_special_tokens=True)
-                if weight:
-                    self._guide_label(row, text, scores[row])
+                self._guide_label(row, text, scores[row])
                 if groundings is not None:
                     self._ground(ids, text, groundings[row], scores[row])
             return scores
 
         def _guide_label(self, row, text, row_scores):
+            slot = label_slot_at(text, settings.label_cue, allowed, settings.conclusion_follows)
+            if slot is None:
+                return
+            if slot.rest:  # a label word begun: finish it
+                _keep(row_scores, tokenizer(slot.rest, add_special_tokens=False)["input_ids"][:1])
+                return
             best = int(row_scores.argmax())
             family = next((f for f in families if best in f), None)
-            if family is None or not label_slot(text, settings.label_cue):
-                return
+            if family is None:
+                if not slot.cued:
+                    return
+                family = families[1] if text[-1:] in ("", " ", "*") else families[0]
+            wanted = {EMOTIONS.index(e) for e in slot.choices}
             guided = torch.full_like(row_scores, float("-inf"))
             for token, emotion in family.items():
-                guided[token] = row_scores[token] + weight * float(log_priors[row, emotion])
+                if emotion in wanted:
+                    prior = float(log_priors[row, emotion]) if slot.weighted and weight else 0.0
+                    guided[token] = row_scores[token] + weight * prior
             row_scores.copy_(guided)
 
         def _ground(self, ids, text, grounding, row_scores):
@@ -308,9 +327,7 @@ def guided_logits_processor(
                     else grounding.allows(tokenizer.decode([*ids, token], skip_special_tokens=True))
                 ):
                     if rank:  # greedy: the first grounded candidate is the only choice left
-                        keep = row_scores[token].clone()
-                        row_scores.fill_(float("-inf"))
-                        row_scores[token] = keep
+                        _keep(row_scores, [token])
                     return
 
         @staticmethod
@@ -323,3 +340,10 @@ def guided_logits_processor(
             yield from torch.topk(row_scores, FALLBACK_CANDIDATES).indices.tolist()[CANDIDATES:]
 
     return GuidedLogits()
+
+
+def _keep(row_scores, tokens: Sequence[int]) -> None:
+    """Leave only ``tokens`` (their scores kept) in one row of scores."""
+    keep = row_scores[tokens].clone()
+    row_scores.fill_(float("-inf"))
+    row_scores[tokens] = keep

@@ -1,7 +1,8 @@
-"""Fine-tuning ExpLLM: verified Exp-CoT rows -> conversations -> a trained model folder.
+"""Fine-tuning ExpLLM: labelled Exp-CoT rows -> conversations -> a trained model folder.
 
 Pure stage (no Prefect): ``training_set`` holds out ``eval_samples`` rows and builds the
-paper's conversations (FER:CoT mix) with each face's crop and AU reading; ``train_model``
+paper's conversations (FER:CoT mix; CoT turns from verified rows only,
+``engine.model.conversations``) with each face's crop and AU reading; ``train_model``
 computes each face's visual input once (the vision side is frozen), then trains projectors +
 LoRA with AdamW (cosine schedule, 3 % warm-up) through ``accelerate`` (one code path for the
 CPU, one GPU, or ``accelerate launch`` on several with DeepSpeed ZeRO-2,
@@ -27,10 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.aus import au_definitions
 from engine.cot.format import CoT
 from engine.cot.verify import conclusion_label
 from engine.data.images import load_image
+from engine.model.config import GENERATION_BATCH
 from engine.model.conversations import Sample, build_samples, read_rows
+from engine.model.decoding import DecodingSettings
+from engine.store.stats import read_shards
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -41,7 +46,9 @@ BOX_COLUMNS = ["face_x", "face_y", "face_w", "face_h"]
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Training settings (the paper's: lr 5e-4, cosine, 3 % warm-up, LoRA r=8 alpha=16)."""
+    """Training settings (the paper's: lr 5e-4, cosine, 3 % warm-up, LoRA r=8 alpha=16).
+    ``batch_size`` is the training batch; ``generation_batch`` the faces the per-epoch
+    evaluation writes CoTs for at once."""
 
     base: str = "nano"
     epochs: int = 1
@@ -53,6 +60,7 @@ class FinetuneConfig:
     mix: tuple[int, int] = (3, 1)
     checkpoint_every: int = 50
     eval_max_new_tokens: int = 320
+    generation_batch: int = GENERATION_BATCH
     mixed_precision: str = "no"  # accelerate's: "no", "bf16", "fp16"
     seed: int = 0
     progress: bool = True
@@ -80,13 +88,10 @@ def au_readings(frame: pd.DataFrame) -> list[dict[str, float]]:
 
 
 def training_rows(shards: str | Path) -> pd.DataFrame:
-    """The verified rows of an Exp-CoT output folder with their face boxes and AU readings."""
-    import pyarrow.parquet as pq
-
+    """The labelled rows of an Exp-CoT output folder (``verified`` says which give CoT turns)
+    with their face boxes and AU readings."""
     frame = read_rows(shards)
-    first = sorted(Path(shards).glob("shard-*.parquet"))[0]
-    aus = [c for c in pq.read_schema(first).names if AU_COLUMN.match(c)]
-    extra = pd.read_parquet(shards, columns=["record_id", *BOX_COLUMNS, *aus])
+    extra = read_shards(Path(shards), ["record_id", *BOX_COLUMNS, *au_definitions()])
     return frame.merge(extra.drop_duplicates("record_id"), on="record_id", how="left")
 
 
@@ -128,17 +133,25 @@ def training_set(
 
 
 def generate_cots(
-    model, visuals: Sequence, max_new_tokens: int | None = None, batch_size: int = 8
+    model,
+    visuals: Sequence,
+    max_new_tokens: int | None = None,
+    batch_size: int = GENERATION_BATCH,
+    decoding: DecodingSettings | None = None,
+    allowed_labels: Sequence[str] | None = None,
 ) -> list[str]:
-    """The model's CoT for each visual input (``model.visual_inputs``), ``batch_size`` at once."""
+    """The model's CoT for each visual input (``model.visual_inputs``), ``batch_size`` at once;
+    ``decoding`` (default: the model's) and ``allowed_labels`` as ``VisionLM.generate`` takes
+    them."""
     texts: list[str] = []
     for start in range(0, len(visuals), batch_size):
-        texts += model.generate(visuals[start : start + batch_size], max_new_tokens)
+        chunk = visuals[start : start + batch_size]
+        texts += model.generate(chunk, max_new_tokens, decoding, allowed_labels)
     return texts
 
 
 def evaluate_model(
-    model, visuals: list, labels: list[str], max_new_tokens: int, batch_size: int = 8
+    model, visuals: list, labels: list[str], max_new_tokens: int, batch_size: int = GENERATION_BATCH
 ) -> dict:
     """Label accuracy (from the generated Conclusion) and exact-format share on held-out faces."""
     if not visuals:
@@ -175,7 +188,7 @@ def train_model(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from engine.model.vlm import create_model, load_model
+    from engine.model import create_model, load_model
 
     target = Path(out)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
@@ -269,7 +282,11 @@ def train_model(
                 checkpoint()
         model.module = accelerator.unwrap_model(module)
         scores = evaluate_model(
-            model, held_visuals, data.held_labels, config.eval_max_new_tokens, config.batch_size
+            model,
+            held_visuals,
+            data.held_labels,
+            config.eval_max_new_tokens,
+            config.generation_batch,
         )
         model.module = module
         history["epochs"].append({"epoch": epoch + 1, "step": step, "eval": scores})

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from engine.aus import au_definitions
-from engine.cot.rules import RuleBook
-from engine.store.shards import MANIFEST
-from engine.store.stats import class_checks, read_rejected, read_shards
+from engine.store.inspection.page import environment
+from engine.store.stats import class_checks, load_run, run_rules
 from engine.types import EMOTIONS
 
-
-def load_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Accepted rows, rejected rows and the manifest of ``out_dir``."""
-    out_dir = Path(out_dir)
-    manifest_path = out_dir / MANIFEST
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{out_dir} is not an expllm output folder (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{manifest_path}: not an expllm manifest (a JSON object expected)")
-    _check_shard_files(out_dir)
-    return read_shards(out_dir), read_rejected(out_dir), manifest
-
-
-#: Columns ``expllm inspect`` needs in every shard (present in every schema version).
-_NEEDED = ("record_id", "split", "label", "au_backend", "cot_text", "verified", "faithfulness")
-
-
-def _check_shard_files(out_dir: Path) -> None:
-    """ValueError naming the first ``shard-*.parquet`` that is not an expllm shard."""
-    for path in sorted(out_dir.glob("shard-*.parquet")):
-        try:
-            names = pq.read_schema(path).names
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
-        missing = [c for c in _NEEDED if c not in names]
-        if missing:
-            raise ValueError(
-                f"{path}: not an expllm shard (no column(s) {missing}); move foreign Parquet "
-                "files out of the output folder"
-            )
+#: The template of ``expllm inspect``'s text, in ``templates/report/``.
+SUMMARY = "summary.txt.j2"
 
 
 def au_summary(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -64,97 +29,68 @@ def au_summary(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def text_summary(out_dir: Path, samples: int = 3) -> str:
-    """What ``expllm inspect`` prints."""
+    """What ``expllm inspect`` prints (``templates/report/summary.txt.j2``)."""
     frame, rejected, manifest = load_run(out_dir)
-    backends = sorted(frame["au_backend"].dropna().unique()) if len(frame) else []
-    rules = RuleBook.for_backend(backends[0]) if len(backends) == 1 else RuleBook.load()
-    threshold = rules.active_threshold
-    lines = [
-        f"expllm output {out_dir} (schema {manifest.get('schema_version')}, "
-        f"{len(manifest.get('shards', {}))} shards)",
-        f"records: {len(frame)} accepted, {len(rejected)} rejected",
-    ]
+    rules = run_rules(frame)
+    context = {
+        "out_dir": out_dir,
+        "manifest": manifest,
+        "accepted": len(frame),
+        "rejected": len(rejected),
+        "rejected_table": rejected.groupby(["stage", "reason"])
+        .size()
+        .sort_values(ascending=False)
+        .head(10)
+        .to_string()
+        if len(rejected)
+        else None,
+    }
     if len(frame):
         table = pd.crosstab(
             frame["label"].fillna("(none)"), frame["split"], margins=True, margins_name="total"
         )
         order = [e for e in (*EMOTIONS, "(none)", "total") if e in table.index]
-        lines += ["", "per class and split:", table.loc[order].to_string()]
-        lines += [
-            "",
-            f"verified: {frame['verified'].mean():.1%}   "
-            f"label read back from the description alone (Des2Exp): "
-            f"{(frame['inferred_label'] == frame['label']).mean():.1%}   "
-            f"complete: {_share(frame, 'complete')}",
-            *_support_lines(frame, rejected, manifest),
-            f"faithfulness: mean {frame['faithfulness'].mean():.3f}, min "
-            f"{frame['faithfulness'].min():.3f}   exact format: "
-            f"{frame['cot_text'].map(_is_exact).mean():.1%}   CoTs speaking of annotations, "
-            f"labels, datasets or ground truth: {frame['cot_text'].map(_speaks_meta).sum()}",
-            f"words per CoT: mean {frame['cot_words'].mean():.1f} "
-            f"(min {frame['cot_words'].min()}, max {frame['cot_words'].max()})   "
-            f"seconds per image: {frame['seconds'].mean():.4f}",
-            f"AU back end: {', '.join(sorted(frame['au_backend'].unique()))} "
-            f"({', '.join(sorted(frame['au_model_version'].unique()))})   rule table: "
-            + (
-                ", ".join(sorted(frame["rules_table"].dropna().unique()))
-                if "rules_table" in frame
-                else "(not recorded)"
-            ),
-            f"AU model licence: {manifest.get('config', {}).get('au_licence', '(not recorded)')}",
-            "",
-            "per class: n, Des2Exp = label read back from the description alone, AU evidence "
-            "supports the label, complete, mean faithfulness, verified:",
-            _format_checks(class_checks(frame)),
-            "",
-            f"AU distribution (active = intensity >= {threshold} on 0-5, {rules.table_id}):",
-            au_summary(frame, threshold).to_string(),
-        ]
-        for _, row in _samples(frame, samples).iterrows():
-            lines += [
-                "",
-                f"--- sample {row['record_id']} (label {row['label']}, {row['template_id']}) ---",
-                row["cot_text"],
-            ]
-    if len(rejected):
-        lines += [
-            "",
-            "rejected by stage and reason:",
-            rejected.groupby(["stage", "reason"])
-            .size()
-            .sort_values(ascending=False)
-            .head(10)
-            .to_string(),
-        ]
-    return "\n".join(lines)
+        context |= {
+            "class_table": table.loc[order].to_string(),
+            "verified": frame["verified"].mean(),
+            "des2exp": (frame["inferred_label"] == frame["label"]).mean(),
+            "complete": _share(frame, "complete"),
+            "support": _support(frame, rejected, manifest),
+            "faithfulness": frame["faithfulness"],
+            "exact": frame["cot_text"].map(_is_exact).mean(),
+            "meta": frame["cot_text"].map(_speaks_meta).sum(),
+            "words": frame["cot_words"],
+            "seconds": frame["seconds"].mean(),
+            "backends": sorted(frame["au_backend"].unique()),
+            "au_models": sorted(frame["au_model_version"].unique()),
+            "rules_tables": sorted(frame["rules_table"].dropna().unique())
+            if "rules_table" in frame
+            else None,
+            "checks_table": _format_checks(class_checks(frame)),
+            "rules": rules,
+            "au_table": au_summary(frame, rules.active_threshold).to_string(),
+            "samples": _samples(frame, samples).to_dict("records"),
+        }
+    return environment().get_template(SUMMARY).render(**context).rstrip("\n")
 
 
-def _share(frame: pd.DataFrame, column: str) -> str:
+def _share(frame: pd.DataFrame, column: str) -> float | None:
     if column not in frame or frame[column].isna().all():
-        return "(not recorded)"
-    return f"{frame[column].astype(float).mean():.1%}"
+        return None
+    return frame[column].astype(float).mean()
 
 
-def _support_lines(frame: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> list[str]:
-    """Shares of records whose AU evidence supports the label and of those it does not, with
-    what ``--keep`` did with the latter."""
+def _support(frame: pd.DataFrame, rejected: pd.DataFrame, manifest: dict) -> dict | None:
+    """How many records' AU evidence supports the label, of how many (those ``--keep
+    supported`` left out included), and what ``--keep`` did with the others."""
     keep = manifest.get("config", {}).get("pipeline", {}).get("keep", "all")
     labelled = frame[frame["label"].notna()]
     dropped = int((rejected["stage"] == "keep").sum()) if len(rejected) else 0
-    supported = int(labelled["au_supports_label"].astype(bool).sum())
     total = len(labelled) + dropped
     if not total:
-        return []
-    not_supported = total - supported
-    where = (
-        f"{dropped} left out by --keep supported (in _rejected)"
-        if keep == "supported"
-        else "kept (--keep all)"
-    )
-    return [
-        f"AU evidence supports the label: {supported} of {total} ({supported / total:.1%})   "
-        f"does not: {not_supported} ({not_supported / total:.1%}), {where}"
-    ]
+        return None
+    supported = int(labelled["au_supports_label"].astype(bool).sum())
+    return {"supported": supported, "total": total, "keep": keep, "dropped": dropped}
 
 
 def _format_checks(checks: pd.DataFrame) -> str:

@@ -1,13 +1,17 @@
-"""Run statistics from the shards of an output folder (written as ``_stats.json``)."""
+"""Reading an output folder (``read_shards``: the one shard reader, ``load_run``) and the run
+statistics written as ``_stats.json``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from engine.cot.rules import RuleBook
 from engine.store.shards import MANIFEST, REJECTED_DIR
 from engine.types import EMOTIONS
 
@@ -27,16 +31,35 @@ _COLUMNS = [
 ]
 
 
-def read_shards(out_dir: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def read_shards(
+    out_dir: Path, columns: list[str] | None = None, required: Sequence[str] = ()
+) -> pd.DataFrame:
     """Accepted records of ``out_dir`` (only ``columns`` when given; those an older schema
-    lacks are left out)."""
+    lacks are left out). A shard file that is not Parquet, or lacks a ``required`` column, is
+    refused with a ValueError naming it."""
     files = sorted(Path(out_dir).glob("shard-*.parquet"))
+    if required:
+        for path in files:
+            _check_shard(path, required)
     if not files:
         return pd.DataFrame(columns=columns or [])
     dataset = ds.dataset([str(f) for f in files], format="parquet")
     if columns is not None:
         columns = [c for c in columns if c in dataset.schema.names]
     return dataset.to_table(columns=columns).to_pandas()
+
+
+def _check_shard(path: Path, required: Sequence[str]) -> None:
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise ValueError(
+            f"{path}: not an expllm shard (no column(s) {missing}); move foreign Parquet "
+            "files out of the output folder"
+        )
 
 
 def class_checks(frame: pd.DataFrame) -> pd.DataFrame:
@@ -65,6 +88,32 @@ def read_rejected(out_dir: Path) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=["record_id", "stage", "reason"])
     return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+
+
+#: Columns ``expllm inspect`` needs in every shard (present in every schema version).
+_NEEDED = ("record_id", "split", "label", "au_backend", "cot_text", "verified", "faithfulness")
+
+
+def load_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Accepted rows, rejected rows and the manifest of ``out_dir`` (for ``expllm inspect``)."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{out_dir} is not an expllm output folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{manifest_path}: not an expllm manifest (a JSON object expected)")
+    return read_shards(out_dir, required=_NEEDED), read_rejected(out_dir), manifest
+
+
+def run_rules(frame: pd.DataFrame) -> RuleBook:
+    """The rule tables of a run's records: those of its AU back end when it has one, else the
+    hand-set ones (their ``active_threshold`` and levels are what its pages and summary show)."""
+    backends = sorted(frame["au_backend"].dropna().unique()) if len(frame) else []
+    return RuleBook.for_backend(backends[0]) if len(backends) == 1 else RuleBook.load()
 
 
 def shard_stats(

@@ -19,14 +19,16 @@
   C.bars(document.getElementById("chart-f1"), { ...shares, categories: E, series: perClass("f1"), label: "F1 per class" });
   C.bars(document.getElementById("chart-recall"), { ...shares, categories: E, series: perClass("recall"), label: "recall per class" });
   const withCot = D.predictors.filter((p) => p.cot);
-  const cotEl = document.getElementById("chart-cot");
-  if (cotEl && withCot.length) {
-    const keys = [["exact_format", "exact format"], ["conclusion_matches", "conclusion = prediction"], ["faithfulness_mean", "AU faithfulness"], ["fully_faithful", "fully faithful"]];
-    C.bars(cotEl, {
-      ...shares, categories: keys.map((k) => k[1]), label: "CoT metrics",
+  const cotChart = (id, label, keys) => {
+    const el = document.getElementById(id);
+    if (!el || !withCot.length) return;
+    C.bars(el, {
+      ...shares, categories: keys.map((k) => k[1]), label,
       series: withCot.map((p) => ({ name: p.label, values: keys.map((k) => p.cot[k[0]]), colour: C.SERIES[D.predictors.indexOf(p) % C.SERIES.length] })),
     });
-  }
+  };
+  cotChart("chart-cot", "CoT metrics", [["exact_format", "exact format"], ["conclusion_matches", "conclusion = prediction"], ["faithfulness_mean", "AU faithfulness"], ["fully_faithful", "fully faithful"]]);
+  cotChart("chart-cot-wording", "CoT wording", [["interpretation_agreement", "conclusion = interpretation"], ["non_word_tokens", "non-word tokens"], ["non_word_cots", "CoTs with non-words"], ["annotation_wording", "annotation wording"]]);
   document.body.dataset.state = "ready";
   document.body.dataset.firstScreenMs = Math.round(performance.now());
   window.expllmReport = { ready: Promise.resolve({ charts: performance.now() - started }) };

@@ -3,7 +3,7 @@
 (() => {
   const C = Charts, $ = (sel, el) => (el || document).querySelector(sel);
   const S = C.readJSON("summary-data");
-  const E = S.summary.emotions, T = S.summary.threshold;
+  const E = S.summary.emotions, T = S.summary.threshold, F = S.summary.au_floor;
   const started = performance.now();
   let browser = null;
 
@@ -193,7 +193,7 @@
       const items = [];
       for (const code of aus) {
         const a = R.aus[code][i], b = R.b_aus && R.b_aus[code] ? R.b_aus[code][i] : undefined;
-        if (a >= 5 || (b !== undefined && b >= 5)) items.push({ code, name: names[code], a: Math.max(a, 0) / 10, b: b === undefined ? undefined : b / 10 });
+        if (a >= 10 * F || (b !== undefined && b >= 10 * F)) items.push({ code, name: names[code], a: Math.max(a, 0) / 10, b: b === undefined ? undefined : b / 10 });
       }
       if (items.length) C.auBars($(".aus", node), items, T); else $(".aus", node).remove();
       if (!items.length) $(".no-aus", node).hidden = false;

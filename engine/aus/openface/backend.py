@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.aus import AUEstimator, register_estimator
+from engine.aus import ESTIMATORS, AUEstimator
 from engine.aus.canvas import to_rgb
 from engine.aus.mesh import open_face_mesh
 from engine.aus.openface.landmarks import (
@@ -68,7 +68,7 @@ def load_openface_model(model_dir: str | Path | None) -> OpenFaceModel:
     return OpenFaceModel.load(Path(model_dir) if model_dir else resolve_model_path(MODEL_NAME))
 
 
-@register_estimator
+@ESTIMATORS.register()
 class OpenFaceEstimator(AUEstimator):
     """AU intensities and presence from OpenFace 2.2's static models."""
 

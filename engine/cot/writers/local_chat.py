@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from engine.cot.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
+from engine.cot.writers.chat import CHAT_MODELS, ChatModel, ChatParams, Completion, OnAnswer
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -46,7 +46,7 @@ def default_model_path() -> Path:
     return path
 
 
-@register_chat
+@CHAT_MODELS.register()
 class LocalChat(ChatModel):
     """Greedy (or seeded sampling) generation with a transformers causal LM."""
 

@@ -13,8 +13,19 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from engine.cot.writers import ChatModel, ChatParams, Completion, OnAnswer, price_for, register_chat
+from engine.cot.writers.chat import (
+    CHAT_MODELS,
+    ChatModel,
+    ChatParams,
+    Completion,
+    OnAnswer,
+    price_for,
+)
+
+if TYPE_CHECKING:
+    from engine.cot.writers.base import WriterOptions
 
 DEFAULT_MODEL = "gpt-4o"
 
@@ -27,7 +38,7 @@ def _import_openai():
     return openai
 
 
-@register_chat
+@CHAT_MODELS.register()
 class OpenAIChat(ChatModel):
     """Async chat completions against ``base_url`` with bounded concurrency and retries."""
 
@@ -61,6 +72,17 @@ class OpenAIChat(ChatModel):
         self.price = price_for(self.model)
         if self.base_url and "api.openai.com" not in self.base_url and self.price is None:
             self.price = (0.0, 0.0)  # self-hosted: no per-token cost
+
+    @classmethod
+    def from_options(cls, options: WriterOptions) -> OpenAIChat:
+        return cls(
+            base_url=options.base_url,
+            model=options.model,
+            api_key=options.api_key,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            max_retries=options.max_retries,
+        )
 
     def _served_model(self) -> str:
         """gpt-4o at api.openai.com; elsewhere the (first) model the server lists."""

@@ -26,10 +26,12 @@ import jinja2
 
 from engine.cot.format import HEADERS
 from engine.cot.render import CoTRenderer, join_and
-from engine.cot.writers import REWRITES, WriteRequest
+from engine.cot.writers.base import WriteRequest
 from engine.resources import templates_dir
 from engine.types import EMOTIONS
 
+#: How an LLM writer rewrites the reference draft: section by section, or as a whole text.
+REWRITES = ("sections", "text")
 _FILES = (
     "writer_system",
     "writer_user",
@@ -88,8 +90,8 @@ class PromptBook:
             "scores": [(e, evidence.scores[e]) for e in ranked[:3] if evidence.scores[e] > 0],
             "dominant": evidence.dominant,
             "secondary": evidence.secondary,
-            "prototypes": [f"{p.emotion} ({p.aus})" for p in evidence.prototypes[:3]],
-            "conflicts": [c.replace("_vs_", " vs ") for c in evidence.conflicts],
+            "prototypes": evidence.prototypes[:3],
+            "conflicts": evidence.conflicts,
             "feedback": feedback,
             "label": label,
             "history": [

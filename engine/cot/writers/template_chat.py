@@ -13,13 +13,13 @@ import re
 
 from engine.cot.format import CoT, CoTFormatError
 from engine.cot.verify import infer_label
-from engine.cot.writers import ChatModel, ChatParams, Completion, OnAnswer, register_chat
+from engine.cot.writers.chat import CHAT_MODELS, ChatModel, ChatParams, Completion, OnAnswer
 
 _BLOCK = re.compile(r"<(reference|cot)>\s*(.*?)\s*</\1>", re.DOTALL)
 _PARAPHRASE = re.compile(r"^Paraphrase:\s*(.+)$", re.MULTILINE)
 
 
-@register_chat
+@CHAT_MODELS.register()
 class TemplateChat(ChatModel):
     """Echoes the reference draft (writer prompts) or reads the label (reader prompts)."""
 

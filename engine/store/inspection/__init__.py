@@ -15,12 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from engine.aus import au_definitions
-from engine.cot.rules import RuleBook
 from engine.store.inspection import compare as compare_mod
 from engine.store.inspection import page, payload
 from engine.store.inspection.thumbs import dataset_root, thumbnails
-from engine.store.report import load_run
 from engine.store.shards import SHARD_SCHEMA
+from engine.store.stats import load_run, run_rules
 
 __all__ = ["write_html", "compare_text", "PAGE_SIZES"]
 
@@ -46,12 +45,12 @@ def write_html(
                 f"{target} would sit among the shards and break pandas.read_parquet("
                 f"{folder}); write it elsewhere or give it a name starting with '_'"
             )
-    threshold = RuleBook.load().active_threshold
     frame, rejected, manifest = _load(out_dir)
+    rules = run_rules(frame)
     codes = payload.au_codes(frame)
     data = {
         "provenance": payload.provenance(out_dir, frame, manifest),
-        "summary": payload.summary(frame, rejected, threshold),
+        "summary": payload.summary(frame, rejected, rules),
         "au_names": {c: d.name for c, d in au_definitions().items()},
         "page_size": page_size,
         "compare": None,
@@ -61,7 +60,7 @@ def write_html(
     if compare is not None:
         frame_b, _, manifest_b = _load(Path(compare))
         prov_b = payload.provenance(Path(compare), frame_b, manifest_b)
-        result = compare_mod.comparison(frame, frame_b, threshold)
+        result = compare_mod.comparison(frame, frame_b, rules.active_threshold)
         records.update(result.pop("records"))
         data["compare"] = result
     started = time.perf_counter()
@@ -90,10 +89,9 @@ def write_html(
 
 def compare_text(out_dir: Path, other: Path) -> str:
     """The comparison ``expllm inspect DIR --compare DIR2`` prints."""
-    threshold = RuleBook.load().active_threshold
     a, _, _ = _load(Path(out_dir))
     b, _, _ = _load(Path(other))
-    return compare_mod.compare_text(out_dir, other, a, b, threshold)
+    return compare_mod.compare_text(out_dir, other, a, b, run_rules(a).active_threshold)
 
 
 def _load(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from engine.store.inspection import page
 from engine.store.inspection.payload import _flags, _share, au_codes, au_tenths
 from engine.types import EMOTIONS
+
+#: The template of the comparison's text, in ``templates/report/``.
+COMPARE_TEXT = "compare.txt.j2"
 
 
 def match(a: pd.DataFrame, b: pd.DataFrame) -> tuple[str, pd.Series]:
@@ -92,47 +96,30 @@ def comparison(a: pd.DataFrame, b: pd.DataFrame, threshold: float) -> dict:
     }
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:5.1f}"
-
-
-def _delta(a: float | None, b: float | None) -> str:
-    return "—" if a is None or b is None else f"{100 * (b - a):+5.1f}"
-
-
 def compare_text(a_dir, b_dir, a: pd.DataFrame, b: pd.DataFrame, threshold: float) -> str:
-    """What ``expllm inspect DIR --compare DIR2`` prints."""
+    """What ``expllm inspect DIR --compare DIR2`` prints (``templates/report/compare.txt.j2``)."""
     result = comparison(a, b, threshold)
     rows = result["per_class"]
-    lines = [
-        f"comparison: A = {a_dir} ({len(a)} records), B = {b_dir} ({len(b)} records)",
-        f"matched by {result['key']}: {result['matched']} (only in A {result['only_a']}, "
-        f"only in B {result['only_b']}); dominant emotion changed on {result['changed']}",
-        "",
-        f"{'class':<10} {'A n':>6} {'B n':>6} {'verified A':>10} {'B':>6} {'d':>6} "
-        f"{'supported A':>11} {'B':>6} {'d':>6}",
-    ]
-    for i, emotion in enumerate(EMOTIONS):
-        ra, rb = rows["a"], rows["b"]
-        lines.append(
-            f"{emotion:<10} {ra['records'][i]:>6} {rb['records'][i]:>6} "
-            f"{_pct(ra['verified'][i]):>10} {_pct(rb['verified'][i]):>6} "
-            f"{_delta(ra['verified'][i], rb['verified'][i]):>6} "
-            f"{_pct(ra['supported'][i]):>11} {_pct(rb['supported'][i]):>6} "
-            f"{_delta(ra['supported'][i], rb['supported'][i]):>6}"
-        )
-    if any(v is not None for v in rows["a"]["complete"] + rows["b"]["complete"]):
-        lines += ["", f"{'class':<10} {'complete A':>10} {'B':>6} {'d':>6}"]
-        for i, emotion in enumerate(EMOTIONS):
-            x, y = rows["a"]["complete"][i], rows["b"]["complete"][i]
-            lines.append(f"{emotion:<10} {_pct(x):>10} {_pct(y):>6} {_delta(x, y):>6}")
     moves = [
         (count, EMOTIONS[x], EMOTIONS[y])
         for x, row in enumerate(result["transitions"])
         for y, count in enumerate(row)
         if x != y and count
     ]
-    if moves:
-        lines += ["", "dominant emotion A -> B (most frequent changes):"]
-        lines += [f"  {x} -> {y}: {count}" for count, x, y in sorted(moves, reverse=True)[:10]]
-    return "\n".join(lines)
+    return (
+        page.environment()
+        .get_template(COMPARE_TEXT)
+        .render(
+            a_dir=a_dir,
+            b_dir=b_dir,
+            n_a=len(a),
+            n_b=len(b),
+            result=result,
+            emotions=EMOTIONS,
+            a=rows["a"],
+            b=rows["b"],
+            has_complete=any(v is not None for v in rows["a"]["complete"] + rows["b"]["complete"]),
+            moves=sorted(moves, reverse=True)[:10],
+        )
+        .rstrip("\n")
+    )

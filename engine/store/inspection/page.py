@@ -36,6 +36,7 @@ def environment() -> jinja2.Environment:
     env.filters["json_block"] = json_block
     env.filters["pct"] = pct
     env.filters["num"] = num
+    env.filters["fmt"] = format  # {{ share | fmt(".1%") }}: Python's format spec
     env.globals["asset"] = asset
     return env
 

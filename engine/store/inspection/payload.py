@@ -17,6 +17,7 @@ import pandas as pd
 
 from engine.aus import MAX_INTENSITY, au_definitions
 from engine.cot.format import CoT
+from engine.cot.rules import RuleBook
 from engine.types import EMOTIONS
 
 #: Bins of the words-per-CoT and AU-intensity histograms.
@@ -55,9 +56,13 @@ def provenance(out_dir: Path, frame: pd.DataFrame, manifest: dict) -> dict:
     }
 
 
-def summary(frame: pd.DataFrame, rejected: pd.DataFrame, threshold: float) -> dict:
-    """Tiles and charts: class balance, shares per class, AU x emotion, reasons, histograms."""
+def summary(frame: pd.DataFrame, rejected: pd.DataFrame, rules: RuleBook) -> dict:
+    """Tiles and charts: class balance, shares per class, AU x emotion, reasons, histograms.
+
+    ``threshold`` (an AU is active at or above it) and ``au_floor`` (the lowest FACS level: the
+    sample browser draws AUs from there) come from the run's rule tables."""
     n, codes = len(frame), au_codes(frame)
+    threshold = rules.active_threshold
     labels = frame["label"] if n else pd.Series(dtype=object)
     has_complete = "complete" in frame.columns
     per_class = {e: frame[labels == e] for e in EMOTIONS}
@@ -84,6 +89,7 @@ def summary(frame: pd.DataFrame, rejected: pd.DataFrame, threshold: float) -> di
     return {
         "emotions": list(EMOTIONS),
         "threshold": threshold,
+        "au_floor": rules.levels[0][1],
         "tiles": tiles,
         "has_complete": has_complete,
         "class_counts": {

@@ -4,8 +4,8 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (optionally ``"stre
 as server-sent events) and ``GET /health``. Answers and errors use the OpenAI shapes
 (``{"error": {"message", "type", "param", "code"}}``). The model behind it is pluggable:
 ``--backend local`` (transformers, SmolLM2-135M-Instruct by default) or ``--backend template``
-(the deterministic template rewriter, no torch). Standard library only (``ThreadingHTTPServer``);
-generation is serialised by the model's lock, so several workers can share one model.
+(the deterministic template rewriter, no torch). Standard library only (``ThreadingHTTPServer``),
+no Prefect; generation is serialised by the model's lock, so several workers can share one model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from engine.cot.writers import ChatModel, ChatParams, create_chat_model
+from engine.cot.writers.chat import CHAT_MODELS, ChatModel, ChatParams
 
+#: Chat back ends the server can serve (``openai`` is itself a client of such a server).
+SERVED = ("local", "template")
 #: OpenAI's default sampling temperature, used when a request names none.
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 200
@@ -235,9 +237,11 @@ def serve(
     port_file: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM; writes the bound port to ``port_file`` when given."""
-    if backend not in ("local", "template"):
-        raise ValueError(f"unknown serve-llm back end {backend!r}; choose local or template")
-    chat = create_chat_model(backend, model=model)
+    if backend not in SERVED:
+        raise ValueError(
+            f"unknown serve-llm back end {backend!r}; choose one of {', '.join(SERVED)}"
+        )
+    chat = CHAT_MODELS.create(backend, model=model)
     server = make_server(host, port, chat)
     bound = server.server_address[1]
     if port_file:

@@ -1,6 +1,9 @@
 """Teacher/student arrays for distilling the ``mesh`` AU head from the ``blendshapes`` back end.
 
-Used by ``scripts/train_mesh_head.py`` and ``benchmarks/mesh_agreement.py``: FER+ faces are
+Used by ``scripts/train_mesh_head.py``, ``scripts/calibrate_blendshape_table.py``,
+``scripts/fit_mesh_to_ibug68.py``, ``benchmarks/mesh_agreement.py`` and
+``benchmarks/landmarks68.py`` (importable as ``scripts._distil`` because the editable install
+puts the checkout on ``sys.path``): FER+ faces are
 put on the shared canvas, the Face Landmarker (teacher) gives 52 blendshapes and its
 transformation matrix, the in-wheel face mesh (student input) gives 478 landmarks. Results
 are cached per chunk of faces as ``.npz`` so that interrupted or larger runs reuse them.
@@ -24,12 +27,6 @@ from engine.aus.canvas import read_rgb, to_canvas
 CACHE_VERSION = "v1"
 CHUNK = 1000
 FERPLUS_SPLITS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
-
-
-def shared_dir() -> Path:
-    """``$EXPLLM_SHARED`` or the ``shared`` folder beside the repository."""
-    default = Path(__file__).resolve().parents[2].parent / "shared"
-    return Path(os.environ.get("EXPLLM_SHARED", default))
 
 
 def ferplus_names(root: Path, split: str) -> list[str]:

@@ -1,0 +1,68 @@
+"""The ``expllm`` predictor: a fine-tuned ExpLLM model folder (``expllm finetune``) writes a CoT
+for each face; its label is the one the CoT's Conclusion states."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.cot.verify import conclusion_label
+from engine.evaluation.face_batches import FacePredictor
+from engine.evaluation.scoring import PREDICTORS, Prediction
+from engine.model.config import GENERATION_BATCH
+from engine.types import EMOTIONS
+
+
+@PREDICTORS.register()
+class ExpLLMPredictor(FacePredictor):
+    """A fine-tuned ExpLLM model folder: writes a CoT for each face, ``batch_size`` at once.
+
+    The label is the one read from the CoT's Conclusion (``engine.cot.verify.conclusion_label``);
+    decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's), guided as
+    the model's ``decoding`` settings say unless ``grounded`` or ``label_guidance`` is given
+    (``engine.model.decoding``), and held to the evaluation's class set (``allowed_labels``).
+    """
+
+    name = "expllm"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_new_tokens: int | None = None,
+        batch_size: int = GENERATION_BATCH,
+        face_mode: str = "auto",
+        grounded: bool | None = None,
+        label_guidance: float | None = None,
+    ):
+        from engine.model import load_model
+
+        super().__init__(face_mode=face_mode, batch_size=batch_size)
+        self.path = Path(path)
+        self.model = load_model(self.path).to_device()
+        self.max_new_tokens = max_new_tokens
+        decoding = self.model.config.decoding
+        if grounded is not None:
+            decoding = replace(decoding, grounded=bool(grounded))
+        if label_guidance is not None:
+            decoding = replace(decoding, label_guidance=float(label_guidance))
+        self.decoding = decoding
+
+    def answer(self, faces: list[np.ndarray], classes: Sequence[str]) -> list[Prediction]:
+        allowed = None if set(classes) == set(EMOTIONS) else list(classes)
+        visuals = self.model.visual_inputs(faces)
+        texts = self.model.generate(
+            visuals, self.max_new_tokens, self.decoding, allowed_labels=allowed
+        )
+        return [Prediction("", conclusion_label(text), cot=text) for text in texts]
+
+    def describe(self) -> str:
+        guided = ["AU-grounded"] if self.decoding.grounded else []
+        if self.decoding.label_guidance:
+            guided.append(f"label guidance {self.decoding.label_guidance:g}")
+        return f"ExpLLM ({self.model.config.base}) {self.path}" + (
+            f" ({', '.join(guided)})" if guided else ""
+        )

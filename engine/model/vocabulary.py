@@ -1,0 +1,105 @@
+"""The words grounded decoding lets the nano ExpLLM write (``Vocabulary``), from the sources of
+the evaluation's wording check (``engine.evaluation.cot_quality``): the English list
+``data/english_words.txt``, the words of the CoT and prompt templates (``templates/cot``,
+``templates/prompts``, their Jinja expressions included: they hold words too), the words of the
+data tables (``data/**/*.csv``: FACS names, muscles and phrases, prototype sources) and the
+emotion words of ``data/emotion_lexicon.json`` and ``label_maps.json``, each also with a plural,
+past, participle, adverb or comparative ending. Every finished word of a text must be
+one of them and an unfinished last word must begin one, so that a clause cannot run into
+non-words such as "UiPuPurpSurvue". Numbers, punctuation and FACS codes (a word run into digits,
+``AU12``: the grounding checks those) are not words here; single letters always pass.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+
+from engine.resources import data_dir, data_file, templates_dir
+from engine.types import EMOTIONS
+
+#: A word: a run of ASCII letters.
+WORD = re.compile(r"[A-Za-z]+")
+WORD_LIST = "english_words.txt"
+TEMPLATE_FOLDERS = ("cot", "prompts")
+#: Endings a listed word may take, with what it loses first ("raise" -> "rais" + "ing").
+ENDINGS = (("s", ""), ("es", ""), ("ed", ""), ("ed", "e"), ("d", ""), ("ing", ""),
+           ("ing", "e"), ("ly", ""), ("ily", "y"), ("ies", "y"), ("ied", "y"), ("er", ""),
+           ("est", ""), ("ness", ""))  # fmt: skip
+#: Only the words ending this close to the end of a text are checked (earlier ones were, as the
+#: text was written).
+TAIL = 40
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Known words, lower case, sorted (for prefix look-ups)."""
+
+    words: tuple[str, ...]
+
+    @classmethod
+    def of(cls, words: Iterable[str]) -> Vocabulary:
+        """The vocabulary of ``words`` and their forms with ``ENDINGS``."""
+        stems = {w.lower() for w in words}
+        forms = {
+            stem[: len(stem) - len(lost)] + ending
+            for stem in stems
+            for ending, lost in ENDINGS
+            if stem.endswith(lost) and len(stem) > 1
+        }
+        return cls(tuple(sorted(stems | forms)))
+
+    def knows(self, word: str) -> bool:
+        """Whether ``word`` (any case) is a known word; single letters always are."""
+        word = word.lower()
+        index = bisect.bisect_left(self.words, word)
+        return len(word) == 1 or (index < len(self.words) and self.words[index] == word)
+
+    def begins(self, prefix: str) -> bool:
+        """Whether some known word starts with ``prefix`` (any case)."""
+        prefix = prefix.lower()
+        index = bisect.bisect_left(self.words, prefix)
+        return len(prefix) == 1 or (
+            index < len(self.words) and self.words[index].startswith(prefix)
+        )
+
+    def allows(self, text: str, tail: int = TAIL) -> bool:
+        """Whether the words of ``text``'s last ``tail`` characters are known, the last one
+        (unfinished at the end of ``text``) at least the beginning of one."""
+        start = max(0, len(text) - tail)
+        while start and text[start - 1].isalpha():
+            start -= 1
+        for match in WORD.finditer(text, start):
+            end = match.end()
+            before = text[match.start() - 1] if match.start() else ""
+            if before.isdigit() or (end < len(text) and text[end].isdigit()):
+                continue  # a code, an ordinal or a look-alike ("AU12", "1st", "U16")
+            if end == len(text):
+                if not self.begins(match[0]):
+                    return False
+            elif not self.knows(match[0]):
+                return False
+        return True
+
+
+@cache
+def vocabulary() -> Vocabulary:
+    """The vocabulary of the module's sources."""
+    listed = data_file(WORD_LIST).read_text(encoding="utf-8").splitlines()
+    words = {w.strip() for w in listed if w.strip() and not w.startswith("#")}
+    tables = sorted(data_dir().rglob("*.csv"))
+    for path in [
+        *(p for f in TEMPLATE_FOLDERS for p in (templates_dir() / f).glob("*.j2")),
+        *tables,
+    ]:
+        words.update(WORD.findall(path.read_text(encoding="utf-8")))
+    lexicon = json.loads(data_file("emotion_lexicon.json").read_text(encoding="utf-8"))
+    labels = json.loads(data_file("label_maps.json").read_text(encoding="utf-8"))
+    for emotion in EMOTIONS:
+        words.update(WORD.findall(" ".join([emotion, *lexicon.get(emotion, ())])))
+    words.update(w for w in labels.get("synonyms", {}) if len(w) > 2 and w.isalpha())
+    return Vocabulary.of(words)
