@@ -19,15 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.cot.verify import verify  # noqa: E402
-from engine.data.datasets import read_dataset  # noqa: E402
-from engine.data.images import load_image  # noqa: E402
-from engine.model import load_model  # noqa: E402
-from engine.model.decoding import DecodingSettings  # noqa: E402
-from engine.resources import shared_dir  # noqa: E402
-from engine.types import EMOTIONS  # noqa: E402
+from engine.cot.verify import verify
+from engine.data.datasets import read_dataset
+from engine.data.images import load_image
+from engine.model import load_model
+from engine.model.decoding import DecodingSettings
+from engine.resources import shared_dir
+from engine.types import EMOTIONS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,10 @@ import pandas as pd
 
 from engine.cot.render import CoTRenderer
 from engine.cot.rules import RuleBook, fitted_dir
-from engine.cot.rules_fit import prototype_check, read_faces, readings
+from engine.cot.rules_fit import prototype_check, readings
 from engine.cot.verify import infer_label
 from engine.types import EMOTIONS
+from flows.cli_rules import read_faces
 
 
 def score(book: RuleBook, faces: pd.DataFrame, reads: list) -> pd.DataFrame:
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    faces = read_faces(args.run, [args.split] if args.split else None)
+    faces = read_faces([args.run], [args.split] if args.split else None)
     if faces.empty:
         raise SystemExit(f"{args.run}: no labelled faces")
     backends = sorted(faces["au_backend"].dropna().unique())

@@ -1,4 +1,4 @@
-"""The options of one Exp-CoT run (``PipelineConfig``): the single source of their defaults.
+"""The options of one Exp-CoT run (``PipelineConfig``), with their defaults.
 
 ``expllm exp-cot`` reads its option defaults from these fields; the output manifest stores the
 run identity (``to_dict``) so that a rerun into the same folder must match it.
@@ -10,7 +10,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.aus import resolve_backend
-from engine.cot.writers import FALLBACKS, READERS, REJECT, REWRITES, WRITERS, TemplateWriter
+from engine.cot.writers import (
+    FALLBACKS,
+    READERS,
+    REJECT,
+    REWRITES,
+    WRITERS,
+    ChatParams,
+    TemplateWriter,
+    WriterOptions,
+    WriterSetup,
+)
+from engine.registry import check_choice
 
 #: ``--keep``: every record, or only those whose measured AUs support the label.
 KEEP = ("all", "supported")
@@ -34,7 +45,9 @@ _LOOP_FIELDS = (
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Options of one Exp-CoT run (the only place of their defaults; module docstring)."""
+    """Options of one Exp-CoT run (module docstring); those of the writer default to its own
+    options' (``WriterOptions``, ``WriterSetup``, ``ChatParams``), so each default has one
+    place."""
 
     au_backend: str = "auto"  # resolved on creation: ``auto`` -> fused or mesh
     au_options: tuple[tuple[str, Any], ...] = ()  # back-end options (JSON scalars)
@@ -45,16 +58,16 @@ class PipelineConfig:
     writer: str = TemplateWriter.name  # the model-free writer
     llm_model: str | None = None
     base_url: str | None = None
-    llm_concurrency: int = 4
-    llm_timeout: float = 120.0
-    llm_retries: int = 5
-    rewrite: str = "sections"
+    llm_concurrency: int = WriterOptions.concurrency
+    llm_timeout: float = WriterOptions.timeout
+    llm_retries: int = WriterOptions.max_retries
+    rewrite: str = WriterSetup.rewrite
     reader: str = "rules"
     max_rounds: int = 3
-    word_cap: int = 130
-    max_new_tokens: int = 200
-    temperature: float = 0.0
-    seed: int = 0
+    word_cap: int = WriterSetup.word_cap
+    max_new_tokens: int = ChatParams.max_tokens
+    temperature: float = ChatParams.temperature
+    seed: int = ChatParams.seed
     fallback: str = REJECT
     rules: str | None = None  # --rules DIR; None: data/rules/<AU back end>/, else data/
     keep: str = "all"  # --keep: all records, or only those whose AUs support the label
@@ -63,18 +76,14 @@ class PipelineConfig:
         object.__setattr__(self, "au_backend", resolve_backend(self.au_backend)[0])
         WRITERS.get(self.writer)  # a ValueError naming the writers
         READERS.get(self.reader)
-        if self.rewrite not in REWRITES:
-            raise ValueError(
-                f"unknown rewrite scope {self.rewrite!r}; choose one of {', '.join(REWRITES)}"
-            )
-        if self.fallback not in FALLBACKS:
-            raise ValueError(
-                f"unknown fallback {self.fallback!r}; choose one of {', '.join(FALLBACKS)}"
-            )
+        for what, value, choices in (
+            ("rewrite scope", self.rewrite, REWRITES),
+            ("fallback", self.fallback, FALLBACKS),
+            ("--keep", self.keep, KEEP),
+        ):
+            check_choice(what, value, choices)
         if self.max_rounds < 1 or self.word_cap < 1 or self.max_new_tokens < 1:
             raise ValueError("--max-rounds, --word-cap and --max-new-tokens must be at least 1")
-        if self.keep not in KEEP:
-            raise ValueError(f"unknown --keep {self.keep!r}; choose one of {', '.join(KEEP)}")
 
     @property
     def uses_llm(self) -> bool:

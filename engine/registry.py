@@ -1,25 +1,48 @@
 """One registry helper for every pluggable family (AU back ends, writers' chat models, dataset
 readers, model bases, predictors): register by name, list, look up with a clear error, build.
 
-Entries may live in modules imported only when first needed (``modules``: name -> module), so
-listing a family never imports torch, openai or py-feat.
+Entries may live in modules imported only when first needed: ``data/plugins.json``, the one
+registration table, names them per family (name -> module), so listing a family never imports
+torch, openai or py-feat.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Collection
+from functools import cache
 from typing import Generic, TypeVar
+
+from engine.resources import data_file
 
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    """Named entries of one family (``what`` names the family in error messages)."""
+def unknown_choice(what: str, value: object, choices: Collection[str]) -> ValueError:
+    """The error of a ``value`` of ``what`` that is not one of ``choices`` (naming them)."""
+    return ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
-    def __init__(self, what: str, modules: Mapping[str, str] | None = None) -> None:
+
+def check_choice(what: str, value: object, choices: Collection[str]) -> None:
+    """``unknown_choice`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise unknown_choice(what, value, choices)
+
+
+@cache
+def _plugins() -> dict[str, dict[str, str]]:
+    """``data/plugins.json``: family -> entry name -> the module registering it."""
+    return json.loads(data_file("plugins.json").read_text())
+
+
+class Registry(Generic[T]):
+    """Named entries of one family (``what`` names the family in error messages and in
+    ``data/plugins.json``, where its lazily imported entries are listed)."""
+
+    def __init__(self, what: str) -> None:
         self.what = what
-        self._modules = dict(modules or {})
+        self._modules = dict(_plugins().get(what, {}))
         self._entries: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -40,8 +63,7 @@ class Registry(Generic[T]):
         if name not in self._entries and name in self._modules:
             importlib.import_module(self._modules[name])
         if name not in self._entries:
-            known = ", ".join(self.names())
-            raise ValueError(f"unknown {self.what} {name!r}; choose one of {known}")
+            raise unknown_choice(self.what, name, self.names())
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flows.cli_options import from_args
+
 #: The option a bare ``NAME=VALUE`` in ``--peers`` sets, per predictor.
 PRIMARY_OPTION = {"gpt4v": "path", "csv": "path", "nano": "path", "rules": "shards"}
 #: What the printed summary shows of each predictor, and of its CoT texts.
@@ -94,18 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         (("shards", args.au_shards),) if args.au_shards else (("au_backend", args.au_backend),)
     )
     run = evaluate.with_options(task_runner=task_runner_for("process", args.workers))
-    result = run(
-        data=args.data,
-        out=args.out,
-        model=model,
-        peers=peers,
-        split=args.split,
-        protocol=args.protocol,
-        limit=args.limit,
-        chunk_size=args.chunk_size,
-        au_source=au_source,
-        classes=args.classes,
-        progress=not args.quiet,
+    result = from_args(
+        run, args, model=model, peers=peers, au_source=au_source, progress=not args.quiet
     )
     print(json.dumps(summary(result), indent=1))
     print(f"report: {Path(args.out) / 'report.html'}")

@@ -10,12 +10,12 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from engine.store.shards import ShardStore
 from flows.cli_evaluate import option_value
+from flows.cli_options import add_field_options, from_args
 from flows.runtime import mark_run
 
 #: Figures of the run statistics printed when a run ends.
@@ -67,26 +67,13 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
         face_mode = args.face_mode
     if args.api_key:
         os.environ["OPENAI_API_KEY"] = args.api_key  # workers inherit it; never in the manifest
-    config = PipelineConfig(
+    config = from_args(
+        PipelineConfig,
+        args,
         au_backend=backend,
         au_options=_au_options(args.au_option),
         face_mode=face_mode,
-        embed_images=args.embed_images,
-        max_pixels=args.max_pixels,
-        writer=args.writer,
         llm_model=args.model,
-        base_url=args.base_url,
-        llm_concurrency=args.llm_concurrency,
-        llm_timeout=args.llm_timeout,
-        llm_retries=args.llm_retries,
-        rewrite=args.rewrite,
-        reader=args.reader,
-        max_rounds=args.max_rounds,
-        word_cap=args.word_cap,
-        max_new_tokens=args.max_new_tokens,
-        fallback=args.fallback,
-        rules=args.rules,
-        keep=args.keep,
     )
     if config.rules:  # fail before the run: a table fitted on another AU back end is an error
         from engine.cot.rules import RuleBook
@@ -109,16 +96,7 @@ def cmd_exp_cot(args: argparse.Namespace) -> int:
     from flows.exp_cot import exp_cot, task_runner_for
 
     run = exp_cot.with_options(task_runner=task_runner_for(args.task_runner, args.workers))
-    stats = run(
-        spec=args.spec,
-        out=str(out),
-        split=args.split,
-        limit=args.limit,
-        protocol=args.protocol,
-        config=config,
-        shard_size=args.shard_size,
-        progress=not args.quiet,
-    )
+    stats = from_args(run, args, out=str(out), config=config, progress=not args.quiet)
     summary = {k: stats[k] for k in _SUMMARY}
     print(json.dumps(summary | ({"llm": stats["llm"]["total"]} if "llm" in stats else {})))
     return 0
@@ -142,7 +120,6 @@ def add_exp_cot_parser(sub: argparse._SubParsersAction) -> None:
     from engine.aus import list_estimators
     from engine.pipeline_config import KEEP, PipelineConfig
 
-    default = {f.name: f.default for f in fields(PipelineConfig)}
     run = sub.add_parser("exp-cot", help="run the Exp-CoT flow on a dataset and write shards")
     run.add_argument("spec", help="KIND:PATH, e.g. ferplus:../shared/data/ferplus")
     run.add_argument("--out", required=True, help="output folder of Parquet shards")
@@ -156,12 +133,6 @@ def add_exp_cot_parser(sub: argparse._SubParsersAction) -> None:
         choices=["thread", "process", "dask", "ray"],
         help="thread (default: the AU models run native code outside the GIL, one pipeline "
         "per thread, no start-up cost), process, dask or ray",
-    )
-    run.add_argument(
-        "--au-backend",
-        default=default["au_backend"],
-        choices=list_estimators(),
-        help="auto (default): fused when OpenFace's model files are found, else mesh",
     )
     run.add_argument(
         "--au-option",
@@ -184,12 +155,6 @@ def add_exp_cot_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--face-mode", choices=["auto", "aligned", "dataset", "detector"])
     run.add_argument("--shard-size", type=int, default=256)
     run.add_argument("--embed-images", action="store_true", help="store image bytes in shards")
-    run.add_argument(
-        "--max-pixels",
-        type=int,
-        default=default["max_pixels"],
-        help="reject larger images (decompression bombs)",
-    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
         "--rules",
@@ -197,79 +162,74 @@ def add_exp_cot_parser(sub: argparse._SubParsersAction) -> None:
         help="rule tables (default: data/rules/<AU back end>/ when fitted, else data/); an "
         "error when DIR was fitted on another AU back end",
     )
-    run.add_argument(
-        "--keep",
-        default=default["keep"],
-        choices=KEEP,
-        help="all records (default), or only those whose measured AUs support the label",
-    )
-    _add_loop_options(run, default)
+    choices = {"au_backend": list_estimators(), "keep": KEEP}
+    add_field_options(run, PipelineConfig, _RUN_OPTIONS, choices)
+    _add_loop_options(run)
     run.set_defaults(func=cmd_exp_cot)
 
 
-def _add_loop_options(run: argparse.ArgumentParser, default: dict[str, Any]) -> None:
-    from engine.cot.writers import FALLBACKS, READERS, REWRITES, WRITERS
-
-    loop = run.add_argument_group("engine loop (writer, reader, verification rounds)")
-    loop.add_argument("--writer", default=default["writer"], choices=WRITERS.names())
-    loop.add_argument(
+#: ``PipelineConfig`` options of the run: flag, field (its default and type), help.
+_RUN_OPTIONS = (
+    (
+        "--au-backend",
+        "au_backend",
+        "auto (default): fused when OpenFace's model files are found, else mesh",
+    ),
+    ("--max-pixels", "max_pixels", "reject larger images (decompression bombs)"),
+    (
+        "--keep",
+        "keep",
+        "all records (default), or only those whose measured AUs support the label",
+    ),
+)
+#: The engine loop's options: flag, ``PipelineConfig`` field (its default and type), help.
+_LOOP_OPTIONS = (
+    ("--writer", "writer", None),
+    (
         "--model",
-        default=default["llm_model"],
-        help="LLM: model id for --writer openai (default $EXPLLM_LLM_MODEL or gpt-4o); "
+        "llm_model",
+        "LLM: model id for --writer openai (default $EXPLLM_LLM_MODEL or gpt-4o); "
         "a .gguf file or model folder for --writer local (default SmolLM2-135M-Instruct)",
-    )
-    loop.add_argument(
-        "--base-url",
-        default=default["base_url"],
-        help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)",
-    )
-    loop.add_argument("--api-key", help="API key (default $OPENAI_API_KEY)")
-    loop.add_argument(
-        "--llm-concurrency",
-        type=int,
-        default=default["llm_concurrency"],
-        help="requests in flight",
-    )
-    loop.add_argument(
+    ),
+    ("--base-url", "base_url", "OpenAI-compatible endpoint (default $OPENAI_BASE_URL)"),
+    ("--api-key", None, "API key (default $OPENAI_API_KEY)"),
+    ("--llm-concurrency", "llm_concurrency", "requests in flight"),
+    (
         "--llm-timeout",
-        type=float,
-        default=default["llm_timeout"],
-        help="seconds per request before a retry (raise it for a busy CPU server)",
-    )
-    loop.add_argument(
-        "--llm-retries",
-        type=int,
-        default=default["llm_retries"],
-        help="retries on 429, 5xx and time-outs",
-    )
-    loop.add_argument(
+        "llm_timeout",
+        "seconds per request before a retry (raise it for a busy CPU server)",
+    ),
+    ("--llm-retries", "llm_retries", "retries on 429, 5xx and time-outs"),
+    (
         "--rewrite",
-        default=default["rewrite"],
-        choices=REWRITES,
-        help="LLM rewrites each section of the reference draft (default; headers kept by the "
+        "rewrite",
+        "LLM rewrites each section of the reference draft (default; headers kept by the "
         "engine) or the whole text",
-    )
-    loop.add_argument(
-        "--reader", default=default["reader"], choices=READERS.names(), help="Des2Exp reader"
-    )
-    loop.add_argument(
-        "--max-rounds", type=int, default=default["max_rounds"], help="write-verify rounds per face"
-    )
-    loop.add_argument(
-        "--word-cap", type=int, default=default["word_cap"], help="most words of an LLM draft"
-    )
-    loop.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=default["max_new_tokens"],
-        help="LLM tokens per draft",
-    )
-    loop.add_argument(
+    ),
+    ("--reader", "reader", "Des2Exp reader"),
+    ("--max-rounds", "max_rounds", "write-verify rounds per face"),
+    ("--word-cap", "word_cap", "most words of an LLM draft"),
+    ("--max-new-tokens", "max_new_tokens", "LLM tokens per draft"),
+    (
         "--fallback",
-        default=default["fallback"],
-        choices=FALLBACKS,
-        help="faces no LLM draft verified: rejected (default) or given the template's text",
-    )
+        "fallback",
+        "faces no LLM draft verified: rejected (default) or given the template's text",
+    ),
+)
+
+
+def _add_loop_options(run: argparse.ArgumentParser) -> None:
+    from engine.cot.writers import FALLBACKS, READERS, REWRITES, WRITERS
+    from engine.pipeline_config import PipelineConfig
+
+    choices = {
+        "writer": WRITERS.names(),
+        "reader": READERS.names(),
+        "rewrite": REWRITES,
+        "fallback": FALLBACKS,
+    }
+    loop = run.add_argument_group("engine loop (writer, reader, verification rounds)")
+    add_field_options(loop, PipelineConfig, _LOOP_OPTIONS, choices)
 
 
 def add_serve_llm_parser(sub: argparse._SubParsersAction) -> None:

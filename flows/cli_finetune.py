@@ -6,24 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
+from flows.cli_options import add_field_options, from_args
+
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from engine.model.conversations import parse_mix
     from flows.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(
-        base=args.base,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        generation_batch=args.generation_batch,
-        lr=args.lr,
-        max_samples=args.max_samples,
-        eval_samples=args.eval_samples,
+    config = from_args(
+        FinetuneConfig,
+        args,
         mix=parse_mix(args.mix),
-        checkpoint_every=args.checkpoint_every,
         eval_max_new_tokens=args.max_new_tokens,
-        mixed_precision=args.mixed_precision,
-        seed=args.seed,
         progress=not args.quiet,
     )
     log = finetune(shards=args.shards, out=args.out, config=config, data_root=args.data_root)
@@ -50,49 +44,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``FinetuneConfig`` options of ``expllm finetune``: flag, field (its default and type), help.
+_TRAINING_OPTIONS = (
+    ("--epochs", "epochs", None),
+    ("--batch-size", "batch_size", "training batch"),
+    (
+        "--generation-batch",
+        "generation_batch",
+        "faces the per-epoch evaluation writes CoTs for at once",
+    ),
+    ("--lr", "lr", None),
+    ("--eval-samples", "eval_samples", "held-out faces per epoch"),
+    ("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
+    ("--max-new-tokens", "eval_max_new_tokens", "CoT tokens at evaluation"),
+    ("--mixed-precision", "mixed_precision", "on GPUs: bf16"),
+    ("--seed", "seed", None),
+)
+#: ``--mixed-precision`` choices (accelerate's).
+PRECISIONS = ["no", "bf16", "fp16"]
+
+
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``finetune`` to the ``expllm`` sub-commands (defaults: ``FinetuneConfig``'s)."""
-    from engine.model.training import FinetuneConfig as Defaults
+    from engine.model.training import FinetuneConfig
 
     ft = subparsers.add_parser("finetune", help="fine-tune ExpLLM on Exp-CoT shards")
     ft.add_argument("--shards", required=True, help="Exp-CoT output folder")
     ft.add_argument("--base", default="nano", help="nano (default) or hf:<model id or folder>")
     ft.add_argument("--out", required=True, help="model folder (checkpoints inside; resumes)")
-    ft.add_argument("--epochs", type=int, default=Defaults.epochs)
-    ft.add_argument("--batch-size", type=int, default=Defaults.batch_size, help="training batch")
     ft.add_argument(
-        "--generation-batch",
-        type=int,
-        default=Defaults.generation_batch,
-        help="faces the per-epoch evaluation writes CoTs for at once",
+        "--init",
+        help="start from this saved model folder (warm start, e.g. engine/weights/expllm_nano) "
+        "instead of a fresh --base; it then reads the shards' AU back end",
     )
-    ft.add_argument("--lr", type=float, default=Defaults.lr)
     ft.add_argument("--max-samples", type=int, help="train on at most N records")
     ft.add_argument(
-        "--eval-samples", type=int, default=Defaults.eval_samples, help="held-out faces per epoch"
+        "--mix",
+        default="3:1",
+        help="FER:CoT sample shares among CoT-eligible records (default 3:1)",
     )
-    ft.add_argument(
-        "--mix", default="3:1", help="FER:CoT sample shares among verified records (default 3:1)"
-    )
-    ft.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=Defaults.checkpoint_every,
-        help="steps between checkpoints",
-    )
-    ft.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=Defaults.eval_max_new_tokens,
-        help="CoT tokens at evaluation",
-    )
-    ft.add_argument(
-        "--mixed-precision",
-        default=Defaults.mixed_precision,
-        choices=["no", "bf16", "fp16"],
-        help="on GPUs: bf16",
-    )
-    ft.add_argument("--seed", type=int, default=Defaults.seed)
+    add_field_options(ft, FinetuneConfig, _TRAINING_OPTIONS, {"mixed_precision": PRECISIONS})
     ft.add_argument("--data-root", help="dataset root (default: from the shards' manifest)")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.set_defaults(func=cmd_finetune)
@@ -109,7 +100,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     ex.add_argument("--out", required=True, help="output file (.jsonl; .json for llava)")
     ex.add_argument("--images-dir", help="write the images here and reference them from it")
     ex.add_argument(
-        "--mix", default="3:1", help="FER:CoT sample shares among verified records (default 3:1)"
+        "--mix",
+        default="3:1",
+        help="FER:CoT sample shares among CoT-eligible records (default 3:1)",
     )
     ex.add_argument(
         "--all", action="store_true", help="CoT samples from records that did not verify too"

@@ -6,25 +6,37 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+from flows.cli_options import add_field_options, from_args
+
+
+def read_faces(shards: Sequence[Path | str], splits: Sequence[str] | None = None):
+    """The labelled faces (of ``splits`` when given) of Exp-CoT output folders, one frame,
+    read with the one shard reader (``engine.store.stats.read_shards``)."""
+    import pandas as pd
+
+    from engine.cot.rules_fit import FACE_REQUIRED, face_columns, labelled_faces
+    from engine.store.stats import read_shards
+
+    frames = [
+        labelled_faces(read_shards(Path(folder), face_columns(), FACE_REQUIRED), splits)
+        for folder in shards
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def cmd_rules_fit(args: argparse.Namespace) -> int:
     from engine.cot.rules_card import fit_command
     from engine.cot.rules_fit import FitOptions
 
-    options = FitOptions(
-        l1=args.l1,
-        alpha=args.alpha,
-        min_lift=args.min_lift,
-        min_count=args.min_count,
-        anchors=args.anchors,
-        class_weight=args.class_weight,
-        threshold=args.threshold,
-    )
+    options = from_args(FitOptions, args)
     command = "expllm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    shards = [Path(s) for s in args.shards]
     card = fit_command(
-        [Path(s) for s in args.shards],
+        read_faces(shards),
+        shards,
         args.split,
         Path(args.out),
         eval_splits=args.eval_split or ["valid"],
@@ -44,11 +56,26 @@ def cmd_rules_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``FitOptions`` options of ``expllm rules fit``: flag, field (its default and type), help.
+_FIT_OPTIONS = (
+    ("--l1", "l1", "L1 penalty (sparsity)"),
+    ("--alpha", "alpha", "significance of a new link"),
+    ("--min-lift", "min_lift", None),
+    ("--min-count", "min_count", None),
+    ("--anchors", "anchors", "weight of the posed prototype faces, as a share of the data's"),
+    ("--class-weight", "class_weight", None),
+    (
+        "--threshold",
+        "threshold",
+        "active threshold of the table, 0-5 (default: that of data/rules.json, 1.5)",
+    ),
+)
+
+
 def add_rules_parser(sub: argparse._SubParsersAction) -> None:
     """``expllm rules fit SHARDS... --split train --out DIR``."""
     from engine.cot.rules_fit import FitOptions
 
-    defaults = FitOptions()
     rules = sub.add_parser("rules", help="fit AU -> emotion rule tables to an Exp-CoT run")
     actions = rules.add_subparsers(dest="rules_command", required=True)
     fit = actions.add_parser(
@@ -68,24 +95,6 @@ def add_rules_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="split(s) to report agreement on (default: valid)",
     )
-    fit.add_argument("--l1", type=float, default=defaults.l1, help="L1 penalty (sparsity)")
-    fit.add_argument(
-        "--alpha", type=float, default=defaults.alpha, help="significance of a new link"
-    )
-    fit.add_argument("--min-lift", type=float, default=defaults.min_lift)
-    fit.add_argument("--min-count", type=int, default=defaults.min_count)
-    fit.add_argument(
-        "--anchors",
-        type=float,
-        default=defaults.anchors,
-        help="weight of the posed prototype faces, as a share of the data's",
-    )
-    fit.add_argument(
-        "--class-weight", default=defaults.class_weight, choices=["none", "sqrt", "balanced"]
-    )
-    fit.add_argument(
-        "--threshold",
-        type=float,
-        help="active threshold of the table, 0-5 (default: that of data/rules.json, 1.5)",
-    )
+    classes = {"class_weight": ["none", "sqrt", "balanced"]}
+    add_field_options(fit, FitOptions, _FIT_OPTIONS, classes)
     fit.set_defaults(func=cmd_rules_fit)

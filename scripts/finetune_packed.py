@@ -25,18 +25,15 @@ import csv
 import io
 import json
 import lzma
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.cot.verify import conclusion_label  # noqa: E402
-from engine.model.config import GENERATION_BATCH  # noqa: E402
-from engine.model.training import (  # noqa: E402
+from engine.cot.verify import conclusion_label
+from engine.model.config import GENERATION_BATCH
+from engine.model.training import (
     AU_COLUMN,
     LOG_FILE,
     FinetuneConfig,

@@ -120,7 +120,10 @@ def test_cot_turns_come_from_verified_records_and_label_turns_from_every_record(
             "record_id": [f"r{i:02d}" for i in range(count)],
             "image_path": [f"{i}.png" for i in range(count)],
             "label": ["happiness"] * count,
-            "cot_text": ["**Key Observations:** a CoT"] * count,
+            "cot_text": [
+                "**Key Observations:** AU12.\n\n**Overall Emotional Interpretation:** happiness."
+            ]
+            * count,
             "verified": [i % 2 == 0 for i in range(count)],
         }
     )

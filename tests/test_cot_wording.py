@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from engine.cot.verify import interpretation_lead
 from engine.evaluation.cot_quality import (
     interpretation_agrees,
-    interpretation_lead,
     is_word,
     non_words,
     wording,
@@ -85,3 +85,21 @@ def test_the_papers_released_cots(shared_dir):
     assert 0.8 < checks.interpretation_agreement < 0.9
     assert checks.non_word_tokens < 0.01
     assert checks.annotation_wording < 0.01
+
+
+def test_every_word_of_our_template_cots_is_known():
+    """Rendered template CoTs (a run's shards) hold only known words, for the wording check and
+    for grounded decoding alike: one vocabulary (``engine.cot.vocabulary``)."""
+    from pathlib import Path
+
+    from engine.cot.vocabulary import vocabulary
+    from engine.store.stats import read_shards
+
+    run = Path(__file__).resolve().parents[1] / "runs" / "v13-test"
+    if not any(run.glob("shard-*.parquet")):
+        pytest.skip(f"{run} has no shards")
+    texts = list(read_shards(run, ["cot_text"])["cot_text"].dropna().head(400))
+    assert len(texts) >= 200
+    assert [w for t in texts for w in non_words(t)] == []
+    words = vocabulary()
+    assert all(words.allows(t, tail=len(t)) for t in texts)

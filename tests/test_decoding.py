@@ -7,9 +7,9 @@ from engine.cot.format import CoT
 from engine.cot.render import CoTRenderer
 from engine.cot.rules import RuleBook
 from engine.cot.verify import verify
+from engine.cot.vocabulary import Vocabulary, vocabulary
 from engine.model.decoding import AUGrounding, DecodingSettings, exact_format_prefix, label_slot
 from engine.model.labels import LabelSlot, label_slot_at
-from engine.model.vocabulary import Vocabulary, vocabulary
 from engine.types import EMOTIONS, AUReading
 from tests.test_render import random_readings
 

@@ -227,12 +227,12 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     from dataclasses import replace
 
     from engine.cot.format import CoT
-    from engine.cot.verify import conclusion_label, verify
+    from engine.cot.verify import conclusion_label, interpretation_lead, verify
     from engine.data.images import load_image
     from engine.model import load_model
     from engine.model.config import SHIPPED_MODEL
     from engine.model.decoding import DecodingSettings
-    from engine.model.labels import emotion_token_families, interpretation_lead
+    from engine.model.labels import emotion_token_families
     from engine.types import EMOTIONS
     from tests.mediapipe_faces import clear_faces
 

@@ -17,11 +17,11 @@ from engine.cot.rules_fit import (
     build_design,
     fit_table,
     prototype_check,
-    read_faces,
     readings,
 )
 from engine.resources import data_dir
 from engine.types import EMOTIONS, AUReading
+from flows.cli_rules import read_faces
 
 #: Per class, the AUs its synthetic faces show (FACS prototypes) and a link FACS does not know.
 SHOWN = {
@@ -90,7 +90,9 @@ def shards(tmp_path_factory):
 def fitted(shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("table") / "synthetic"
     options = FitOptions(iterations=600)
-    card = fit_command([shards], "train", out, options=options, command="expllm rules fit x")
+    card = fit_command(
+        read_faces([shards]), [shards], "train", out, options=options, command="expllm rules fit x"
+    )
     return out, card
 
 
@@ -139,7 +141,7 @@ def test_fitting_beats_the_hand_set_table_and_keeps_the_prototypes(fitted):
 
 def test_the_fit_is_deterministic(shards):
     base = RuleBook.load()
-    faces = read_faces(shards, ["train"]).head(600)
+    faces = read_faces([shards], ["train"]).head(600)
     design = build_design(base, list(faces["label"]), readings(faces))
     first = fit_table(base, design, FitOptions(iterations=200))
     again = fit_table(base, design, FitOptions(iterations=200))
@@ -316,6 +318,12 @@ def test_exp_cot_refuses_a_table_of_another_back_end_before_running(tmp_path, fi
 
 def test_rules_fit_threshold(shards, tmp_path):
     out = tmp_path / "t1"
-    card = fit_command([shards], "train", out, options=FitOptions(iterations=100, threshold=1.0))
+    card = fit_command(
+        read_faces([shards]),
+        [shards],
+        "train",
+        out,
+        options=FitOptions(iterations=100, threshold=1.0),
+    )
     assert RuleBook.load(out).active_threshold == 1.0 and card["active_threshold"] == 1.0
     assert card["options"]["threshold"] == 1.0

@@ -8,7 +8,7 @@ from engine.model.training import FinetuneConfig, au_readings, training_set
 
 COT = (
     "**Key Observations:** AU12 (lip corner puller) at 3.5/5.\n\n"
-    "**Overall Emotional Interpretation:** A smile.\n\n"
+    "**Overall Emotional Interpretation:** A smile, which reads as happiness.\n\n"
     "**Conclusion:** The expression is **happiness**."
 )
 
@@ -64,6 +64,23 @@ def test_unverified_rows_train_the_label_only():
     kinds = {s.id: s.kind for s in data.samples}
     assert [kinds[f"r{i:02d}#cot"] for i in range(6)] == ["cot"] * 6
     assert [kinds[f"r{i:02d}#fer"] for i in range(6, 12)] == ["fer"] * 6
+
+
+def test_a_cot_whose_interpretation_leads_elsewhere_trains_the_label_only():
+    """Verified, but its reasoning leads with surprise before concluding happiness: not learnt,
+    so that every learnt Conclusion follows its Interpretation."""
+    led_away = COT.replace("reads as happiness", "points to surprise, yet reads as happiness")
+    rows = frame(4).assign(cot_text=[COT, led_away, COT, led_away])
+    data = training_set(
+        rows,
+        lambda row: np.zeros((48, 48, 3), np.uint8),
+        FinetuneConfig(eval_samples=0, mix=(0, 1)),
+    )
+    assert [s.kind for s in data.samples] == ["cot", "fer", "cot", "fer"]
+    assert data.au_backend == ""  # no au_backend column: unknown
+    mixed = rows.assign(au_backend=["fused", "mesh", "fused", "fused"])
+    with pytest.raises(ValueError, match="mix AU back ends"):
+        training_set(mixed, lambda row: None, FinetuneConfig(eval_samples=0))
 
 
 def test_generate_cots_batches_and_passes_the_allowed_labels_down():

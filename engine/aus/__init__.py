@@ -77,18 +77,8 @@ class AUEstimator(ABC):
 
 
 #: The AU back ends (classes, registered with ``@ESTIMATORS.register()`` under their ``name``),
-#: each imported from its module on first use.
-ESTIMATORS: Registry[type[AUEstimator]] = Registry(
-    "AU back end",
-    modules={
-        "mesh": "engine.aus.mesh",
-        "openface": "engine.aus.openface.backend",
-        "fused": "engine.aus.fused",
-        "blendshapes": "engine.aus.blendshapes",
-        "pyfeat": "engine.aus.pyfeat",
-        "table": "engine.aus.table",
-    },
-)
+#: each imported from its module (``data/plugins.json``) on first use.
+ESTIMATORS: Registry[type[AUEstimator]] = Registry("AU back end")
 
 
 def list_estimators() -> list[str]:

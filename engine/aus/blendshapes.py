@@ -18,7 +18,7 @@ from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.canvas import first_found
 from engine.model_files import resolve_model_path
 from engine.resources import sha256_file
-from engine.types import AUReading, Face, FaceRecord, Pose, StageError
+from engine.types import AUReading, Face, FaceRecord, Pose
 
 MODEL_NAME = "face_landmarker"
 
@@ -86,13 +86,11 @@ class BlendshapeEstimator(AUEstimator):
         )
 
     def estimate(self, face: Face | None, record: FaceRecord) -> AUReading:
-        if face is None:
-            raise StageError("aus", f"no face crop for {record.record_id}")
         result, _ = first_found(
-            face.crop,
+            face,
+            record,
             lambda canvas: run_landmarker(self._landmarker, canvas),
             "MediaPipe Face Landmarker",
-            record.relpath,
         )
         intensities, sides = blendshapes_to_reading(result.blendshapes)
         return AUReading(

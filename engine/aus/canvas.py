@@ -14,7 +14,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from engine.types import StageError
+from engine.types import Face, FaceRecord, StageError
 
 T = TypeVar("T")
 
@@ -90,14 +90,17 @@ def find_on_canvases(
 
 
 def first_found(
-    crop: np.ndarray, find: Callable[[np.ndarray], T | None], model: str, relpath: str
+    face: Face | None, record: FaceRecord, find: Callable[[np.ndarray], T | None], model: str
 ) -> tuple[T, int]:
-    """``find_on_canvases``, or StageError("aus") naming ``model`` and ``relpath`` if none."""
-    found = find_on_canvases(crop, find)
+    """``find_on_canvases`` of the face's crop; StageError("aus") when ``record`` has no face
+    crop or ``model`` finds no face in it."""
+    if face is None:
+        raise StageError("aus", f"no face crop for {record.record_id}")
+    found = find_on_canvases(face.crop, find)
     if found is None:
         raise StageError(
             "aus",
-            f"no face found by {model} in {relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
+            f"no face found by {model} in {record.relpath} (tried {len(RETRY_FACE_SIDES) + 1} "
             "sizes, plain and contrast-equalised)",
         )
     return found

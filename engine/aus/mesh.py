@@ -21,7 +21,7 @@ from engine.aus import ESTIMATORS, AUEstimator
 from engine.aus.blendshape_map import blendshapes_to_reading, table_version
 from engine.aus.blendshapes import matrix_pose
 from engine.aus.canvas import canvas_to_crop, first_found
-from engine.types import AUReading, Face, FaceRecord, Pose, StageError
+from engine.types import AUReading, Face, FaceRecord, Pose
 
 N_LANDMARKS = 478
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "mesh_au_head.npz"
@@ -160,13 +160,11 @@ class MeshEstimator(AUEstimator):
 
     def locate(self, face: Face | None, record: FaceRecord) -> np.ndarray:
         """The face's 478 mesh points (x, y, z) in the crop's pixels; StageError if none."""
-        if face is None:
-            raise StageError("aus", f"no face crop for {record.record_id}")
         points, side = first_found(
-            face.crop,
+            face,
+            record,
             lambda canvas: run_face_mesh(self._face_mesh, canvas),
             "MediaPipe face mesh",
-            record.relpath,
         )
         return canvas_to_crop(points, face.crop.shape, side)
 

@@ -21,7 +21,6 @@ from engine.cot.rules_fit import (
     build_design,
     fit_table,
     prototype_check,
-    read_faces,
     readings,
 )
 from engine.resources import data_dir
@@ -172,6 +171,7 @@ def _pct(value: float | None) -> str:
 
 
 def fit_command(
+    labelled: pd.DataFrame,
     shards: Sequence[Path | str],
     split: str,
     out: Path | str,
@@ -179,20 +179,18 @@ def fit_command(
     options: FitOptions = FitOptions(),  # noqa: B008
     command: str = "",
 ) -> dict:
-    """Fit a table on the ``split`` faces of ``shards`` (one or more Exp-CoT output folders),
-    measure agreement there and on ``eval_splits``, write table and card into ``out``; returns
-    the card."""
+    """Fit a table on the ``split`` faces of ``labelled`` (the ``labelled_faces`` of ``shards``,
+    one or more Exp-CoT output folders), measure agreement there and on ``eval_splits``, write
+    table and card into ``out``; returns the card."""
     import engine
 
     base = RuleBook.load()
     if options.threshold is not None:
         base = replace(base, active_threshold=float(options.threshold))
-    frames = [read_faces(folder) for folder in shards]
-    everything = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    faces = everything[everything["split"] == split].reset_index(drop=True)
+    faces = labelled[labelled["split"] == split].reset_index(drop=True)
     if faces.empty:
         raise ValueError(f"{', '.join(map(str, shards))}: no labelled faces of split {split!r}")
-    backends = sorted(everything["au_backend"].dropna().unique())
+    backends = sorted(labelled["au_backend"].dropna().unique())
     if len(backends) != 1:
         raise ValueError(f"the shards come from several AU back ends {backends}; fit one at a time")
     reads = readings(faces)
@@ -224,7 +222,7 @@ def fit_command(
     fitted = RuleBook.load(out)
     evaluated = {split: (faces, reads)}
     for name in eval_splits:
-        frame = everything[everything["split"] == name].reset_index(drop=True)
+        frame = labelled[labelled["split"] == name].reset_index(drop=True)
         if len(frame) and name != split:
             evaluated[name] = (frame, readings(frame))
     card["agreement"] = {n: agreement(fitted, f, r) for n, (f, r) in evaluated.items()}

@@ -1,7 +1,8 @@
 """Fit rule tables to data: AU -> emotion weights that stay readable as FACS knowledge.
 
 ``expllm rules fit SHARDS --split train --out data/rules/<AU back end>/`` reads the measured
-AUs and labels of an Exp-CoT output folder and fits the numbers of the rule book
+AUs and labels of an Exp-CoT output folder (``face_columns``, through the one shard reader,
+``engine.store.stats.read_shards``) and fits the numbers of the rule book
 (``engine.cot.rules``) so that its dominant emotion agrees with the labels more often, within
 constraints that keep the table general:
 
@@ -36,7 +37,6 @@ import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,8 @@ from engine.cot.rules import RuleBook
 from engine.resources import data_dir
 from engine.types import EMOTIONS, AUReading
 
-#: Columns read from the shards besides the AU columns.
+#: Columns read from the shards besides the AU columns (``FACE_REQUIRED``: those the fit needs).
+FACE_REQUIRED = ("record_id", "split", "label", "au_backend")
 _META = ["record_id", "split", "label", "au_backend", "au_model_version", "dataset"]
 
 
@@ -111,18 +112,15 @@ class FittedTable:
     loss: float = 0.0
 
 
-def read_faces(shards: Path | str, splits: Sequence[str] | None = None) -> pd.DataFrame:
-    """The labelled faces of an Exp-CoT output folder (accepted shards), AU columns included."""
-    files = sorted(Path(shards).glob("shard-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no shard-*.parquet in {shards}: not an expllm output folder")
-    import pyarrow.dataset as ds
+def face_columns() -> list[str]:
+    """The shard columns the fit reads: who each face is, then its AU intensities and sides."""
+    sided = [name for code in au_definitions() for name in (code, f"{code}_L", f"{code}_R")]
+    return [*_META, *sided]
 
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    names = set(dataset.schema.names)
-    au_columns = [c for c in find_au_columns(names).names]
-    columns = [c for c in _META if c in names] + au_columns
-    frame = dataset.to_table(columns=columns).to_pandas()
+
+def labelled_faces(frame: pd.DataFrame, splits: Sequence[str] | None = None) -> pd.DataFrame:
+    """The labelled faces (of ``splits`` when given) of a frame of shard rows, by record id;
+    the caller reads the ``face_columns`` with ``engine.store.stats.read_shards``."""
     frame = frame[frame["label"].notna()]
     if splits:
         frame = frame[frame["split"].isin(list(splits))]

@@ -125,6 +125,13 @@ def _read_sections(text: str) -> dict[str, str]:
     return out
 
 
+def interpretation_lead(text: str) -> str | None:
+    """The emotion the Overall Emotional Interpretation leads with: the first it names (None
+    without that section or without an emotion in it)."""
+    named = emotions_in(_sections(text).get("interpretation", ""))
+    return named[0] if named else None
+
+
 def description_of(text: str) -> str:
     """What Des2Exp reads: Key Observations and Overall Emotional Interpretation, without the
     Conclusion (for a text without headers, the text before any "Conclusion" header)."""

@@ -54,13 +54,9 @@ class Reader:
     aligned: bool
 
 
-#: Readers by dataset kind, each in the module that registers it (imported on first use).
-READERS: Registry[Reader] = Registry(
-    "dataset kind",
-    modules=dict.fromkeys(
-        ("ferplus", "fer2013", "rafdb", "affectnet", "folder", "ckplus"), "engine.data.readers"
-    ),
-)
+#: Readers by dataset kind, each in the module that registers it (``data/plugins.json``;
+#: imported on first use).
+READERS: Registry[Reader] = Registry("dataset kind")
 
 
 def register_reader(kind: str, *, aligned: bool) -> Callable[[Callable[..., Dataset]], Any]:

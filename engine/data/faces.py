@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from engine.data.datasets import is_aligned_kind
+from engine.registry import check_choice
 from engine.types import Face, FaceRecord, StageError
 
 MODES: tuple[str, ...] = ("auto", "aligned", "dataset", "detector")
@@ -48,8 +49,7 @@ class FaceFinder:
     crop_max_side: int = 128
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown face mode {self.mode!r}; known: {list(MODES)}")
+        check_choice("face mode", self.mode, MODES)
 
     def find(self, image: np.ndarray, record: FaceRecord | None = None) -> Face:
         """The face of ``image`` (``H x W x 3`` RGB) of ``record``; StageError("faces") if none."""

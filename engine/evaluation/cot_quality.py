@@ -5,37 +5,27 @@
   synonyms resolved); a text without the three sections, or whose interpretation names no
   emotion, does not agree.
 * ``non_word_tokens`` / ``non_word_cots``: the share of tokens that are no word, and the share of
-  texts with at least one. Words: the English list ``data/english_words.txt``, the words of the
-  CoT and prompt templates, the FACS names, muscles and phrases of ``data/au_definitions.csv``,
-  the emotion words of ``data/emotion_lexicon.json`` and ``label_maps.json``, plus FACS codes
-  AU01..AU46 (with an intensity letter), the letters A-E and numbers; a word may carry a plural,
-  past, participle or adverb ending, a possessive, or join words with hyphens.
+  texts with at least one. Words: those of ``engine.cot.vocabulary`` (the vocabulary grounded
+  decoding uses too: English, the templates' and the data's words, with their endings), plus
+  FACS codes AU01..AU46 and prototype tokens (``5B``, ``R12A``: an AU number, its side, an
+  intensity letter), the letters A-E and numbers; a word may carry a possessive, or join words
+  with hyphens.
 * ``annotation_wording``: the share of texts that speak of annotations, labels, datasets or
   ground truth (``engine.cot.verify.META_TERMS``).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
-from engine.aus import au_definitions
-from engine.cot.format import CoT, CoTFormatError
-from engine.cot.verify import conclusion_label, emotions_in, meta_terms
-from engine.data.datasets import label_maps
-from engine.resources import data_file, templates_dir
-from engine.types import EMOTIONS
+from engine.cot.verify import conclusion_label, interpretation_lead, meta_terms
+from engine.cot.vocabulary import vocabulary
 
-#: The word list, one lower-case word a line (``#`` lines are comments).
-WORD_LIST = "english_words.txt"
-#: Template folders whose words the model may have learnt.
-TEMPLATE_FOLDERS = ("cot", "prompts")
 #: How many of the most frequent non-words a report lists.
 NON_WORD_EXAMPLES = 10
 #: The highest FACS action unit number.
@@ -43,14 +33,9 @@ MAX_AU = 46
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_AU_CODE = re.compile(r"AU(\d{1,2})[A-E]?", re.IGNORECASE)
+#: A FACS code: ``AU12``, ``AU12E``, or a prototype token (``5B``, ``R12A``: side, AU, level).
+_AU_CODE = re.compile(r"(?:AU|[LR])?(\d{1,2})[A-E]?", re.IGNORECASE)
 _INTENSITY = re.compile(r"[A-E]")
-_JINJA = re.compile(r"\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\}", re.DOTALL)
-_LETTERS = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
-#: Endings stripped to find a listed stem, with what the stem may have lost ("rais-ing" + "e").
-_ENDINGS = (("'s", ""), ("s", ""), ("es", ""), ("ed", ""), ("ed", "e"), ("d", ""),
-            ("ing", ""), ("ing", "e"), ("ly", ""), ("ily", "y"), ("ies", "y"), ("ied", "y"),
-            ("er", ""), ("est", ""), ("ness", ""))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,15 +65,6 @@ def wording(texts: Sequence[str]) -> Wording:
     )
 
 
-def interpretation_lead(text: str) -> str | None:
-    """The first emotion the Overall Emotional Interpretation names (None without one)."""
-    try:
-        found = emotions_in(CoT.parse(text).interpretation)
-    except CoTFormatError:
-        return None
-    return found[0] if found else None
-
-
 def interpretation_agrees(text: str) -> bool:
     """Whether the Conclusion states the emotion the interpretation leads with."""
     lead = interpretation_lead(text)
@@ -101,8 +77,8 @@ def non_words(text: str) -> list[str]:
 
 
 def is_word(token: str) -> bool:
-    """A listed word (or one with a listed stem, or hyphenated listed words), a number, a FACS
-    code AU01..AU46 or an intensity letter A-E."""
+    """A known word (or hyphenated known words), a number, a FACS code AU01..AU46 or prototype
+    token, or an intensity letter A-E."""
     if _NUMBER.fullmatch(token) or _INTENSITY.fullmatch(token):
         return True
     code = _AU_CODE.fullmatch(token)
@@ -113,33 +89,6 @@ def is_word(token: str) -> bool:
 
 
 def _known(word: str) -> bool:
+    """A word of ``engine.cot.vocabulary`` (its endings included), or one with a possessive."""
     words = vocabulary()
-    if word in words:
-        return True
-    return any(
-        word.endswith(ending) and word[: -len(ending)] + lost in words
-        for ending, lost in _ENDINGS
-        if len(word) > len(ending) + 1
-    )
-
-
-@cache
-def vocabulary() -> frozenset[str]:
-    """Every listed word, lower case (see the module's docstring for the sources)."""
-    listed = data_file(WORD_LIST).read_text(encoding="utf-8").splitlines()
-    words = {w.strip().lower() for w in listed if w.strip() and not w.startswith("#")}
-    for folder in TEMPLATE_FOLDERS:
-        for path in sorted((templates_dir() / folder).glob("*.j2")):
-            words |= _words(_JINJA.sub(" ", path.read_text(encoding="utf-8")))
-    for definition in au_definitions().values():
-        words |= _words(f"{definition.name} {definition.muscle} {definition.phrase}")
-    lexicon = json.loads(data_file("emotion_lexicon.json").read_text(encoding="utf-8"))
-    synonyms = label_maps()["synonyms"]
-    for emotion in EMOTIONS:
-        words |= _words(" ".join([emotion, *lexicon.get(emotion, ())]))
-    words |= {w for w in synonyms if len(w) > 2}  # two-letter label codes are no prose
-    return frozenset(words)
-
-
-def _words(text: str) -> set[str]:
-    return set(_LETTERS.findall(text.lower()))
+    return word in words or (word.endswith("'s") and word[:-2] in words)

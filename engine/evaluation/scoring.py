@@ -36,18 +36,8 @@ NO_LABEL = "(none)"
 #: ``--classes`` words: the eight classes, or the labels of the evaluated records.
 ALL_CLASSES, DATASET_CLASSES = "all", "dataset"
 
-#: Every predictor by name; each module registers its own on import.
-PREDICTORS: Registry[type[Predictor]] = Registry(
-    "predictor",
-    modules={
-        "csv": "engine.evaluation.file_peers",
-        "gpt4v": "engine.evaluation.file_peers",
-        "rules": "engine.evaluation.rules_peer",
-        "nano": "engine.evaluation.classifiers",
-        "fer": "engine.evaluation.classifiers",
-        "expllm": "engine.evaluation.expllm_peer",
-    },
-)
+#: Every predictor by name; each module (``data/plugins.json``) registers its own on import.
+PREDICTORS: Registry[type[Predictor]] = Registry("predictor")
 
 
 @dataclass(frozen=True)

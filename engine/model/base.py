@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,9 +25,8 @@ from engine.registry import Registry
 #: The label of a token the loss leaves out.
 IGNORE = -100
 
-BASES: Registry[type[VisionLM]] = Registry(
-    "model base", modules={"nano": "engine.model.nano", "hf": "engine.model.hf"}
-)
+#: The model bases by name, each imported on first use (``data/plugins.json``).
+BASES: Registry[type[VisionLM]] = Registry("model base")
 
 
 def import_training():
@@ -59,6 +59,16 @@ def load_model(folder: str | Path, trainable: bool = False) -> VisionLM:
     config = ModelConfig.read(folder)
     cls, _ = _base_class(config.base)
     return cls.load(folder, config, trainable)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How ``VisionLM.generate`` answers: its token budget, decoding and the labels it may name
+    (None: all)."""
+
+    max_new_tokens: int
+    decoding: DecodingSettings
+    allowed_labels: Sequence[str] | None = None
 
 
 class VisionLM(ABC):
@@ -97,7 +107,6 @@ class VisionLM(ABC):
     def collate(self, examples: Sequence[tuple[Any, list[dict]]]) -> dict[str, Any]:
         """The module's keyword arguments (with ``labels``) for a batch of examples."""
 
-    @abstractmethod
     def generate(
         self,
         visuals: Sequence[Any],
@@ -108,6 +117,13 @@ class VisionLM(ABC):
         """Greedy answers to the CoT prompt, one per visual input; ``decoding`` (default: the
         model's own) says how they are guided (``engine.model.decoding``); ``allowed_labels``:
         the classes every label slot may name (default: all)."""
+        max_new_tokens = max_new_tokens or self.config.max_new_tokens
+        how = Generation(max_new_tokens, decoding or self.config.decoding, allowed_labels)
+        return self._generate(visuals, how)
+
+    @abstractmethod
+    def _generate(self, visuals: Sequence[Any], how: Generation) -> list[str]:
+        """``generate`` with its defaults filled in."""
 
     @abstractmethod
     def save(self, folder: str | Path) -> None:

@@ -2,13 +2,14 @@
 
 Each labelled record becomes one sample (deterministically, by a hash of its record id):
 
-* a **CoT** sample (verified records only: complete, faithful, the description agreeing with the
-  label): system prompt, ``<image>`` + task + question -> the CoT text, then the label question
+* a **CoT** sample (``cot_eligible`` records only: verified — complete, faithful, the
+  description agreeing with the label — and an Interpretation that leads with the label): system
+  prompt, ``<image>`` + task + question -> the CoT text, then the label question
   -> the label (the CoT turn before the label turn, as in the paper);
 * a **FER** sample (any record): system prompt, ``<image>`` + task + label question -> the label.
 
-``mix`` = (FER, CoT) sets the shares among verified records (the paper's 3:1 by default);
-records that did not verify give FER samples. The wording is ``data/prompts/expllm.json``
+``mix`` = (FER, CoT) sets the shares among eligible records (the paper's 3:1 by default);
+the other records give FER samples. The wording is ``data/prompts/expllm.json``
 (``prompts()``), the task naming the classes of ``engine.types.EMOTIONS``. Exports
 (``write_export``):
 
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.cot.verify import interpretation_lead
 from engine.resources import data_file
 from engine.store.shards import MANIFEST
 from engine.store.stats import read_shards
@@ -156,15 +158,27 @@ def read_rows(shards: str | Path) -> pd.DataFrame:
     return frame.sort_values("record_id").reset_index(drop=True)
 
 
+def cot_eligible(row: dict) -> bool:
+    """Whether a record's CoT may be a training turn: verified (complete, faithful, its
+    description yields the label) and its Interpretation leads with that label, so that every
+    learnt Conclusion follows its Interpretation."""
+    text = row.get("cot_text")
+    return (
+        bool(row["verified"])
+        and isinstance(text, str)
+        and (interpretation_lead(text) == row["label"])
+    )
+
+
 def build_samples(
     frame: pd.DataFrame, mix: tuple[int, int] = (3, 1), verified_cots: bool = True
 ) -> list[Sample]:
-    """One sample per row of ``frame``: a verified row's kind drawn by record-id hash with
-    shares ``mix``, any other row a label-only sample (``verified_cots=False``: every row with a
-    CoT text is drawn so)."""
+    """One sample per row of ``frame``: a row whose CoT may be learnt (``cot_eligible``) gets
+    its kind drawn by record-id hash with shares ``mix``, any other row a label-only sample
+    (``verified_cots=False``: every row with a CoT text is drawn so)."""
     out = []
     for row in frame.to_dict("records"):
-        drawn = row["verified"] if verified_cots else isinstance(row.get("cot_text"), str)
+        drawn = cot_eligible(row) if verified_cots else isinstance(row.get("cot_text"), str)
         out.append(build_sample(row, _kind(row["record_id"], mix) if drawn else "fer"))
     return out
 

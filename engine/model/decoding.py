@@ -8,7 +8,7 @@
   section, no end before the Conclusion. At each step the best token that keeps the text so is
   taken, among the ``CANDIDATES`` best, the tokens that continue a header, code, name, word or
   quote begun, and then the ``FALLBACK_CANDIDATES`` best. Every word is a known one
-  (``engine.model.vocabulary``: English, the templates' and the data's words).
+  (``engine.cot.vocabulary``: English, the templates' and the data's words).
 * **Label slots** (``engine.model.labels``): the Interpretation's first emotion and its bold
   verdict may name only the allowed classes (``allowed_labels``, default all), and with
   **label guidance** (``DecodingSettings.label_guidance``, a weight ``w``) the emotion is chosen
@@ -33,13 +33,13 @@ import numpy as np
 from engine.cot.format import HEADERS, CoT
 from engine.cot.rules import RuleBook
 from engine.cot.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
+from engine.cot.vocabulary import vocabulary
 from engine.model.labels import (
     allowed_classes,
     emotion_token_families,
     label_slot,
     label_slot_at,
 )
-from engine.model.vocabulary import vocabulary
 from engine.types import EMOTIONS
 
 __all__ = ["AUGrounding", "DecodingSettings", "guided_logits_processor", "label_slot"]

@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.model.base import BASES, IGNORE, VisionLM, import_training
+from engine.model.base import BASES, IGNORE, Generation, VisionLM, import_training
 from engine.model.config import ADAPTER_DIR, LoraSettings, ModelConfig
 from engine.model.conversations import IMAGE_TOKEN
-from engine.model.decoding import DecodingSettings
 
 #: Projector module names of Hugging Face VLMs (LLaVA, SmolVLM/Idefics3, Qwen2-VL).
 HF_PROJECTORS = ("multi_modal_projector", "connector", "merger")
@@ -86,15 +85,8 @@ class HFVisionLM(VisionLM):
         batch["labels"] = labels
         return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
-    def generate(
-        self,
-        visuals: Sequence[np.ndarray],
-        max_new_tokens: int | None = None,
-        decoding: DecodingSettings | None = None,
-        allowed_labels: Sequence[str] | None = None,
-    ):
-        decoding = decoding or self.config.decoding
-        if decoding.guided or allowed_labels is not None:
+    def _generate(self, visuals: Sequence[np.ndarray], how: Generation) -> list[str]:
+        if how.decoding.guided or how.allowed_labels is not None:
             raise ValueError(
                 f"{self.config.base}: guided decoding needs the nano base's AU and classifier "
                 "inputs (so do allowed labels); use DecodingSettings() for plain greedy decoding"
@@ -118,7 +110,7 @@ class HFVisionLM(VisionLM):
         with torch.inference_mode():
             output = self.module.generate(
                 **inputs,
-                max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                max_new_tokens=how.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.cot.format import HEADERS
-from engine.cot.verify import emotions_in, infer_label
+from engine.cot.verify import emotions_in, infer_label, interpretation_lead
 from engine.types import EMOTIONS
 
 _INTERPRETATION = f"**{HEADERS[1]}:** "
@@ -69,17 +69,14 @@ def _cued(head: str, body_head: str, cue: str) -> bool:
 FOLLOWS = ("first", "verdict", "")
 
 
-def interpretation_lead(description: str, follows: str = "first") -> str | None:
+def conclusion_target(description: str, follows: str = "first") -> str | None:
     """The emotion the Interpretation of ``description`` (a CoT up to its Conclusion) leads
     with: the first it names (``"first"``) or the verdict Des2Exp reads (``"verdict"``)."""
     if follows not in FOLLOWS:
         raise ValueError(f"conclusion_follows must be one of {FOLLOWS}, got {follows!r}")
     if follows == "verdict":
         return infer_label(description)
-    if follows and _INTERPRETATION in description:
-        named = emotions_in(description.split(_INTERPRETATION, 1)[1])
-        return named[0] if named else None
-    return None
+    return interpretation_lead(description) if follows else None
 
 
 def label_slot_at(
@@ -92,7 +89,7 @@ def label_slot_at(
     choices = allowed_classes(allowed)
     if _CONCLUSION in text:
         description, body = text.split(_CONCLUSION, 1)
-        lead = interpretation_lead(description, follows)
+        lead = conclusion_target(description, follows)
         options = (lead,) if lead in choices else choices
         return _slot(text, body, cue, options, weighted=len(options) > 1, first_only=True)
     if _INTERPRETATION in text:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from engine.cot.writers.local_chat import DEFAULT_GGUF
-from engine.model.base import BASES, IGNORE, VisionLM, import_training
+from engine.model.base import BASES, IGNORE, Generation, VisionLM, import_training
 from engine.model.config import (
     ADAPTER_DIR,
     CONFIG_FILE,
@@ -212,15 +212,8 @@ class NanoVisionLM(VisionLM):
             "positions": torch.tensor([p for _, _, p in rows]),
         }
 
-    def generate(
-        self,
-        visuals: Sequence[NanoVisual],
-        max_new_tokens: int | None = None,
-        decoding: DecodingSettings | None = None,
-        allowed_labels: Sequence[str] | None = None,
-    ):
+    def _generate(self, visuals: Sequence[NanoVisual], how: Generation) -> list[str]:
         torch = import_training()[0]
-        decoding = decoding or self.config.decoding
         messages = [
             {"role": "system", "content": self.config.system_prompt},
             {"role": "user", "content": self.config.prompt},
@@ -236,22 +229,18 @@ class NanoVisionLM(VisionLM):
             output = self.module.lm.generate(
                 inputs_embeds=embeds,
                 attention_mask=mask,
-                max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                max_new_tokens=how.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
-                logits_processor=self._guidance(visuals, decoding, allowed_labels),
+                logits_processor=self._guidance(visuals, how),
             )
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in output]
 
-    def _guidance(
-        self,
-        visuals: Sequence[NanoVisual],
-        decoding: DecodingSettings,
-        allowed_labels: Sequence[str] | None,
-    ) -> list:
-        """The logits processors of ``decoding`` (none when it asks for plain greedy over all
-        classes)."""
+    def _guidance(self, visuals: Sequence[NanoVisual], how: Generation) -> list:
+        """The logits processors of ``how.decoding`` (none when it asks for plain greedy over
+        all classes)."""
+        decoding, allowed_labels = how.decoding, how.allowed_labels
         if not decoding.guided and allowed_labels is None:
             return []
         groundings = self.groundings(visuals) if decoding.grounded else None

@@ -21,7 +21,7 @@ import re
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class FinetuneConfig:
     evaluation writes CoTs for at once."""
 
     base: str = "nano"
+    init: str | None = None  # a saved model folder to start from (warm start) instead of ``base``
     epochs: int = 1
     batch_size: int = 4
     lr: float = 5e-4
@@ -76,6 +77,7 @@ class TrainingSet:
     held_faces: list[np.ndarray]
     held_aus: list[dict[str, float]]
     held_labels: list[str]
+    au_backend: str = ""  # the AU back end that measured ``aus`` (the shards')
 
 
 def au_readings(frame: pd.DataFrame) -> list[dict[str, float]]:
@@ -91,7 +93,7 @@ def training_rows(shards: str | Path) -> pd.DataFrame:
     """The labelled rows of an Exp-CoT output folder (``verified`` says which give CoT turns)
     with their face boxes and AU readings."""
     frame = read_rows(shards)
-    extra = read_shards(Path(shards), ["record_id", *BOX_COLUMNS, *au_definitions()])
+    extra = read_shards(Path(shards), ["record_id", "au_backend", *BOX_COLUMNS, *au_definitions()])
     return frame.merge(extra.drop_duplicates("record_id"), on="record_id", how="left")
 
 
@@ -129,7 +131,16 @@ def training_set(
         held_faces=[face_of(r) for r in held.to_dict("records")],
         held_aus=au_readings(held),
         held_labels=list(held["label"]),
+        au_backend=_au_backend(frame),
     )
+
+
+def _au_backend(frame: pd.DataFrame) -> str:
+    """The one AU back end of the rows (ValueError when the shards mix several)."""
+    names = sorted(set(frame["au_backend"].dropna())) if "au_backend" in frame else []
+    if len(names) > 1:
+        raise ValueError(f"the shards mix AU back ends {names}; train on one")
+    return names[0] if names else ""
 
 
 def generate_cots(
@@ -173,6 +184,17 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
 
 
+def _initial_model(config: FinetuneConfig, au_backend: str, create_model, load_model):
+    """A fresh ``config.base`` model, or ``config.init``'s weights (warm start), either reading
+    the AU back end of the training shards at inference."""
+    if config.init is None:
+        return create_model(config.base, au_backend=au_backend or "mesh")
+    model = load_model(config.init, trainable=True)
+    if au_backend and model.config.au_codes:
+        model.config = replace(model.config, au_backend=au_backend)
+    return model
+
+
 def train_model(
     data: TrainingSet,
     config: FinetuneConfig,
@@ -199,7 +221,7 @@ def train_model(
         state = torch.load(done[-1] / STATE_FILE, weights_only=False)
         log(f"resuming from {done[-1]} (step {state['step']})")
     else:
-        model, state = create_model(config.base), None
+        model, state = _initial_model(config, data.au_backend, create_model, load_model), None
     started = time.perf_counter()
     visuals = model.visual_inputs(data.faces, data.aus)
     held_visuals = model.visual_inputs(data.held_faces, data.held_aus)

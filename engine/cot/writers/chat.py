@@ -92,15 +92,8 @@ class ChatModel(ABC):
         """Release resources; the default holds none."""
 
 
-#: Chat back ends by name, each imported on first use.
-CHAT_MODELS: Registry[type[ChatModel]] = Registry(
-    "chat back end",
-    modules={
-        "openai": "engine.cot.writers.openai_chat",
-        "local": "engine.cot.writers.local_chat",
-        "template": "engine.cot.writers.template_chat",
-    },
-)
+#: Chat back ends by name, each imported on first use (``data/plugins.json``).
+CHAT_MODELS: Registry[type[ChatModel]] = Registry("chat back end")
 
 
 @cache

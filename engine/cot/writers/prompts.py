@@ -27,6 +27,7 @@ import jinja2
 from engine.cot.format import HEADERS
 from engine.cot.render import CoTRenderer, join_and
 from engine.cot.writers.base import WriteRequest
+from engine.registry import check_choice
 from engine.resources import templates_dir
 from engine.types import EMOTIONS
 
@@ -54,10 +55,7 @@ class PromptBook:
         max_history_words: int = 160,
         scope: str = "sections",
     ):
-        if scope not in REWRITES:
-            raise ValueError(
-                f"unknown rewrite scope {scope!r}; choose one of {', '.join(REWRITES)}"
-            )
+        check_choice("rewrite scope", scope, REWRITES)
         self.renderer = renderer
         self.word_cap = word_cap
         self.scope = scope

@@ -18,6 +18,7 @@ import pandas as pd
 from engine.aus import MAX_INTENSITY, au_definitions
 from engine.cot.format import CoT
 from engine.cot.rules import RuleBook
+from engine.cot.writers.template import TemplateWriter
 from engine.types import EMOTIONS
 
 #: Bins of the words-per-CoT and AU-intensity histograms.
@@ -39,7 +40,8 @@ def provenance(out_dir: Path, frame: pd.DataFrame, manifest: dict) -> dict:
     settings = _flatten({k: v for k, v in manifest.items() if k != "shards"})
     licence = [v for k, v in settings.items() if re.search(r"licen[cs]e", k, re.I)]
     backend = _first(settings, "au_backend") or _unique(frame, "au_backend")
-    writer = _first(settings, "writer") or _unique(frame, "writer") or "template"
+    # A manifest names no writer when none uses a model: the model-free writer, the default.
+    writer = _first(settings, "writer") or _unique(frame, "writer") or TemplateWriter.name
     return {
         "folder": str(out_dir),
         "spec": config.get("spec"),

@@ -1,13 +1,16 @@
-"""The words grounded decoding lets the nano ExpLLM write (``Vocabulary``), from the sources of
-the evaluation's wording check (``engine.evaluation.cot_quality``): the English list
-``data/english_words.txt``, the words of the CoT and prompt templates (``templates/cot``,
-``templates/prompts``, their Jinja expressions included: they hold words too), the words of the
-data tables (``data/**/*.csv``: FACS names, muscles and phrases, prototype sources) and the
-emotion words of ``data/emotion_lexicon.json`` and ``label_maps.json``, each also with a plural,
-past, participle, adverb or comparative ending. Every finished word of a text must be
-one of them and an unfinished last word must begin one, so that a clause cannot run into
-non-words such as "UiPuPurpSurvue". Numbers, punctuation and FACS codes (a word run into digits,
-``AU12``: the grounding checks those) are not words here; single letters always pass.
+"""The known words of CoT texts (``Vocabulary``, ``vocabulary()``): the one vocabulary of the
+project, used by grounded decoding (``engine.model.decoding``: what the nano ExpLLM may write)
+and by the evaluation's wording check (``engine.evaluation.cot_quality``: what counts as a word).
+
+Sources: the English list ``data/english_words.txt``, the words of the CoT and prompt templates
+(``templates/cot``, ``templates/prompts``, their Jinja expressions included: they hold words
+too), the words of the data tables (``data/**/*.csv``: FACS names, muscles and phrases,
+prototype sources) and the emotion words of ``data/emotion_lexicon.json`` and
+``label_maps.json``, each also with a plural, past, participle, adverb or comparative ending.
+For decoding every finished word of a text must be one of them and an unfinished last word
+must begin one, so that a clause cannot run into non-words such as "UiPuPurpSurvue". Numbers,
+punctuation and FACS codes (a word run into digits, ``AU12``: the grounding checks those) are
+not words here; single letters always pass ``knows`` (``in`` is the plain membership).
 """
 
 from __future__ import annotations
@@ -53,11 +56,17 @@ class Vocabulary:
         }
         return cls(tuple(sorted(stems | forms)))
 
-    def knows(self, word: str) -> bool:
-        """Whether ``word`` (any case) is a known word; single letters always are."""
+    def __contains__(self, word: object) -> bool:
+        """Whether ``word`` (any case) is one of the words."""
+        if not isinstance(word, str):
+            return False
         word = word.lower()
         index = bisect.bisect_left(self.words, word)
-        return len(word) == 1 or (index < len(self.words) and self.words[index] == word)
+        return index < len(self.words) and self.words[index] == word
+
+    def knows(self, word: str) -> bool:
+        """Whether ``word`` (any case) is a known word; single letters always are."""
+        return len(word) == 1 or word in self
 
     def begins(self, prefix: str) -> bool:
         """Whether some known word starts with ``prefix`` (any case)."""
@@ -96,7 +105,8 @@ def vocabulary() -> Vocabulary:
         *(p for f in TEMPLATE_FOLDERS for p in (templates_dir() / f).glob("*.j2")),
         *tables,
     ]:
-        words.update(WORD.findall(path.read_text(encoding="utf-8")))
+        # a lone letter there is an initial or a symbol, not a word (the list has "a" and "I")
+        words.update(w for w in WORD.findall(path.read_text(encoding="utf-8")) if len(w) > 1)
     lexicon = json.loads(data_file("emotion_lexicon.json").read_text(encoding="utf-8"))
     labels = json.loads(data_file("label_maps.json").read_text(encoding="utf-8"))
     for emotion in EMOTIONS:
