@@ -1,11 +1,15 @@
-"""Choose the nano ExpLLM's label-guidance weight on FER+ Valid (never on Test).
+"""The nano ExpLLM's own reading against its encoder head, per label-guidance weight, on FER+
+Valid (choose the weight here, never on Test); with ``--split test --limit 64`` its CPU speed.
 
-    .venv/bin/python benchmarks/label_guidance.py [--limit 160] [--weights 0 1 3]
+    .venv/bin/python benchmarks/label_guidance.py [--limit 160] [--weights 0 1 3] [--split valid]
 
-Samples ``--limit`` Valid faces (majority protocol, seed 0, in proportion to the classes),
-measures them once, and decodes each with AU grounding and every weight ``w``; prints, per
-weight, the accuracy and UAR of the label read from the Conclusion, the share of CoTs in the
-exact format, the mean AU faithfulness and misquote-free share, and seconds per face.
+Samples ``--limit`` faces of ``--split`` (majority protocol, seed 0), measures them once, and
+decodes each with AU grounding and every weight ``w`` (0: the LM's own reading); prints the
+encoder head's accuracy and UAR on the same faces, then per weight the accuracy and UAR of the
+label read from the Conclusion, the share of CoTs in the exact format, the mean AU faithfulness
+and misquote-free share, the CoT wording figures (``engine.evaluation.cot_quality``: the
+Conclusion following the Interpretation's lead, non-word tokens, annotation wording) and
+seconds per face.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from engine.cot.verify import verify
+from engine.cot.verify import conclusion_label, verify
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
+from engine.evaluation.cot_quality import wording
 from engine.model import load_model
-from engine.model.decoding import DecodingSettings
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -33,20 +38,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("engine/weights/expllm_nano"))
     parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
     parser.add_argument("--limit", type=int, default=160)
+    parser.add_argument("--split", default="valid")
+    parser.add_argument(
+        "--balance", type=float, default=None, help="prior correction (default: the model's)"
+    )
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 3.0])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, help="CSV of every CoT (image, label, weight, cot)")
     args = parser.parse_args(argv)
-    records = read_dataset(f"ferplus:{args.ferplus}", split="valid").records
+    records = read_dataset(f"ferplus:{args.ferplus}", split=args.split).records
     pick = np.random.default_rng(0).choice(len(records), min(args.limit, len(records)), False)
     records = [records[i] for i in sorted(pick)]
     model = load_model(args.model).to_device()
     visuals = model.visual_inputs([load_image(r) for r in records])
     labels = [r.label for r in records]
     groundings = model.groundings(visuals)
+    base = model.config.decoding
+    if args.balance is not None:
+        base = replace(base, class_balance=args.balance)
+    balanced = base.balanced(np.stack([v.log_prior for v in visuals]))
+    head = [EMOTIONS[int(np.argmax(v.log_prior))] for v in visuals]
+    head_balanced = [EMOTIONS[int(np.argmax(row))] for row in balanced]
+    heads = {"encoder_head": _scores(head, labels), "balanced": _scores(head_balanced, labels)}
+    print(json.dumps(heads | {"split": args.split}), flush=True)
     rows = []
     for weight in args.weights:
-        decoding = DecodingSettings(grounded=True, label_guidance=weight)
+        decoding = replace(base, grounded=True, label_guidance=weight)
         start = time.perf_counter()
         texts = []
         for i in range(0, len(visuals), args.batch_size):
@@ -60,22 +77,30 @@ def main(argv: list[str] | None = None) -> int:
             {"image_path": r.relpath, "label": r.label, "weight": weight, "cot": t}
             for r, t in zip(records, texts, strict=True)
         ]
-        hits = np.array([c.label_match for c in checks])
-        recalls = [hits[[y == e for y in labels]].mean() for e in EMOTIONS if e in labels]
+        words = wording(texts)
         row = {
             "weight": weight,
             "n": len(texts),
-            "accuracy": round(float(hits.mean()), 4),
-            "uar": round(float(np.mean(recalls)), 4),
+            **_scores([conclusion_label(t) for t in texts], labels),
             "exact_format": round(float(np.mean([c.format_ok for c in checks])), 4),
             "faithfulness": round(float(np.mean([c.faithfulness for c in checks])), 4),
             "quotes_as_measured": round(float(np.mean([not c.misquoted_aus for c in checks])), 4),
+            "interpretation_agreement": round(words.interpretation_agreement, 4),
+            "non_word_cots": round(words.non_word_cots, 4),
+            "annotation_wording": round(words.annotation_wording, 4),
             "seconds_per_face": round(seconds, 3),
         }
         print(json.dumps(row), flush=True)
     if args.out:
         pd.DataFrame(rows).to_csv(args.out, index=False)
     return 0
+
+
+def _scores(predicted: list[str | None], labels: list[str]) -> dict[str, float]:
+    """Accuracy and UAR (mean recall over the classes present) of ``predicted``."""
+    hits = np.array([p == y for p, y in zip(predicted, labels, strict=True)])
+    recalls = [hits[[y == e for y in labels]].mean() for e in EMOTIONS if e in labels]
+    return {"accuracy": round(float(hits.mean()), 4), "uar": round(float(np.mean(recalls)), 4)}
 
 
 if __name__ == "__main__":

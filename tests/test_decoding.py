@@ -316,3 +316,16 @@ def test_the_processor_applies_label_slots_and_the_word_check(smile):
     assert _step(tokenizer, plain, INTERPRETATION + "The cheeks are", [" UiPu", " raised"]) == (
         " raised"
     )
+
+
+def test_prior_correction_lifts_rare_classes_and_is_off_by_default():
+    import numpy as np
+
+    from engine.model.decoding import DecodingSettings
+
+    log_priors = np.log(np.array([[0.5, 0.45, 0.05]]))
+    assert DecodingSettings().balanced(log_priors) is log_priors
+    settings = DecodingSettings(class_balance=1.0, class_frequencies=(0.6, 0.3, 0.1))
+    corrected = settings.balanced(log_priors)
+    assert int(np.argmax(log_priors)) == 0 and int(np.argmax(corrected)) == 1
+    assert np.allclose(corrected - log_priors, -np.log([0.6, 0.3, 0.1]))

@@ -78,6 +78,7 @@ def test_a_cot_whose_interpretation_leads_elsewhere_trains_the_label_only():
     )
     assert [s.kind for s in data.samples] == ["cot", "fer", "cot", "fer"]
     assert data.au_backend == ""  # no au_backend column: unknown
+    assert data.class_frequencies == (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # all happiness
     mixed = rows.assign(au_backend=["fused", "mesh", "fused", "fused"])
     with pytest.raises(ValueError, match="mix AU back ends"):
         training_set(mixed, lambda row: None, FinetuneConfig(eval_samples=0))

@@ -23,7 +23,8 @@ class ExpLLMPredictor(FacePredictor):
 
     The label is the one read from the CoT's Conclusion (``engine.cot.verify.conclusion_label``);
     decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's), guided as
-    the model's ``decoding`` settings say unless ``grounded`` or ``label_guidance`` is given
+    the model's ``decoding`` settings say unless ``grounded``, ``label_guidance`` or
+    ``class_balance`` (label guidance's prior correction) is given
     (``engine.model.decoding``), and held to the evaluation's class set (``allowed_labels``).
     """
 
@@ -37,6 +38,7 @@ class ExpLLMPredictor(FacePredictor):
         face_mode: str = "auto",
         grounded: bool | None = None,
         label_guidance: float | None = None,
+        class_balance: float | None = None,
     ):
         from engine.model import load_model
 
@@ -49,6 +51,8 @@ class ExpLLMPredictor(FacePredictor):
             decoding = replace(decoding, grounded=bool(grounded))
         if label_guidance is not None:
             decoding = replace(decoding, label_guidance=float(label_guidance))
+        if class_balance is not None:
+            decoding = replace(decoding, class_balance=float(class_balance))
         self.decoding = decoding
 
     def answer(self, faces: list[np.ndarray], classes: Sequence[str]) -> list[Prediction]:

@@ -66,7 +66,9 @@ class ModelConfig:
             raise ValueError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
         data["lora"] = LoraSettings(**{**data["lora"], "targets": tuple(data["lora"]["targets"])})
         data["au_codes"] = tuple(data.get("au_codes", ()))
-        data["decoding"] = DecodingSettings(**data.get("decoding", {}))
+        decoding = data.get("decoding", {})
+        decoding["class_frequencies"] = tuple(decoding.get("class_frequencies", ()))
+        data["decoding"] = DecodingSettings(**decoding)
         return cls(**data)
 
     def write(self, folder: Path) -> None:

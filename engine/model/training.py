@@ -36,6 +36,7 @@ from engine.model.config import GENERATION_BATCH
 from engine.model.conversations import Sample, build_samples, read_rows
 from engine.model.decoding import DecodingSettings
 from engine.store.stats import read_shards
+from engine.types import EMOTIONS
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -78,6 +79,7 @@ class TrainingSet:
     held_aus: list[dict[str, float]]
     held_labels: list[str]
     au_backend: str = ""  # the AU back end that measured ``aus`` (the shards')
+    class_frequencies: tuple[float, ...] = ()  # of the training labels, in EMOTIONS order
 
 
 def au_readings(frame: pd.DataFrame) -> list[dict[str, float]]:
@@ -132,6 +134,12 @@ def training_set(
         held_aus=au_readings(held),
         held_labels=list(held["label"]),
         au_backend=_au_backend(frame),
+        class_frequencies=tuple(
+            float(share)
+            for share in train["label"]
+            .value_counts(normalize=True)
+            .reindex(EMOTIONS, fill_value=0.0)
+        ),
     )
 
 
@@ -184,14 +192,19 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
 
 
-def _initial_model(config: FinetuneConfig, au_backend: str, create_model, load_model):
+def _initial_model(config: FinetuneConfig, data: TrainingSet, create_model, load_model):
     """A fresh ``config.base`` model, or ``config.init``'s weights (warm start), either reading
-    the AU back end of the training shards at inference."""
+    the AU back end of the training shards at inference and knowing the training labels'
+    frequencies (for label guidance's prior correction)."""
+    au_backend, frequencies = data.au_backend, data.class_frequencies
     if config.init is None:
-        return create_model(config.base, au_backend=au_backend or "mesh")
-    model = load_model(config.init, trainable=True)
-    if au_backend and model.config.au_codes:
-        model.config = replace(model.config, au_backend=au_backend)
+        model = create_model(config.base, au_backend=au_backend or "mesh")
+    else:
+        model = load_model(config.init, trainable=True)
+        if au_backend and model.config.au_codes:
+            model.config = replace(model.config, au_backend=au_backend)
+    decoding = replace(model.config.decoding, class_frequencies=frequencies)
+    model.config = replace(model.config, decoding=decoding)
     return model
 
 
@@ -221,7 +234,7 @@ def train_model(
         state = torch.load(done[-1] / STATE_FILE, weights_only=False)
         log(f"resuming from {done[-1]} (step {state['step']})")
     else:
-        model, state = _initial_model(config, data.au_backend, create_model, load_model), None
+        model, state = _initial_model(config, data, create_model, load_model), None
     started = time.perf_counter()
     visuals = model.visual_inputs(data.faces, data.aus)
     held_visuals = model.visual_inputs(data.held_faces, data.held_aus)
