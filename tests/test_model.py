@@ -59,6 +59,8 @@ def test_nano_save_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.module(**batch).loss, loaded.module(**batch).loss)
     assert not loaded.trainable_parameters()
+    with pytest.raises(ValueError, match="loaded for inference"):  # its LoRA is merged
+        loaded.save(tmp_path / "again")
 
 
 def test_load_model_names_the_problem(tmp_path):

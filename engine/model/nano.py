@@ -270,6 +270,11 @@ class NanoVisionLM(VisionLM):
             k: v.detach().cpu().contiguous() for k, v in self.module.projector.state_dict().items()
         }
         save_file(state, str(folder / PROJECTOR_FILE))
+        if not hasattr(self.module.lm, "peft_config"):
+            raise ValueError(
+                "this model was loaded for inference (its LoRA merged into the LM); "
+                "load it with trainable=True to save it"
+            )
         for settings in self.module.lm.peft_config.values():
             settings.base_model_name_or_path = self.config.lm  # not the GGUF's folder here
         self.module.lm.save_pretrained(str(folder / ADAPTER_DIR))

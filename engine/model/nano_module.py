@@ -40,6 +40,8 @@ def nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
         if not adapter.is_dir():
             raise FileNotFoundError(f"{adapter} not found (the LoRA adapter of {folder})")
         lm = peft.PeftModel.from_pretrained(lm, str(adapter), is_trainable=trainable)
+        if not trainable:  # inference: LoRA folded into the weights, one matmul per projection
+            lm = lm.merge_and_unload()
     codes = len(config.au_codes)
 
     def mlp(width: int, norm: bool) -> nn.Module:
