@@ -32,6 +32,7 @@ from engine.aus import au_definitions
 from engine.cot.format import CoT
 from engine.cot.verify import conclusion_label
 from engine.data.images import load_image
+from engine.model.base import create_model, load_model
 from engine.model.config import GENERATION_BATCH
 from engine.model.conversations import Sample, build_samples, read_rows
 from engine.model.decoding import DecodingSettings
@@ -192,19 +193,20 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
 
 
-def _initial_model(config: FinetuneConfig, data: TrainingSet, create_model, load_model):
+def _initial_model(config: FinetuneConfig, data: TrainingSet):
     """A fresh ``config.base`` model, or ``config.init``'s weights (warm start), either reading
     the AU back end of the training shards at inference and knowing the training labels'
     frequencies (for label guidance's prior correction)."""
-    au_backend, frequencies = data.au_backend, data.class_frequencies
     if config.init is None:
-        model = create_model(config.base, au_backend=au_backend or "mesh")
+        model = create_model(config.base, au_backend=data.au_backend or "mesh")
     else:
         model = load_model(config.init, trainable=True)
-        if au_backend and model.config.au_codes:
-            model.config = replace(model.config, au_backend=au_backend)
-    decoding = replace(model.config.decoding, class_frequencies=frequencies)
-    model.config = replace(model.config, decoding=decoding)
+    au_backend = data.au_backend if data.au_backend and model.config.au_codes else None
+    model.config = replace(
+        model.config,
+        au_backend=au_backend or model.config.au_backend,
+        decoding=replace(model.config.decoding, class_frequencies=data.class_frequencies),
+    )
     return model
 
 
@@ -223,8 +225,6 @@ def train_model(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from engine.model import create_model, load_model
-
     target = Path(out)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     torch.manual_seed(config.seed)
@@ -234,7 +234,7 @@ def train_model(
         state = torch.load(done[-1] / STATE_FILE, weights_only=False)
         log(f"resuming from {done[-1]} (step {state['step']})")
     else:
-        model, state = _initial_model(config, data, create_model, load_model), None
+        model, state = _initial_model(config, data), None
     started = time.perf_counter()
     visuals = model.visual_inputs(data.faces, data.aus)
     held_visuals = model.visual_inputs(data.held_faces, data.held_aus)
