@@ -29,6 +29,7 @@ from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.cot_quality import wording
 from engine.model import load_model
+from engine.model.config import GENERATION_BATCH
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "--balance", type=float, default=None, help="prior correction (default: the model's)"
     )
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 3.0])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=GENERATION_BATCH)
     parser.add_argument("--out", type=Path, help="CSV of every CoT (image, label, weight, cot)")
     args = parser.parse_args(argv)
     records = read_dataset(f"ferplus:{args.ferplus}", split=args.split).records

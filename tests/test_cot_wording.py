@@ -6,12 +6,8 @@ import json
 import pytest
 
 from engine.cot.verify import interpretation_lead
-from engine.evaluation.cot_quality import (
-    interpretation_agrees,
-    is_word,
-    non_words,
-    wording,
-)
+from engine.cot.vocabulary import vocabulary
+from engine.evaluation.cot_quality import interpretation_agrees, non_words, wording
 from engine.evaluation.scoring import Prediction, cot_metrics
 
 GOOD = (
@@ -62,9 +58,9 @@ def test_words_numbers_and_facs_codes():
         "smiles",
         "lip-corner",
     ):
-        assert is_word(token), token
+        assert vocabulary().is_word(token), token
     for token in ("AU47", "AU00", "F", "zzq", "lipcornr"):
-        assert not is_word(token), token
+        assert not vocabulary().is_word(token), token
 
 
 def test_cot_metrics_carry_the_wording_checks():

@@ -275,7 +275,7 @@ class FakeTokenizer:
         return "".join(self.tokens[i] for i in ids if i)
 
 
-def _step(tokenizer, processor, text, preferred):
+def _step(tokenizer, guide, text, preferred):
     """The token greedy decoding takes after ``text`` when the LM prefers ``preferred`` (best
     first)."""
     import torch
@@ -283,32 +283,28 @@ def _step(tokenizer, processor, text, preferred):
     scores = torch.full((1, len(tokenizer.tokens)), -30.0)
     for rank, token in enumerate(preferred):
         scores[0, tokenizer.ids[token]] = -float(rank)
-    ids = torch.tensor([tokenizer(text)["input_ids"]])
-    return tokenizer.tokens[int(processor(ids, scores)[0].argmax())]
+    return tokenizer.tokens[int(guide([0], [tokenizer(text)["input_ids"]], scores)[0].argmax())]
 
 
-def test_the_processor_applies_label_slots_and_the_word_check(smile):
+def test_the_guide_applies_label_slots_and_the_word_check(smile):
     pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from engine.model.decoding import guided_logits_processor
+    from engine.model.guide import TokenGuide
 
-    tokenizer = FakeTokenizer([*EMOTIONS, "hap", "py", "raised", "UiPu"])
+    tokenizer = FakeTokenizer([*EMOTIONS, "hap", "py", "raised", "UiPu", "annotated"])
     priors = np.log(np.full((1, len(EMOTIONS)), 0.01))
     priors[0, EMOTIONS.index("sadness")] = 0.0
     settings = DecodingSettings(grounded=True, label_guidance=5.0)
-    processor = guided_logits_processor(
-        tokenizer, settings, [smile], priors, ["happiness", "sadness"]
-    )
+    guide = TokenGuide(tokenizer, settings, [smile], priors, ["happiness", "sadness"])
     # the Conclusion follows the description, whatever the LM and the prior prefer
-    assert _step(tokenizer, processor, CONCLUSION + "**", ["surprise", "sadness"]) == "happiness"
-    assert _step(tokenizer, processor, CONCLUSION + "**hap", ["py"]) == "p"  # "hap|piness"
+    assert _step(tokenizer, guide, CONCLUSION + "**", ["surprise", "sadness"]) == "happiness"
+    assert _step(tokenizer, guide, CONCLUSION + "**hap", ["py"]) == "p"  # "hap|piness"
     # the Interpretation's first emotion: an allowed class, weighted by the prior
     text = INTERPRETATION + "The face reads as"
     lm = [" surprise", " happiness", " sadness"]
-    assert _step(tokenizer, processor, text, lm) == " sadness"
-    plain = guided_logits_processor(tokenizer, DecodingSettings(grounded=True), [smile], None)
+    assert _step(tokenizer, guide, text, lm) == " sadness"
+    plain = TokenGuide(tokenizer, DecodingSettings(grounded=True), [smile], None)
     assert _step(tokenizer, plain, text, lm) == " surprise"  # all classes, the LM alone
-    only = guided_logits_processor(
+    only = TokenGuide(
         tokenizer, DecodingSettings(grounded=True), [smile], None, ["happiness", "sadness"]
     )
     assert _step(tokenizer, only, text, lm) == " happiness"  # allowed classes, the LM alone
@@ -316,6 +312,26 @@ def test_the_processor_applies_label_slots_and_the_word_check(smile):
     assert _step(tokenizer, plain, INTERPRETATION + "The cheeks are", [" UiPu", " raised"]) == (
         " raised"
     )
+
+
+def test_strict_wording_keeps_to_ascii_words_and_off_annotations(rules, smile):
+    readings = dict(smile.intensities)
+    loose = AUGrounding.from_intensities(readings, rules, strict_wording=False)
+    text = INTERPRETATION + "The face reads as happiness. The "
+    for bad in ("annotated", "annot", "label", "data", "dataset", "EPi\u2082S"):
+        assert not smile.allows(text + bad), bad
+    assert loose.allows(text + "annotated") and not loose.allows(text + "annotatedX")
+    assert smile.allows(text + "measured")
+    assert Vocabulary.of(["raised"]).completion("rai") == "sed"
+    assert Vocabulary.of(["raised"]).completion("xyz") == ""
+    pytest.importorskip("torch")
+    from engine.model.guide import TokenGuide
+
+    tokenizer = FakeTokenizer(["raised", "annotated", "measured"])
+    guide = TokenGuide(tokenizer, DecodingSettings(grounded=True), [smile], None)
+    assert _step(tokenizer, guide, text.rstrip(), [" annotated", " measured"]) == " measured"
+    # a word begun that the LM will not finish is finished with the shortest known word
+    assert _step(tokenizer, guide, INTERPRETATION + "The cheeks are rai", ["Q"]) == "s"
 
 
 def test_prior_correction_lifts_rare_classes_and_is_off_by_default():

@@ -7,10 +7,15 @@ Sources: the English list ``data/english_words.txt``, the words of the CoT and p
 too), the words of the data tables (``data/**/*.csv``: FACS names, muscles and phrases,
 prototype sources) and the emotion words of ``data/emotion_lexicon.json`` and
 ``label_maps.json``, each also with a plural, past, participle, adverb or comparative ending.
-For decoding every finished word of a text must be one of them and an unfinished last word
-must begin one, so that a clause cannot run into non-words such as "UiPuPurpSurvue". Numbers,
-punctuation and FACS codes (a word run into digits, ``AU12``: the grounding checks those) are
-not words here; single letters always pass ``knows`` (``in`` is the plain membership).
+A token (``TOKEN``: letters and digits, maybe joined by an apostrophe, dot or hyphen) is a word
+(``Vocabulary.is_word``) if it is a known word or known words joined by hyphens, a number, a
+FACS code AU01..AU46 or prototype token (``5B``, ``R12A``), or an intensity letter A-E. The
+evaluation counts the other tokens (``engine.evaluation.cot_quality``). For decoding
+(``Vocabulary.allows``) every finished word of a text must be known and an unfinished last one
+must begin one (``completion`` finishes it), so that a clause cannot run into non-words such as
+"UiPuPurpSurvue"; a word run into digits is a code or an ordinal there (``AU12``, ``1st``: the
+grounding checks codes). Single letters always pass ``knows`` (``in`` is the plain
+membership).
 """
 
 from __future__ import annotations
@@ -27,12 +32,22 @@ from engine.types import EMOTIONS
 
 #: A word: a run of ASCII letters.
 WORD = re.compile(r"[A-Za-z]+")
+#: A token of a text: letters and digits, maybe joined by an apostrophe, a dot or a hyphen.
+TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+#: A FACS code: ``AU12``, ``AU12E``, or a prototype token (``5B``, ``R12A``: side, AU, level).
+_AU_CODE = re.compile(r"(?:AU|[LR])?(\d{1,2})[A-E]?", re.IGNORECASE)
+_INTENSITY = re.compile(r"[A-E]")
+#: The highest FACS action unit number.
+MAX_AU = 46
 WORD_LIST = "english_words.txt"
 TEMPLATE_FOLDERS = ("cot", "prompts")
 #: Endings a listed word may take, with what it loses first ("raise" -> "rais" + "ing").
 ENDINGS = (("s", ""), ("es", ""), ("ed", ""), ("ed", "e"), ("d", ""), ("ing", ""),
            ("ing", "e"), ("ly", ""), ("ily", "y"), ("ies", "y"), ("ied", "y"), ("er", ""),
            ("est", ""), ("ness", ""))  # fmt: skip
+#: How many words beginning with a prefix ``completion`` looks at.
+_COMPLETIONS = 64
 #: Only the words ending this close to the end of a text are checked (earlier ones were, as the
 #: text was written).
 TAIL = 40
@@ -75,6 +90,33 @@ class Vocabulary:
         return len(prefix) == 1 or (
             index < len(self.words) and self.words[index].startswith(prefix)
         )
+
+    def is_word(self, token: str) -> bool:
+        """Whether ``token`` (a ``TOKEN``) is a known word (or known words joined by hyphens or
+        dots, maybe with a possessive), a number, a FACS code AU01..AU46 or prototype token, or
+        an intensity letter A-E."""
+        if _NUMBER.fullmatch(token) or _INTENSITY.fullmatch(token):
+            return True
+        code = _AU_CODE.fullmatch(token)
+        if code:
+            return 1 <= int(code.group(1)) <= MAX_AU
+        lower = token.lower().replace("’", "'")
+        return self._known(lower) or all(self._known(part) for part in re.split(r"[-.]", lower))
+
+    def _known(self, word: str) -> bool:
+        return word in self or (word.endswith("'s") and word[:-2] in self)
+
+    def completion(self, prefix: str) -> str:
+        """The rest of the shortest known word that begins with ``prefix`` ("" if none)."""
+        prefix = prefix.lower()
+        index = bisect.bisect_left(self.words, prefix)
+        fitting = []
+        while index < len(self.words) and self.words[index].startswith(prefix):
+            fitting.append(self.words[index])
+            index += 1
+            if len(fitting) >= _COMPLETIONS:
+                break
+        return min(fitting, key=len)[len(prefix) :] if fitting else ""
 
     def allows(self, text: str, tail: int = TAIL) -> bool:
         """Whether the words of ``text``'s last ``tail`` characters are known, the last one

@@ -5,18 +5,15 @@
   synonyms resolved); a text without the three sections, or whose interpretation names no
   emotion, does not agree.
 * ``non_word_tokens`` / ``non_word_cots``: the share of tokens that are no word, and the share of
-  texts with at least one. Words: those of ``engine.cot.vocabulary`` (the vocabulary grounded
-  decoding uses too: English, the templates' and the data's words, with their endings), plus
-  FACS codes AU01..AU46 and prototype tokens (``5B``, ``R12A``: an AU number, its side, an
-  intensity letter), the letters A-E and numbers; a word may carry a possessive, or join words
-  with hyphens.
+  texts with at least one (``engine.cot.vocabulary``'s ``is_word``, which grounded decoding
+  uses too: English, the templates' and the data's words with their endings, FACS codes
+  AU01..AU46 and prototype tokens, the letters A-E and numbers).
 * ``annotation_wording``: the share of texts that speak of annotations, labels, datasets or
   ground truth (``engine.cot.verify.META_TERMS``).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,18 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.cot.verify import conclusion_label, interpretation_lead, meta_terms
-from engine.cot.vocabulary import vocabulary
+from engine.cot.vocabulary import TOKEN, vocabulary
 
 #: How many of the most frequent non-words a report lists.
 NON_WORD_EXAMPLES = 10
-#: The highest FACS action unit number.
-MAX_AU = 46
-
-_TOKEN = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-#: A FACS code: ``AU12``, ``AU12E``, or a prototype token (``5B``, ``R12A``: side, AU, level).
-_AU_CODE = re.compile(r"(?:AU|[LR])?(\d{1,2})[A-E]?", re.IGNORECASE)
-_INTENSITY = re.compile(r"[A-E]")
 
 
 @dataclass(frozen=True)
@@ -54,7 +43,7 @@ def wording(texts: Sequence[str]) -> Wording:
     if not texts:
         raise ValueError("no CoT texts to check")
     found = [non_words(t) for t in texts]
-    tokens = sum(len(_TOKEN.findall(t)) for t in texts)
+    tokens = sum(len(TOKEN.findall(t)) for t in texts)
     counts = Counter(w.lower() for words in found for w in words)
     return Wording(
         interpretation_agreement=float(np.mean([interpretation_agrees(t) for t in texts])),
@@ -73,22 +62,5 @@ def interpretation_agrees(text: str) -> bool:
 
 def non_words(text: str) -> list[str]:
     """The tokens of ``text`` that are no word, number or FACS code, in order."""
-    return [token for token in _TOKEN.findall(text) if not is_word(token)]
-
-
-def is_word(token: str) -> bool:
-    """A known word (or hyphenated known words), a number, a FACS code AU01..AU46 or prototype
-    token, or an intensity letter A-E."""
-    if _NUMBER.fullmatch(token) or _INTENSITY.fullmatch(token):
-        return True
-    code = _AU_CODE.fullmatch(token)
-    if code:
-        return 1 <= int(code.group(1)) <= MAX_AU
-    lower = token.lower().replace("’", "'")
-    return _known(lower) or all(_known(part) for part in re.split(r"[-.]", lower))
-
-
-def _known(word: str) -> bool:
-    """A word of ``engine.cot.vocabulary`` (its endings included), or one with a possessive."""
     words = vocabulary()
-    return word in words or (word.endswith("'s") and word[:-2] in words)
+    return [token for token in TOKEN.findall(text) if not words.is_word(token)]

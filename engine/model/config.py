@@ -21,7 +21,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_MODEL = WEIGHTS / "expllm_nano"
 #: Faces a model writes CoTs for at once (``generate_cots``, the ``expllm`` predictor); the
 #: training batch is ``FinetuneConfig.batch_size``.
-GENERATION_BATCH = 8
+GENERATION_BATCH = 64
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@
   ``label_cue``: "label," or an opening ``**``) names the emotion the Interpretation leads with
   (``conclusion_follows``), else it is chosen so too.
 
-``AUGrounding`` and ``label_slot_at`` work on text only; ``guided_logits_processor`` adapts them
-to ``transformers.generate``.
+``AUGrounding`` and ``label_slot_at`` work on text only; ``engine.model.guide.TokenGuide``
+applies them to the token scores of ``engine.model.greedy.greedy_decode``.
 """
 
 from __future__ import annotations
@@ -32,17 +32,19 @@ import numpy as np
 
 from engine.cot.format import HEADERS, CoT
 from engine.cot.rules import RuleBook
-from engine.cot.verify import QUOTE_TOLERANCE, mentioned_aus, quoted_intensities
+from engine.cot.verify import (
+    META_TERMS,
+    QUOTE_TOLERANCE,
+    mentioned_aus,
+    meta_terms,
+    quoted_intensities,
+)
 from engine.cot.vocabulary import vocabulary
 from engine.model.labels import (
-    allowed_classes,
-    emotion_token_families,
     label_slot,
-    label_slot_at,
 )
-from engine.types import EMOTIONS
 
-__all__ = ["AUGrounding", "DecodingSettings", "guided_logits_processor", "label_slot"]
+__all__ = ["AUGrounding", "DecodingSettings", "label_slot"]
 
 #: How many of the best tokens grounding tries first.
 CANDIDATES = 64
@@ -66,6 +68,9 @@ _MONOTONOUS_TAIL = 48
 _INTERPRETATION = f"**{HEADERS[1]}"
 _CLAUSE_END = re.compile(r";|\.\s")
 #: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
+LAST_WORD = re.compile(r"[A-Za-z]*$")
+#: How far back the annotation check looks (earlier text was checked as it was written).
+_META_WINDOW = 40
 _LEVEL_WORD = re.compile(r" at(?P<space> ?)(?P<word>[a-z]*)(?P<end>[^a-z])?")
 
 
@@ -86,6 +91,10 @@ class DecodingSettings:
     #: trades a little accuracy on common classes for recall on rare ones (0: off).
     class_balance: float = 0.0
     class_frequencies: tuple[float, ...] = ()
+    #: Grounded text stays ASCII and never speaks of annotations, labels or datasets
+    #: (``META_TERMS``); off for a model trained on texts that do (the shipped one), which
+    #: these guards derail.
+    strict_wording: bool = True
 
     def balanced(self, log_priors: np.ndarray) -> np.ndarray:
         """``log_priors`` [faces, classes] with the prior correction applied."""
@@ -108,6 +117,7 @@ class AUGrounding:
     levels: Mapping[str, str]  # active AU -> FACS letter
     names: Mapping[str, str]  # active AU -> its name ("lid tightener")
     words: Mapping[str, str]  # active AU -> the templates' word for its level ("marked")
+    strict_wording: bool = True  # ``DecodingSettings.strict_wording``
 
     @classmethod
     def from_intensities(
@@ -115,9 +125,11 @@ class AUGrounding:
         intensities: Mapping[str, float],
         rules: RuleBook,
         level_words: Mapping[str, str] | None = None,
+        strict_wording: bool = True,
     ) -> AUGrounding:
         """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
-        word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``)."""
+        word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``);
+        ``strict_wording``: ``DecodingSettings.strict_wording``."""
         if level_words is None:
             level_words = _level_words()
         active = {
@@ -130,6 +142,7 @@ class AUGrounding:
             {code: rules.level(value) for code, value in active.items()},
             {code: rules.definitions[code].name for code in active},
             {code: level_words.get(rules.level(value), "") for code, value in active.items()},
+            strict_wording,
         )
 
     def allows(self, text: str) -> bool:
@@ -153,6 +166,8 @@ class AUGrounding:
     def _check(self, text: str) -> tuple[bool, list[str]]:
         in_format, header_rest = exact_format_prefix(text)
         if not in_format or not vocabulary().allows(text):
+            return False, []
+        if self.strict_wording and (not text.isascii() or _speaks_of_annotations(text)):
             return False, []
         ok, rests = self._check_aus(text)
         return ok, (header_rest + rests if ok else [])
@@ -244,6 +259,15 @@ def _cues_in_code_clauses(text: str, codes: Sequence[re.Match]) -> bool:
     return True
 
 
+def _speaks_of_annotations(text: str) -> bool:
+    """Whether ``text`` speaks of annotations, labels or datasets (``META_TERMS``), a word of
+    them begun at its end included."""
+    if meta_terms(text[-_META_WINDOW:]):
+        return True
+    last = LAST_WORD.search(text)[0].lower()
+    return len(last) >= 4 and any(term.startswith(last) for term in META_TERMS if " " not in term)
+
+
 def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
     """Whether ``text`` can still become a CoT in the exact format (``CoT.text``): the three
     headers in order, each section one line of single-spaced, non-empty prose with no runaway
@@ -275,89 +299,3 @@ def _level_words() -> dict[str, str]:
     from engine.cot.render import level_words
 
     return level_words()
-
-
-def guided_logits_processor(
-    tokenizer,
-    settings: DecodingSettings,
-    groundings: Sequence[AUGrounding] | None,
-    log_priors: np.ndarray | None,
-    allowed_labels: Sequence[str] | None = None,
-):
-    """A ``transformers`` logits processor that applies ``settings`` to a batch of faces.
-
-    ``groundings``: per face (for ``settings.grounded``); ``log_priors``: [faces, 8] classifier
-    log-probabilities (for ``settings.label_guidance``); ``allowed_labels``: the classes label
-    slots may name (default: all).
-    """
-    import torch
-    from transformers import LogitsProcessor
-
-    families = emotion_token_families(tokenizer)
-    weight = settings.label_guidance if log_priors is not None else 0.0
-    if log_priors is not None:
-        log_priors = settings.balanced(log_priors)
-    allowed = allowed_classes(allowed_labels)
-
-    class GuidedLogits(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            scores = torch.log_softmax(scores.float(), dim=-1)
-            for row in range(scores.shape[0]):
-                ids = input_ids[row].tolist()
-                if tokenizer.eos_token_id in ids:  # finished: generate pads it from here on
-                    continue
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                self._guide_label(row, text, scores[row])
-                if groundings is not None:
-                    self._ground(ids, text, groundings[row], scores[row])
-            return scores
-
-        def _guide_label(self, row, text, row_scores):
-            slot = label_slot_at(text, settings.label_cue, allowed, settings.conclusion_follows)
-            if slot is None:
-                return
-            if slot.rest:  # a label word begun: finish it
-                _keep(row_scores, tokenizer(slot.rest, add_special_tokens=False)["input_ids"][:1])
-                return
-            best = int(row_scores.argmax())
-            family = next((f for f in families if best in f), None)
-            if family is None:
-                if not slot.cued:
-                    return
-                family = families[1] if text[-1:] in ("", " ", "*") else families[0]
-            wanted = {EMOTIONS.index(e) for e in slot.choices}
-            guided = torch.full_like(row_scores, float("-inf"))
-            for token, emotion in family.items():
-                if emotion in wanted:
-                    prior = float(log_priors[row, emotion]) if slot.weighted and weight else 0.0
-                    guided[token] = row_scores[token] + weight * prior
-            row_scores.copy_(guided)
-
-        def _ground(self, ids, text, grounding, row_scores):
-            for rank, token in enumerate(self._candidates(row_scores, text, grounding)):
-                if (
-                    grounding.may_end(text)
-                    if token == tokenizer.eos_token_id
-                    else grounding.allows(tokenizer.decode([*ids, token], skip_special_tokens=True))
-                ):
-                    if rank:  # greedy: the first grounded candidate is the only choice left
-                        _keep(row_scores, [token])
-                    return
-
-        @staticmethod
-        def _candidates(row_scores, text, grounding):
-            """The best tokens; only if none of them will do, those continuing a header, code,
-            name, word or quote begun; then the next best."""
-            yield from torch.topk(row_scores, CANDIDATES).indices.tolist()
-            for rest in grounding.continuations(text):
-                yield from tokenizer(rest, add_special_tokens=False)["input_ids"][:1]
-            yield from torch.topk(row_scores, FALLBACK_CANDIDATES).indices.tolist()[CANDIDATES:]
-
-    return GuidedLogits()
-
-
-def _keep(row_scores, tokens: Sequence[int]) -> None:
-    """Leave only ``tokens`` (their scores kept) in one row of scores."""
-    keep = row_scores[tokens].clone()
-    row_scores.fill_(float("-inf"))
-    row_scores[tokens] = keep

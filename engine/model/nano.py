@@ -27,8 +27,10 @@ from engine.model.config import (
     ModelConfig,
 )
 from engine.model.conversations import IMAGE_TOKEN
-from engine.model.decoding import AUGrounding, DecodingSettings, guided_logits_processor
+from engine.model.decoding import AUGrounding, DecodingSettings
 from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, feature_shape
+from engine.model.greedy import greedy_decode
+from engine.model.guide import TokenGuide
 from engine.model.nano_module import nano_module
 from engine.resources import sha256_file
 
@@ -220,44 +222,46 @@ class NanoVisionLM(VisionLM):
         ]
         row = self._tokens(messages, True)
         batch = self._pad(list(visuals), [row] * len(visuals))
-        device = next(self.module.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        parameter = next(self.module.parameters())
+        batch = {k: v.to(parameter.device) for k, v in batch.items() if k != "labels"}
         self.module.eval()
-        cuda = device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
-            embeds, mask = self.module.embed(**batch)
-            output = self.module.lm.generate(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                max_new_tokens=how.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                logits_processor=self._guidance(visuals, how),
+        cuda = parameter.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            embeds, _ = self.module.embed(**batch)
+            generated = greedy_decode(
+                self.module.lm,
+                embeds.to(parameter.dtype),
+                how.max_new_tokens,
+                self.tokenizer.eos_token_id,
+                self._guide(visuals, how),
             )
-        return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in output]
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
 
-    def _guidance(self, visuals: Sequence[NanoVisual], how: Generation) -> list:
-        """The logits processors of ``how.decoding`` (none when it asks for plain greedy over
-        all classes)."""
+    def _guide(self, visuals: Sequence[NanoVisual], how: Generation) -> TokenGuide | None:
+        """The token guide of ``how.decoding`` (None when it asks for plain greedy over all
+        classes)."""
         decoding, allowed_labels = how.decoding, how.allowed_labels
         if not decoding.guided and allowed_labels is None:
-            return []
-        groundings = self.groundings(visuals) if decoding.grounded else None
+            return None
+        groundings = self.groundings(visuals, decoding) if decoding.grounded else None
         priors = np.stack([v.log_prior for v in visuals])
-        return [
-            guided_logits_processor(self.tokenizer, decoding, groundings, priors, allowed_labels)
-        ]
+        return TokenGuide(self.tokenizer, decoding, groundings, priors, allowed_labels)
 
-    def groundings(self, visuals: Sequence[NanoVisual]) -> list[AUGrounding]:
-        """The AUs each face was measured with, as grounding holds the text to them."""
+    def groundings(
+        self, visuals: Sequence[NanoVisual], decoding: DecodingSettings | None = None
+    ) -> list[AUGrounding]:
+        """The AUs each face was measured with, as grounding holds the text to them
+        (``decoding``: default the model's)."""
+        strict = (decoding or self.config.decoding).strict_wording
         if self._rules is None:
             from engine.cot.rules import RuleBook
 
             self._rules = RuleBook.load()
         codes = self.config.au_codes
         return [
-            AUGrounding.from_intensities(dict(zip(codes, v.aus.tolist(), strict=True)), self._rules)
+            AUGrounding.from_intensities(
+                dict(zip(codes, v.aus.tolist(), strict=True)), self._rules, strict_wording=strict
+            )
             for v in visuals
         ]
 

@@ -1,0 +1,105 @@
+"""Batched greedy decoding from input embeddings, with a KV cache, an optional token guide
+(``engine.model.guide.TokenGuide``) and finished rows dropped from the batch, so that the
+faces whose CoT is done cost nothing while the longest one is still being written.
+
+All rows of a batch share one prompt length (the nano base's prompts differ only in their
+visual tokens), so no padding is ever needed. Finished rows leave the batch once they are an
+eighth of it (each removal copies the cache). The cache reserves the prompt plus
+``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per token).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from functools import cache, partial
+
+#: ``guide(rows, ids, scores)``: the scores of the next token of each row still being written
+#: (``rows``: their indices in the batch, ``ids``: the tokens each has so far), guided.
+Guide = Callable[[Sequence[int], Sequence[list[int]], object], object]
+
+
+def greedy_decode(
+    lm, embeds, max_new_tokens: int, eos_token_id: int, guide: Guide | None = None
+) -> list[list[int]]:
+    """The generated token ids of each row of ``embeds`` [rows, prompt, hidden] (without the
+    end-of-sequence token), greedy under ``guide``."""
+    import torch
+    from transformers import DynamicCache
+
+    rows = len(embeds)
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    active = list(range(rows))  # the batch rows of the cache, finished or not
+    done: set[int] = set()
+    kv = DynamicCache()
+    kv.layer_class_to_replicate = partial(_reserved_layer(), embeds.shape[1] + max_new_tokens)
+    # the cache's keyword: ``cache`` from transformers 5.2x on, ``past_key_values`` before
+    name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    output = lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **{name: kv})
+    for step in range(max_new_tokens):
+        scores = output.logits[:, -1].float()
+        writing = [i for i, row in enumerate(active) if row not in done]
+        chosen = [eos_token_id] * len(active)
+        if guide is not None:
+            guided = guide(
+                [active[i] for i in writing],
+                [generated[active[i]] for i in writing],
+                scores[writing],
+            )
+            picks = guided.argmax(dim=-1).tolist()
+        else:
+            picks = scores[writing].argmax(dim=-1).tolist()
+        for i, token in zip(writing, picks, strict=True):
+            chosen[i] = token
+            if token == eos_token_id:
+                done.add(active[i])
+            else:
+                generated[active[i]].append(token)
+        if len(done) == rows or step == max_new_tokens - 1:
+            break
+        finished = [i for i, row in enumerate(active) if row in done]
+        if len(finished) * 8 >= len(active):
+            keep = [i for i, row in enumerate(active) if row not in done]
+            kv.batch_select_indices(torch.tensor(keep, device=embeds.device))
+            active, chosen = [active[i] for i in keep], [chosen[i] for i in keep]
+        tokens = torch.tensor([[token] for token in chosen], device=embeds.device)
+        output = lm(input_ids=tokens, use_cache=True, **{name: kv})
+    return generated
+
+
+@cache
+def _reserved_layer():
+    """A ``transformers`` cache layer that writes into tensors reserved for ``capacity``
+    positions (its first argument) and hands out views of the filled part."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+            self.length = 0
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                shape = (*key_states.shape[:2], self.capacity, key_states.shape[3])
+                self.key_store = key_states.new_empty(shape)
+                self.value_store = value_states.new_empty(shape)
+            end = self.length + key_states.shape[-2]
+            if end > self.capacity:
+                raise ValueError(f"the KV cache holds {self.capacity} positions, {end} asked")
+            self.key_store[:, :, self.length : end] = key_states
+            self.value_store[:, :, self.length : end] = value_states
+            self.length = end
+            self.keys = self.key_store[:, :, :end]
+            self.values = self.value_store[:, :, :end]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.key_store = self.key_store[indices]
+            self.value_store = self.value_store[indices]
+            self.keys = self.key_store[:, :, : self.length]
+            self.values = self.value_store[:, :, : self.length]
+
+    return ReservedLayer
