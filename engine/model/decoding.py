@@ -40,9 +40,7 @@ from engine.cot.verify import (
     quoted_intensities,
 )
 from engine.cot.vocabulary import vocabulary
-from engine.model.labels import (
-    label_slot,
-)
+from engine.model.labels import label_slot
 
 __all__ = ["AUGrounding", "DecodingSettings", "label_slot"]
 
@@ -67,10 +65,11 @@ _RUNAWAY_WORD = re.compile(r"\S{32}")
 _MONOTONOUS_TAIL = 48
 _INTERPRETATION = f"**{HEADERS[1]}"
 _CLAUSE_END = re.compile(r";|\.\s")
-#: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
+#: The word (maybe unfinished) at the end of a text.
 LAST_WORD = re.compile(r"[A-Za-z]*$")
 #: How far back the annotation check looks (earlier text was checked as it was written).
 _META_WINDOW = 40
+#: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
 _LEVEL_WORD = re.compile(r" at(?P<space> ?)(?P<word>[a-z]*)(?P<end>[^a-z])?")
 
 

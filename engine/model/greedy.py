@@ -37,19 +37,14 @@ def greedy_decode(
     name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
     output = lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **{name: kv})
     for step in range(max_new_tokens):
-        scores = output.logits[:, -1].float()
         writing = [i for i, row in enumerate(active) if row not in done]
-        chosen = [eos_token_id] * len(active)
+        scores = output.logits[writing, -1].float()
         if guide is not None:
-            guided = guide(
-                [active[i] for i in writing],
-                [generated[active[i]] for i in writing],
-                scores[writing],
+            scores = guide(
+                [active[i] for i in writing], [generated[active[i]] for i in writing], scores
             )
-            picks = guided.argmax(dim=-1).tolist()
-        else:
-            picks = scores[writing].argmax(dim=-1).tolist()
-        for i, token in zip(writing, picks, strict=True):
+        chosen = [eos_token_id] * len(active)  # rows already finished are fed the end token
+        for i, token in zip(writing, scores.argmax(dim=-1).tolist(), strict=True):
             chosen[i] = token
             if token == eos_token_id:
                 done.add(active[i])
@@ -57,8 +52,7 @@ def greedy_decode(
                 generated[active[i]].append(token)
         if len(done) == rows or step == max_new_tokens - 1:
             break
-        finished = [i for i, row in enumerate(active) if row in done]
-        if len(finished) * 8 >= len(active):
+        if sum(row in done for row in active) * 8 >= len(active):
             keep = [i for i, row in enumerate(active) if row not in done]
             kv.batch_select_indices(torch.tensor(keep, device=embeds.device))
             active, chosen = [active[i] for i in keep], [chosen[i] for i in keep]

@@ -222,15 +222,15 @@ class NanoVisionLM(VisionLM):
         ]
         row = self._tokens(messages, True)
         batch = self._pad(list(visuals), [row] * len(visuals))
-        parameter = next(self.module.parameters())
-        batch = {k: v.to(parameter.device) for k, v in batch.items() if k != "labels"}
+        device = next(self.module.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         self.module.eval()
-        cuda = parameter.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+        cuda = device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
             embeds, _ = self.module.embed(**batch)
             generated = greedy_decode(
                 self.module.lm,
-                embeds.to(parameter.dtype),
+                embeds,
                 how.max_new_tokens,
                 self.tokenizer.eos_token_id,
                 self._guide(visuals, how),
