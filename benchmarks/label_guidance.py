@@ -6,10 +6,11 @@ Valid (choose the weight here, never on Test); with ``--split test --limit 64`` 
 Samples ``--limit`` faces of ``--split`` (majority protocol, seed 0), measures them once, and
 decodes each with AU grounding and every weight ``w`` (0: the LM's own reading); prints the
 encoder head's accuracy and UAR on the same faces, then per weight the accuracy and UAR of the
-label read from the Conclusion, the share of CoTs in the exact format, the mean AU faithfulness
-and misquote-free share, the CoT wording figures (``engine.evaluation.cot_quality``: the
-Conclusion following the Interpretation's lead, non-word tokens, annotation wording) and
-seconds per face.
+label read from the Conclusion, the share of CoTs in the exact format, the mean AU faithfulness,
+the share of complete CoTs (every active AU cited, strongest first, up to the table's cap),
+the shares of CoTs stating AU intensities and AU evidence as measured, the CoT wording
+figures (``engine.evaluation.cot_quality``: the Conclusion following the Interpretation's lead,
+non-word tokens, annotation wording) and seconds per face.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.cot.rules import RuleBook
 from engine.cot.verify import conclusion_label, verify
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     visuals = model.visual_inputs([load_image(r) for r in records])
     labels = [r.label for r in records]
     groundings = model.groundings(visuals)
+    cap = RuleBook.for_backend(model.config.au_backend).max_cited_aus
     base = model.config.decoding
     if args.balance is not None:
         base = replace(base, class_balance=args.balance)
@@ -71,7 +74,15 @@ def main(argv: list[str] | None = None) -> int:
             texts += model.generate(visuals[i : i + args.batch_size], decoding=decoding)
         seconds = (time.perf_counter() - start) / len(texts)
         checks = [
-            verify(t, y, set(g.intensities), intensities=g.intensities)
+            verify(
+                t,
+                y,
+                set(g.intensities),
+                intensities=g.intensities,
+                active=list(g.intensities.items()),
+                cap=cap,
+                evidence=g.evidence,
+            )
             for t, y, g in zip(texts, labels, groundings, strict=True)
         ]
         rows += [
@@ -85,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             **_scores([conclusion_label(t) for t in texts], labels),
             "exact_format": round(float(np.mean([c.format_ok for c in checks])), 4),
             "faithfulness": round(float(np.mean([c.faithfulness for c in checks])), 4),
+            "complete": round(float(np.mean([bool(c.complete) for c in checks])), 4),
             "quotes_as_measured": round(float(np.mean([not c.misquoted_aus for c in checks])), 4),
+            "evidence_as_measured": round(
+                float(np.mean([not c.misstated_evidence for c in checks])), 4
+            ),
             "interpretation_agreement": round(words.interpretation_agreement, 4),
             "non_word_cots": round(words.non_word_cots, 4),
             "annotation_wording": round(words.annotation_wording, 4),

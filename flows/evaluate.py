@@ -28,7 +28,7 @@ from engine.evaluation.report import (
     write_metrics,
     write_predictions,
 )
-from engine.evaluation.rules_peer import RuleEvidence
+from engine.evaluation.rules_peer import RuleEvidence, RuleReading
 from engine.evaluation.scoring import (
     ALL_CLASSES,
     Prediction,
@@ -73,9 +73,10 @@ def predict_chunk(
 @task(name="evaluate-measure-aus")
 def measure_chunk(
     options: tuple[tuple[str, Any], ...], records: list[FaceRecord]
-) -> list[frozenset[str] | None]:
-    """AUs active on each face of a chunk (None where it could not be measured)."""
-    return [reading.active for reading in _evidence(options).read(records)]
+) -> list[RuleReading]:
+    """The rules' reading of each face of a chunk (``RuleReading``: active AUs and evidence
+    per emotion, None where it could not be measured)."""
+    return _evidence(options).read(records)
 
 
 def _chunks(records: list[FaceRecord], size: int) -> list[list[FaceRecord]]:
@@ -137,18 +138,22 @@ def evaluate(
         predictions = {
             label: _results(chunk_futures, bar) for label, chunk_futures in futures.items()
         }
-    measured = None
+    measured = evidence = None
     if any(p.cot is not None for preds in predictions.values() for p in preds):
         chunks = _chunks(records, chunk_size)
         aus = [measure_chunk.submit(au_source, c) for c in chunks]
         with tqdm(total=len(records), unit="face", disable=not progress, desc="AUs") as bar:
-            measured = _results(aus, bar)
+            readings = _results(aus, bar)
+        measured = [reading.active for reading in readings]
+        evidence = [reading.scores for reading in readings]
     scored = [
         Scored(
             s.label,
             _predictor(s).describe(),
             predictions[s.label],
-            evaluate_predictions(s.label, records, predictions[s.label], measured, allowed),
+            evaluate_predictions(
+                s.label, records, predictions[s.label], measured, allowed, evidence
+            ),
         )
         for s in specs
     ]

@@ -9,7 +9,9 @@ needs only onnxruntime.
 Protocol: FER+ Train (majority protocol, 26,940 faces) with the 10-annotator vote distributions
 as soft targets; FER+ Valid for monitoring; FER+ Test (majority, 3,371) for the final figure.
 Augmentation on the device: random affine (rotation +-15 deg, scale 0.85-1.15, shift +-10 %),
-horizontal flip, brightness/contrast jitter, one random erased patch. SGD (momentum 0.9,
+horizontal flip, brightness/contrast jitter, one random erased patch; with ``--transfer`` also
+wider affine ranges, blur, gamma and a second occluder of random size and grey level (for faces
+of other datasets: posed, sharper or softer, lit otherwise). SGD (momentum 0.9,
 Nesterov), cosine learning rate with warm-up, weight decay 5e-4, bf16 autocast on CUDA.
 Seeds fixed; deterministic algorithms where the backend has them.
 
@@ -118,8 +120,9 @@ def build_model(width: int = 32):
     return NanoEncoder()
 
 
-def augment(x, generator):
-    """Random affine, flip, brightness/contrast and one erased patch, on the batch's device."""
+def augment(x, generator, wide: bool = False):
+    """Random affine, flip, brightness/contrast and one erased patch, on the batch's device
+    (``wide``: rotation +-20 deg and scale 0.75-1.25)."""
     import torch
     import torch.nn.functional as F
 
@@ -129,8 +132,8 @@ def augment(x, generator):
     def uniform(low, high):
         return torch.rand(n, device=dev, generator=generator) * (high - low) + low
 
-    angle = uniform(-15, 15) * math.pi / 180
-    scale = uniform(0.85, 1.15)
+    angle = uniform(-20, 20) * math.pi / 180 if wide else uniform(-15, 15) * math.pi / 180
+    scale = uniform(0.75, 1.25) if wide else uniform(0.85, 1.15)
     flip = (torch.rand(n, device=dev, generator=generator) < 0.5).float() * 2 - 1
     tx, ty = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -156,6 +159,44 @@ def augment(x, generator):
     )
     erase = (torch.rand(n, device=dev, generator=generator) < 0.5).view(n, 1, 1)
     return x.masked_fill((patch & erase).unsqueeze(1), 0.5)
+
+
+def transfer_augment(x, generator):
+    """Blur (p 0.3, sigma 0.5-1.5), gamma 0.7-1.4 and one occluder (p 0.5, 8-24 px, random
+    grey) on top of ``augment``."""
+    import torch
+    import torch.nn.functional as F
+
+    n = x.shape[0]
+    dev = x.device
+
+    def uniform(low, high, shape=(n,)):
+        return torch.rand(shape, device=dev, generator=generator) * (high - low) + low
+
+    taps = torch.arange(-2, 3, device=dev, dtype=x.dtype)
+    sigma = uniform(0.5, 1.5).view(n, 1)
+    kernel = torch.exp(-(taps.view(1, 5) ** 2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum(1, keepdim=True)
+    blur = (torch.rand(n, device=dev, generator=generator) < 0.3).view(n, 1)
+    identity = (taps == 0).to(x.dtype).view(1, 5)
+    kernel = torch.where(blur, kernel, identity)
+    planes = x.reshape(1, n, 48, 48)
+    planes = F.conv2d(
+        F.pad(planes, (2, 2, 0, 0), mode="replicate"), kernel.view(n, 1, 1, 5), groups=n
+    )
+    planes = F.conv2d(
+        F.pad(planes, (0, 0, 2, 2), mode="replicate"), kernel.view(n, 1, 5, 1), groups=n
+    )
+    x = planes.reshape(n, 1, 48, 48).clamp(0, 1) ** uniform(0.7, 1.4).view(n, 1, 1, 1)
+    side = torch.randint(8, 25, (n,), device=dev, generator=generator).view(n, 1, 1)
+    cy = (uniform(0, 1).view(n, 1, 1) * (48 - side)).long()
+    cx = (uniform(0, 1).view(n, 1, 1) * (48 - side)).long()
+    rows = torch.arange(48, device=dev).view(1, 48, 1)
+    cols = torch.arange(48, device=dev).view(1, 1, 48)
+    patch = (rows >= cy) & (rows < cy + side) & (cols >= cx) & (cols < cx + side)
+    patch = patch & (torch.rand(n, device=dev, generator=generator) < 0.5).view(n, 1, 1)
+    grey = uniform(0, 1).view(n, 1, 1, 1).expand_as(x)
+    return torch.where(patch.unsqueeze(1), grey, x)
 
 
 def evaluate(model, x, y, device, batch: int = 1024) -> dict[str, float]:
@@ -210,7 +251,9 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
         running = 0.0
         for step in range(steps_per_epoch):
             index = order[step * args.batch : (step + 1) * args.batch]
-            x = augment(train_x[index].float().div(255).unsqueeze(1), generator)
+            x = augment(train_x[index].float().div(255).unsqueeze(1), generator, args.transfer)
+            if args.transfer:
+                x = transfer_augment(x, generator)
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 logits = model(x)[0]
@@ -269,6 +312,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N training faces (smoke runs)")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--transfer", action="store_true", help="wider affine, blur, gamma and an occluder"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "engine" / "weights")
     args = parser.parse_args()
     if args.pack:

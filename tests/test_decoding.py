@@ -40,11 +40,17 @@ def test_keeps_the_active_aus_with_their_levels_and_names(smile):
 def test_every_prefix_of_a_faithful_template_cot_is_allowed(rules):
     """The rule templates name measured AUs only, so no prefix of theirs is refused."""
     renderer = CoTRenderer(threshold=rules.active_threshold)
+    shares = 0
     for index, reading in enumerate(random_readings(40, seed=3)):
-        text = renderer.render(f"r{index}", None, rules.evaluate(reading)).cot.text
-        grounding = AUGrounding.from_intensities(reading.intensities, rules)
+        evidence = rules.evaluate(reading)
+        text = renderer.render(f"r{index}", None, evidence).cot.text
+        shares += "%)" in text
+        grounding = AUGrounding.from_intensities(
+            reading.intensities, rules, evidence=evidence.scores
+        )
         refused = [k for k in range(1, len(text) + 1) if not grounding.allows(text[:k])]
         assert not refused, text[: refused[0]]
+    assert shares  # some texts quote evidence shares
 
 
 @pytest.mark.parametrize(
@@ -85,8 +91,10 @@ def test_refuses_what_the_measurements_do_not_support(smile, text):
 
 def test_allows_the_faithful_text_and_names_its_continuations(smile):
     assert smile.allows(OBSERVATION)
-    assert smile.continuations("**Key Observations:** AU") == ["06", "12"]
+    assert smile.continuations("**Key Observations:** AU") == ["12"]  # strongest first
     assert smile.continuations("**Key Observations:** AU1") == ["2"]
+    assert not smile.allows("**Key Observations:** AU0")
+    assert not smile.allows("**Key Observations:** AU06 (cheek raiser), then AU12")
     assert smile.continuations(OBSERVATION[: OBSERVATION.index("(C") + 6]) == ["6/5)"]
     assert smile.continuations(OBSERVATION.split("(cheek")[0] + "(") == [
         "cheek raiser)",
@@ -345,3 +353,22 @@ def test_prior_correction_lifts_rare_classes_and_is_off_by_default():
     corrected = settings.balanced(log_priors)
     assert int(np.argmax(log_priors)) == 0 and int(np.argmax(corrected)) == 1
     assert np.allclose(corrected - log_priors, -np.log([0.6, 0.3, 0.1]))
+
+
+def test_quoted_evidence_shares_are_the_measured_ones(rules):
+    reading = AUReading(SMILE, "test", "")
+    scores = rules.evaluate(reading).scores
+    grounding = AUGrounding.from_intensities(SMILE, rules, evidence=scores)
+    happy, neutral = (f"{100 * scores[e]:.0f}" for e in ("happiness", "neutral"))
+    text = (
+        f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** Weighing each unit, happiness "
+        "carries the most evidence ("
+    )
+    assert grounding.continuations(text + happy[0]) == [f"{happy[1:]} %)"]
+    assert grounding.allows(f"{text}{happy} %), followed by neutral ({neutral} %)")
+    wrong = str((int(happy) + 7) % 100)
+    assert not grounding.allows(f"{text}{wrong} %)")
+    assert not grounding.allows(f"{text}{happy} %), followed by neutral ({int(neutral) + 2} %)")
+    assert grounding.allows(f"{text}{happy} %). The smile (Du")  # not a share
+    unchecked = AUGrounding.from_intensities(SMILE, rules)
+    assert unchecked.allows(f"{text}{wrong} %)")

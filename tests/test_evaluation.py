@@ -119,7 +119,22 @@ def test_cot_metrics_format_conclusion_and_faithfulness():
     assert cot.conclusion_matches == pytest.approx(2 / 3)
     assert cot.faithfulness_mean == pytest.approx((1.0 + 0.5) / 2)
     assert cot.fully_faithful == pytest.approx(0.5)
+    assert cot.evidence_as_measured is None  # no evidence given
     assert cot_metrics([Prediction("d", "neutral")], [None]) is None
+
+
+def test_cot_metrics_check_quoted_evidence_shares():
+    quoting = HAPPY_COT.replace(
+        "**Overall Emotional Interpretation:** ",
+        "**Overall Emotional Interpretation:** Happiness carries the most evidence (62 %). ",
+    )
+    assert quoting != HAPPY_COT
+    predictions = [Prediction(r, "happiness", cot=quoting) for r in "abc"]
+    evidence = [{"happiness": 0.62}, {"happiness": 0.40}, None]  # c: not measured
+    cot = cot_metrics(predictions, [frozenset({"AU06", "AU12"})] * 3, evidence)
+    assert cot.evidence_as_measured == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="evidence rows"):
+        cot_metrics(predictions, [None] * 3, evidence[:2])
 
 
 def test_registry_lists_every_predictor():

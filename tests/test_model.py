@@ -244,11 +244,13 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     visuals = model.visual_inputs([load_image(p) for p in clear_faces(ferplus_dir, 1, 2)])
     codes = model.config.au_codes
     grounded = model.generate(visuals, decoding=DecodingSettings(grounded=True))
-    for text, visual in zip(grounded, visuals, strict=True):
+    groundings = model.groundings(visuals)
+    for text, visual, grounding in zip(grounded, visuals, groundings, strict=True):
         intensities = dict(zip(codes, visual.aus.tolist(), strict=True))
         active = {c for c, v in intensities.items() if v >= 1.5}
-        check = verify(text, None, active, intensities=intensities)
+        check = verify(text, None, active, intensities=intensities, evidence=grounding.evidence)
         assert CoT.is_exact(text) and check.faithfulness == 1.0 and not check.misquoted_aus
+        assert not check.misstated_evidence and not check.meta_terms, text
     sure = np.full(len(EMOTIONS), np.log(1e-6), np.float32)
     sure[EMOTIONS.index("surprise")] = 0.0
     steered = [replace(v, log_prior=sure) for v in visuals[:1]]

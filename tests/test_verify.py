@@ -2,17 +2,25 @@ import json
 
 import pytest
 
+from engine.cot.render import CoTRenderer
+from engine.cot.rules import RuleBook
 from engine.cot.verify import (
     completeness,
     conclusion_label,
     description_of,
     emotions_in,
+    evidence_claims,
     infer_label,
+    leading_emotion,
     mentioned_aus,
     meta_terms,
+    misstated_evidence,
+    quoted_evidence,
     quoted_intensities,
     verify,
 )
+from engine.types import EMOTIONS
+from tests.test_render import random_readings
 
 EXACT = (
     "**Key Observations:** AU12 (lip corner puller) is marked and the brow lowerer is absent "
@@ -147,3 +155,56 @@ def test_quoted_intensities_must_match_the_measured_ones():
     assert check.misquoted_aus == ("AU12",) and not check.verified
     assert "misquotes the intensity of AU12" in check.reason
     assert verify(text, "happiness", active).verified  # no intensities: no check
+
+
+def test_quoted_evidence_shares_must_match_the_rules():
+    text = (
+        "**Key Observations:** AU04 (brow lowerer) at marked intensity (C, 2.6/5).\n\n"
+        "**Overall Emotional Interpretation:** Weighing each unit, anger carries the most "
+        "evidence (31 %), followed by sadness (19 %). The brows are drawn. Taken together, "
+        "the face reads as **anger**.\n\n"
+        "**Conclusion:** The expression is **anger**."
+    )
+    assert quoted_evidence(text) == {"anger": 31.0, "sadness": 19.0}
+    active = frozenset({"AU04"})
+    assert verify(text, "anger", active, evidence={"anger": 0.3061, "sadness": 0.1949}).verified
+    check = verify(text, "anger", active, evidence={"anger": 0.23, "sadness": 0.31})
+    assert check.misstated_evidence == ("anger", "sadness") and not check.verified
+    assert "misstates the measured evidence for anger, sadness" in check.reason
+    assert verify(text, "anger", active).verified  # no evidence: no check
+
+
+def test_template_texts_state_the_evidence_they_were_rendered_from():
+    """Every share the templates quote and every emotion they say the evidence favours is the
+    rules' (for every expected label, supported or not); the same text read against another
+    face's evidence is caught."""
+    rules = RuleBook.load()
+    renderer = CoTRenderer(threshold=rules.active_threshold)
+    quoting = claiming = caught = 0
+    for index, reading in enumerate(random_readings(96, seed=5)):
+        evidence = rules.evaluate(reading)
+        label = EMOTIONS[index % len(EMOTIONS)]
+        text = renderer.render(f"r{index}", label, evidence).cot.text
+        quoting += bool(quoted_evidence(text))
+        claims = evidence_claims(text)
+        claiming += bool(claims)
+        assert not misstated_evidence(text, evidence.scores), text
+        assert set(claims) <= {leading_emotion(evidence.scores)}, text
+        other = dict.fromkeys(EMOTIONS, 0.0) | {label: 0.5}  # evidence led by the label
+        caught += bool(misstated_evidence(text, other))
+    assert quoting and claiming > 48 and caught
+
+
+def test_evidence_claims_name_the_leading_emotion():
+    text = (
+        "**Key Observations:** AU04 (brow lowerer) at marked intensity (C, 2.6/5).\n\n"
+        "**Overall Emotional Interpretation:** Read together, the movements of the brows form a "
+        "pattern that is most typical of Anger. Taken together, the face reads as **anger**."
+        "\n\n**Conclusion:** Therefore, the expression is **anger**, the reading best "
+        "supported by the measured units."
+    )
+    assert evidence_claims(text) == ["anger", "anger"]
+    assert leading_emotion({"anger": 0.4, "sadness": 0.4}) == "sadness"  # EMOTIONS order
+    assert verify(text, "anger", frozenset({"AU04"}), evidence={"anger": 0.4}).verified
+    check = verify(text, "anger", frozenset({"AU04"}), evidence={"anger": 0.2, "fear": 0.3})
+    assert check.misstated_evidence == ("anger",)

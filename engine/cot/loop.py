@@ -133,6 +133,7 @@ class EngineLoop:
                     item.intensities,
                     item.active,
                     item.cap,
+                    item.evidence.scores,
                 )
                 results[index].cot = cot
                 results[index].verification = check

@@ -18,12 +18,17 @@
   (``max_cited_aus``); a description that leaves out contrary evidence is not complete.
 * ``misquoted_aus``: AUs whose intensity the text quotes ("AU12 ... (D, 4.0/5)") more than 0.1
   away from the measured ``intensities`` (when given).
+* ``misstated_evidence``: emotions whose evidence share the text quotes ("anger (31 %)") more
+  than half a point away from the rule tables' ``evidence`` on the measured AUs (when given),
+  or that it says the evidence favours most ("anger carries the most evidence", the phrases of
+  ``data/evidence_claims.json``) when the tables' leading emotion is another: a text may not
+  invent the weight of its reasons.
 * ``missing_aus``: of the AUs a text is ``required`` to name (the engine loop asks an LLM draft
   for those its reference draft names), the ones it leaves out.
 * ``meta_terms``: words that speak of annotations, labels, datasets or ground truth instead of
   the face (``META_TERMS``); a CoT must read as reasoning from the face.
 * ``verified``: exact format, the description alone reads as the expected label, faithfulness
-  1.0, nothing missing, nothing misquoted, no meta terms.
+  1.0, nothing missing, no intensity misquoted, no evidence misstated, no meta terms.
 """
 
 from __future__ import annotations
@@ -46,6 +51,12 @@ _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 _QUOTE = re.compile(r"\b(AU\d{2})\b[^;.]*?(\d(?:\.\d+)?)\s*/\s*5\b")
 #: How far a quoted intensity may be from the measured one (the templates round to 0.1).
 QUOTE_TOLERANCE = 0.1
+#: A quoted evidence share: "(31 %)"; it belongs to the last emotion named before it in its
+#: sentence ("anger carries the most evidence (31 %)").
+_SHARE = re.compile(r"\((\d{1,3}(?:\.\d+)?)\s?%\)")
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+#: How far a quoted evidence share (percent) may be from the rule tables' (they round to 1).
+SHARE_TOLERANCE = 0.5
 #: Substrings (case-insensitive) no CoT may contain: it reasons from the face, not from how the
 #: image was annotated.
 META_TERMS = ("annotat", "label", "ground truth", "dataset")
@@ -69,6 +80,7 @@ class Verification:
     complete: bool | None = None  # None when the active AUs were not given
     uncited_aus: tuple[str, ...] = ()
     meta_terms: tuple[str, ...] = ()
+    misstated_evidence: tuple[str, ...] = ()
 
 
 @cache
@@ -210,6 +222,62 @@ def quoted_intensities(text: str) -> dict[str, float]:
     return quotes
 
 
+def quoted_evidence(text: str) -> dict[str, float]:
+    """The evidence share (percent) a text quotes per emotion: each "(NN %)" with the last
+    emotion named before it in its sentence, since the previous quote (the first quote of each
+    emotion)."""
+    quotes: dict[str, float] = {}
+    start = 0
+    for match in _SHARE.finditer(text):
+        owner = share_owner(text[start : match.start()])
+        if owner is not None:
+            quotes.setdefault(owner, float(match[1]))
+        start = match.end()
+    return quotes
+
+
+def share_owner(before: str) -> str | None:
+    """The emotion a share quoted after ``before`` belongs to: the last one named in its last
+    sentence (None if it names none)."""
+    ends = list(_SENTENCE_END.finditer(before))
+    named = emotions_in(before[ends[-1].end() :] if ends else before)
+    return named[-1] if named else None
+
+
+def evidence_claims(text: str) -> list[str]:
+    """The emotions ``text`` says the measured evidence favours most (``data/
+    evidence_claims.json``), in order."""
+    found = [(m.start(), m[1].lower()) for p in _claim_patterns() for m in p.finditer(text)]
+    return [emotion for _, emotion in sorted(found)]
+
+
+@cache
+def _claim_patterns() -> tuple[re.Pattern, ...]:
+    phrases = json.loads(data_file("evidence_claims.json").read_text())["patterns"]
+    emotion = f"({'|'.join(EMOTIONS)})"
+    return tuple(re.compile(p.replace("{emotion}", emotion), re.IGNORECASE) for p in phrases)
+
+
+def leading_emotion(evidence: Mapping[str, float]) -> str:
+    """The emotion with the most evidence (the first of ``EMOTIONS`` on a tie), as the rule
+    tables rank them."""
+    return min(EMOTIONS, key=lambda e: (-evidence.get(e, 0.0), EMOTIONS.index(e)))
+
+
+def misstated_evidence(text: str, evidence: Mapping[str, float]) -> tuple[str, ...]:
+    """The emotions whose quoted evidence share is more than ``SHARE_TOLERANCE`` points away
+    from ``evidence`` (share per emotion, 0-1), or which ``text`` says the evidence favours
+    most when another leads it; sorted."""
+    lead = leading_emotion(evidence)
+    wrong = {
+        emotion
+        for emotion, value in quoted_evidence(text).items()
+        if abs(value - 100 * evidence.get(emotion, 0.0)) > SHARE_TOLERANCE + 1e-9
+    }
+    wrong.update(emotion for emotion in evidence_claims(text) if emotion != lead)
+    return tuple(sorted(wrong))
+
+
 def meta_terms(text: str) -> tuple[str, ...]:
     """The ``META_TERMS`` a text uses (talk of annotations, labels, datasets, ground truth)."""
     return tuple(sorted({m.group(0).lower() for m in _META.finditer(text)}))
@@ -240,12 +308,16 @@ def verify(
     intensities: Mapping[str, float] | None = None,
     active: Sequence[tuple[str, float]] | None = None,
     cap: int | None = None,
+    evidence: Mapping[str, float] | None = None,
 ) -> Verification:
     """Check a CoT text against the expected ``label`` and the AUs ``measured`` (active);
     ``required``: AUs the text must name; ``intensities``: measured values its quotes must
     match; ``active``: the active AUs with their intensities, for ``complete`` (the ``cap``
-    strongest). The label is read from the description with ``infer_label``."""
-    return judge(text, label, measured, infer_label(text), required, intensities, active, cap)
+    strongest); ``evidence``: the rule tables' share per emotion on those AUs, which its quoted
+    shares must match. The label is read from the description with ``infer_label``."""
+    return judge(
+        text, label, measured, infer_label(text), required, intensities, active, cap, evidence
+    )
 
 
 def judge(
@@ -257,6 +329,7 @@ def judge(
     intensities: Mapping[str, float] | None = None,
     active: Sequence[tuple[str, float]] | None = None,
     cap: int | None = None,
+    evidence: Mapping[str, float] | None = None,
 ) -> Verification:
     """``verify`` with the label ``inferred`` by another reader (the engine loop's)."""
     format_ok = CoT.is_exact(text)
@@ -273,6 +346,7 @@ def judge(
             and abs(value - intensities[code]) > QUOTE_TOLERANCE + 1e-9
         )
     )
+    misstated = misstated_evidence(text, evidence) if evidence is not None else ()
     meta = meta_terms(text)
     complete, uncited = completeness(text, active, cap) if active is not None else (None, ())
     label_match = label is not None and inferred == label
@@ -287,6 +361,8 @@ def judge(
         reasons.append("leaves out measured AUs: " + ", ".join(missing))
     if misquoted:
         reasons.append("misquotes the intensity of " + ", ".join(misquoted))
+    if misstated:
+        reasons.append("misstates the measured evidence for " + ", ".join(misstated))
     if meta:
         reasons.append(
             "speaks of annotations, labels or datasets instead of the face: " + ", ".join(meta)
@@ -305,4 +381,5 @@ def judge(
         complete=complete,
         uncited_aus=uncited,
         meta_terms=meta,
+        misstated_evidence=misstated,
     )

@@ -153,6 +153,7 @@ def _cot_cells(cot: CoTMetrics) -> list[str]:
         str(cot.measured),
         _pct(cot.faithfulness_mean),
         _pct(cot.fully_faithful),
+        _pct(cot.evidence_as_measured),
         _pct(cot.interpretation_agreement),
         _pct(cot.non_word_tokens),
         _pct(cot.non_word_cots),

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.cot.format import CoT
-from engine.cot.verify import conclusion_label, verify
+from engine.cot.verify import conclusion_label, misstated_evidence, verify
 from engine.evaluation.cot_quality import wording
 from engine.registry import Registry
 from engine.types import EMOTIONS, FaceRecord
@@ -81,9 +81,13 @@ class CoTMetrics:
     whose label read from the text's Conclusion (``conclusion_label``) equals the predicted label;
     ``faithfulness_mean``/``fully_faithful``: of the AUs each text mentions, the share measured
     on the same image (mean, and the share of texts at 1.0), over the texts whose image was
-    measured (``measured``). The wording checks (``engine.evaluation.cot_quality.Wording``):
-    ``interpretation_agreement``, ``non_word_tokens``, ``non_word_cots``, ``annotation_wording``
-    and the most frequent ``non_words``.
+    measured (``measured``); ``evidence_as_measured``: the share of texts that state the
+    evidence as the rule tables measure it on the face's AUs (quoted shares such as "anger (31
+    %)", the emotion said to carry the most evidence; ``engine.cot.verify.misstated_evidence``),
+    over the texts whose evidence is known (None without any). The wording checks
+    (``engine.evaluation.cot_quality.Wording``): ``interpretation_agreement``,
+    ``non_word_tokens``, ``non_word_cots``, ``annotation_wording`` and the most frequent
+    ``non_words``.
     """
 
     n: int
@@ -92,6 +96,7 @@ class CoTMetrics:
     measured: int
     faithfulness_mean: float | None
     fully_faithful: float | None
+    evidence_as_measured: float | None
     interpretation_agreement: float
     non_word_tokens: float
     non_word_cots: float
@@ -194,15 +199,26 @@ def classification_metrics(
 
 
 def cot_metrics(
-    predictions: Sequence[Prediction], measured: Sequence[frozenset[str] | None]
+    predictions: Sequence[Prediction],
+    measured: Sequence[frozenset[str] | None],
+    evidence: Sequence[Mapping[str, float] | None] | None = None,
 ) -> CoTMetrics | None:
     """CoT checks over the predictions that carry text; None when none does.
 
     ``measured[i]`` is the set of AUs measured above threshold on record ``i``'s image, or None
-    where it was not measured (that text is then left out of faithfulness).
+    where it was not measured (that text is then left out of faithfulness); ``evidence[i]`` the
+    rule tables' share per emotion on those AUs (None: unknown).
     """
     if len(predictions) != len(measured):
         raise ValueError(f"{len(predictions)} predictions but {len(measured)} AU sets")
+    evidence = evidence if evidence is not None else [None] * len(predictions)
+    if len(evidence) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(evidence)} evidence rows")
+    shares = [
+        not misstated_evidence(p.cot, e)
+        for p, e in zip(predictions, evidence, strict=True)
+        if p.cot is not None and e is not None
+    ]
     pairs = [(p, m) for p, m in zip(predictions, measured, strict=True) if p.cot is not None]
     if not pairs:
         return None
@@ -217,6 +233,7 @@ def cot_metrics(
         measured=len(faithful),
         faithfulness_mean=float(np.mean(faithful)) if faithful else None,
         fully_faithful=float(np.mean([f == 1.0 for f in faithful])) if faithful else None,
+        evidence_as_measured=float(np.mean(shares)) if shares else None,
         **asdict(checks),
     )
 
@@ -252,9 +269,10 @@ def evaluate_predictions(
     predictions: Sequence[Prediction],
     measured: Sequence[frozenset[str] | None] | None = None,
     classes: Sequence[str] = EMOTIONS,
+    evidence: Sequence[Mapping[str, float] | None] | None = None,
 ) -> Metrics:
-    """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included;
-    answers outside ``classes`` count as none."""
+    """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included
+    (``measured``, ``evidence``: ``cot_metrics``); answers outside ``classes`` count as none."""
     if len(records) != len(predictions):
         raise ValueError(f"{name}: {len(records)} records but {len(predictions)} predictions")
     for record, prediction in zip(records, predictions, strict=True):
@@ -271,7 +289,7 @@ def evaluate_predictions(
         seconds=sum(p.seconds for p in predictions),
     )
     outside = sum(label is not None and label not in classes for label in labels)
-    cot = cot_metrics(predictions, measured or [None] * len(predictions))
+    cot = cot_metrics(predictions, measured or [None] * len(predictions), evidence)
     return replace(metrics, cot=cot, outside_classes=outside)
 
 

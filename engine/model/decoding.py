@@ -2,10 +2,12 @@
 
 * **AU grounding** (``DecodingSettings.grounded``): the text may name only the AUs the model
   measured above threshold on the same face (by FACS code or by name), each once in the Key
-  Observations, with the measured level word, letter and intensity
+  Observations, strongest first, with the measured level word, letter and intensity
   (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``); and it keeps to the exact
   CoT format (``exact_format_prefix``): the three headers in order, single spaces, one line per
-  section, no end before the Conclusion. At each step the best token that keeps the text so is
+  section, no end before the Conclusion. An evidence share quoted after an emotion
+  ("anger (31 %)") is the rule tables' share of that emotion on the measured AUs
+  (``AUGrounding.evidence``). At each step the best token that keeps the text so is
   taken, among the ``CANDIDATES`` best, the tokens that continue a header, code, name, word or
   quote begun, and then the ``FALLBACK_CANDIDATES`` best. Every word is a known one
   (``engine.cot.vocabulary``: English, the templates' and the data's words).
@@ -26,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -38,6 +40,7 @@ from engine.cot.verify import (
     mentioned_aus,
     meta_terms,
     quoted_intensities,
+    share_owner,
 )
 from engine.cot.vocabulary import vocabulary
 from engine.model.labels import label_slot
@@ -71,6 +74,8 @@ LAST_WORD = re.compile(r"[A-Za-z]*$")
 _META_WINDOW = 40
 #: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
 _LEVEL_WORD = re.compile(r" at(?P<space> ?)(?P<word>[a-z]*)(?P<end>[^a-z])?")
+#: A number in parentheses begun or just closed at the end of a text: "(2", "(23 %", "(23 %), ".
+_SHARE_TAIL = re.compile(r"\((?P<digits>\d+)(?P<rest> ?%?\)?)(?P<after>[^(]{0,8})$")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ class AUGrounding:
     names: Mapping[str, str]  # active AU -> its name ("lid tightener")
     words: Mapping[str, str]  # active AU -> the templates' word for its level ("marked")
     strict_wording: bool = True  # ``DecodingSettings.strict_wording``
+    #: emotion -> the rule tables' evidence share (0-1) on the face's AUs; None: not checked
+    evidence: Mapping[str, float] | None = None
 
     @classmethod
     def from_intensities(
@@ -125,10 +132,12 @@ class AUGrounding:
         rules: RuleBook,
         level_words: Mapping[str, str] | None = None,
         strict_wording: bool = True,
+        evidence: Mapping[str, float] | None = None,
     ) -> AUGrounding:
         """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
         word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``);
-        ``strict_wording``: ``DecodingSettings.strict_wording``."""
+        ``strict_wording``: ``DecodingSettings.strict_wording``; ``evidence``: the rules'
+        share per emotion on these AUs (``RuleBook.evaluate``), which quoted shares must be."""
         if level_words is None:
             level_words = _level_words()
         active = {
@@ -142,11 +151,18 @@ class AUGrounding:
             {code: rules.definitions[code].name for code in active},
             {code: level_words.get(rules.level(value), "") for code, value in active.items()},
             strict_wording,
+            evidence,
         )
+
+    @cached_property
+    def ranked(self) -> list[str]:
+        """The active AUs, strongest first (the templates' order; a tie by code)."""
+        return sorted(self.intensities, key=lambda code: (-self.intensities[code], code))
 
     def allows(self, text: str) -> bool:
         """Whether ``text`` (an unfinished CoT) can still become an exact CoT that keeps to the
-        measurements. It names active AUs only, each once in the Key Observations. There, every
+        measurements. It names active AUs only, each once in the Key Observations, strongest
+        first. There, every
         "AU" is a code (a code begun, ``AU0``, must be able to become one), every intensity and
         parenthesis is in the clause of a code, and once all active AUs are listed the last
         clause takes no ";". A code's first parenthesis holds its name or its quote, the one
@@ -169,7 +185,24 @@ class AUGrounding:
         if self.strict_wording and (not text.isascii() or _speaks_of_annotations(text)):
             return False, []
         ok, rests = self._check_aus(text)
+        if ok and self.evidence is not None:
+            ok, shares = self._check_shares(text)
+            rests += shares
         return ok, (header_rest + rests if ok else [])
+
+    def _check_shares(self, text: str) -> tuple[bool, list[str]]:
+        """The share quoted after an emotion at the end of ``text`` ("anger (3", "anger (31 %)")
+        is (or can still become) the measured one, and the rest of it; earlier quotes were
+        checked as they were written."""
+        tail = _SHARE_TAIL.search(text)
+        owner = share_owner(text[: tail.start()]) if tail else None
+        if owner is None:
+            return True, []
+        quote = f"{100 * self.evidence.get(owner, 0.0):.0f} %)"
+        written = tail["digits"] + tail["rest"]
+        if not quote.startswith(written) or (tail["after"] and written != quote):
+            return False, []
+        return True, ([quote[len(written) :]] if written != quote else [])
 
     def _check_aus(self, text: str) -> tuple[bool, list[str]]:
         partial = _PARTIAL_CODE.search(text)
@@ -179,8 +212,8 @@ class AUGrounding:
         observations = finished.split(_INTERPRETATION, 1)[0]
         codes = list(_CODE.finditer(observations))
         observed = [code[0] for code in codes]
-        if len(observed) != len(set(observed)) or _NOT_A_CODE.search(observations):
-            return False, []
+        if observed != self.ranked[: len(observed)] or _NOT_A_CODE.search(observations):
+            return False, []  # each once, strongest first
         if not _cues_in_code_clauses(observations, codes):
             return False, []
         complete = observed and set(observed) == set(self.intensities)
@@ -190,7 +223,9 @@ class AUGrounding:
             if abs(value - self.intensities[code]) > QUOTE_TOLERANCE + 1e-9:
                 return False, []
         if partial:
-            fresh = [c for c in self.intensities if c not in observed or _INTERPRETATION in text]
+            fresh = (
+                self.intensities if _INTERPRETATION in text else self.ranked[len(observed) :][:1]
+            )
             rests = [c[len(partial[0]) :] for c in fresh if c.startswith(partial[0])]
             # past the observations, "AU" may go on as "AU evidence"
             return bool(rests) or (not partial[1] and _INTERPRETATION in text), rests

@@ -16,7 +16,7 @@ from engine.model.decoding import (
     AUGrounding,
     DecodingSettings,
 )
-from engine.model.labels import allowed_classes, emotion_token_families, label_slot_at
+from engine.model.labels import emotion_token_families, label_choices, label_slot_at
 from engine.types import EMOTIONS
 
 
@@ -43,7 +43,7 @@ class TokenGuide:
         self.families = emotion_token_families(tokenizer)
         self.weight = settings.label_guidance if log_priors is not None else 0.0
         self.log_priors = settings.balanced(log_priors) if log_priors is not None else None
-        self.allowed = allowed_classes(allowed_labels)
+        self.allowed = label_choices(allowed_labels)
         self._decode = _fast_decoder(tokenizer)
 
     def __call__(self, rows: Sequence[int], ids: Sequence[list[int]], scores):

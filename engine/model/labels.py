@@ -43,7 +43,7 @@ class LabelSlot:
     rest: str = ""
 
 
-def allowed_classes(allowed: Sequence[str] | None) -> tuple[str, ...]:
+def label_choices(allowed: Sequence[str] | None) -> tuple[str, ...]:
     """``allowed`` in the order of ``EMOTIONS`` (all of them for None); ValueError for others."""
     if allowed is None:
         return EMOTIONS
@@ -86,7 +86,7 @@ def label_slot_at(
 
     ``cue``: the label cue regex; ``allowed``: the classes a slot may name (default: all);
     ``follows``: what the Conclusion's label follows (``FOLLOWS``)."""
-    choices = allowed_classes(allowed)
+    choices = label_choices(allowed)
     if _CONCLUSION in text:
         description, body = text.split(_CONCLUSION, 1)
         lead = conclusion_target(description, follows)

@@ -33,6 +33,7 @@ from engine.model.greedy import greedy_decode
 from engine.model.guide import TokenGuide
 from engine.model.nano_module import nano_module
 from engine.resources import sha256_file
+from engine.types import AUReading
 
 
 @dataclass(frozen=True)
@@ -250,20 +251,25 @@ class NanoVisionLM(VisionLM):
     def groundings(
         self, visuals: Sequence[NanoVisual], decoding: DecodingSettings | None = None
     ) -> list[AUGrounding]:
-        """The AUs each face was measured with, as grounding holds the text to them
-        (``decoding``: default the model's)."""
+        """The AUs each face was measured with and the rule tables' evidence on them (those of
+        the model's AU back end, as ``exp-cot`` renders with), as grounding holds the text to
+        them (``decoding``: default the model's)."""
         strict = (decoding or self.config.decoding).strict_wording
         if self._rules is None:
             from engine.cot.rules import RuleBook
 
-            self._rules = RuleBook.load()
-        codes = self.config.au_codes
-        return [
-            AUGrounding.from_intensities(
-                dict(zip(codes, v.aus.tolist(), strict=True)), self._rules, strict_wording=strict
+            self._rules = RuleBook.for_backend(self.config.au_backend)
+        codes, backend = self.config.au_codes, self.config.au_backend
+        groundings = []
+        for visual in visuals:
+            intensities = dict(zip(codes, visual.aus.tolist(), strict=True))
+            evidence = self._rules.evaluate(AUReading(intensities, backend, "")).scores
+            groundings.append(
+                AUGrounding.from_intensities(
+                    intensities, self._rules, strict_wording=strict, evidence=evidence
+                )
             )
-            for v in visuals
-        ]
+        return groundings
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
