@@ -29,6 +29,7 @@ import lzma
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -128,10 +129,7 @@ def augment(x, generator, wide: bool = False):
 
     n = x.shape[0]
     dev = x.device
-
-    def uniform(low, high):
-        return torch.rand(n, device=dev, generator=generator) * (high - low) + low
-
+    uniform = partial(_uniform, generator, n, dev)
     angle = uniform(-20, 20) * math.pi / 180 if wide else uniform(-15, 15) * math.pi / 180
     scale = uniform(0.75, 1.25) if wide else uniform(0.85, 1.15)
     flip = (torch.rand(n, device=dev, generator=generator) < 0.5).float() * 2 - 1
@@ -149,14 +147,7 @@ def augment(x, generator, wide: bool = False):
     side = 16
     cy = torch.randint(0, 48 - side, (n,), device=dev, generator=generator)
     cx = torch.randint(0, 48 - side, (n,), device=dev, generator=generator)
-    rows = torch.arange(48, device=dev).view(1, 48, 1)
-    cols = torch.arange(48, device=dev).view(1, 1, 48)
-    patch = (
-        (rows >= cy.view(n, 1, 1))
-        & (rows < (cy + side).view(n, 1, 1))
-        & (cols >= cx.view(n, 1, 1))
-        & (cols < (cx + side).view(n, 1, 1))
-    )
+    patch = _squares(cy, cx, side)
     erase = (torch.rand(n, device=dev, generator=generator) < 0.5).view(n, 1, 1)
     return x.masked_fill((patch & erase).unsqueeze(1), 0.5)
 
@@ -169,10 +160,7 @@ def transfer_augment(x, generator):
 
     n = x.shape[0]
     dev = x.device
-
-    def uniform(low, high, shape=(n,)):
-        return torch.rand(shape, device=dev, generator=generator) * (high - low) + low
-
+    uniform = partial(_uniform, generator, n, dev)
     taps = torch.arange(-2, 3, device=dev, dtype=x.dtype)
     sigma = uniform(0.5, 1.5).view(n, 1)
     kernel = torch.exp(-(taps.view(1, 5) ** 2) / (2 * sigma**2))
@@ -188,15 +176,33 @@ def transfer_augment(x, generator):
         F.pad(planes, (0, 0, 2, 2), mode="replicate"), kernel.view(n, 1, 5, 1), groups=n
     )
     x = planes.reshape(n, 1, 48, 48).clamp(0, 1) ** uniform(0.7, 1.4).view(n, 1, 1, 1)
-    side = torch.randint(8, 25, (n,), device=dev, generator=generator).view(n, 1, 1)
-    cy = (uniform(0, 1).view(n, 1, 1) * (48 - side)).long()
-    cx = (uniform(0, 1).view(n, 1, 1) * (48 - side)).long()
-    rows = torch.arange(48, device=dev).view(1, 48, 1)
-    cols = torch.arange(48, device=dev).view(1, 1, 48)
-    patch = (rows >= cy) & (rows < cy + side) & (cols >= cx) & (cols < cx + side)
+    side = torch.randint(8, 25, (n,), device=dev, generator=generator)
+    cy = (uniform(0, 1) * (48 - side)).long()
+    cx = (uniform(0, 1) * (48 - side)).long()
+    patch = _squares(cy, cx, side)
     patch = patch & (torch.rand(n, device=dev, generator=generator) < 0.5).view(n, 1, 1)
     grey = uniform(0, 1).view(n, 1, 1, 1).expand_as(x)
     return torch.where(patch.unsqueeze(1), grey, x)
+
+
+def _uniform(generator, n: int, device, low: float, high: float):
+    """``n`` draws from U(low, high) on ``device``."""
+    import torch
+
+    return torch.rand(n, device=device, generator=generator) * (high - low) + low
+
+
+def _squares(top, left, side):
+    """Masks [n, 48, 48] of the squares with top-left corners ``top``, ``left`` ([n]) and
+    sides ``side`` ([n], or one for all)."""
+    import torch
+
+    device = top.device
+    side = torch.as_tensor(side, device=device).view(-1, 1, 1)
+    top, left = top.view(-1, 1, 1), left.view(-1, 1, 1)
+    rows = torch.arange(48, device=device).view(1, 48, 1)
+    cols = torch.arange(48, device=device).view(1, 1, 48)
+    return (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
 
 
 def evaluate(model, x, y, device, batch: int = 1024) -> dict[str, float]:
