@@ -3,7 +3,7 @@ import json
 import pytest
 
 from engine.cot.render import CoTRenderer
-from engine.cot.rules import RuleBook
+from engine.cot.rules import RuleBook, ranked_emotions
 from engine.cot.verify import (
     completeness,
     conclusion_label,
@@ -11,7 +11,6 @@ from engine.cot.verify import (
     emotions_in,
     evidence_claims,
     infer_label,
-    leading_emotion,
     mentioned_aus,
     meta_terms,
     misstated_evidence,
@@ -189,7 +188,7 @@ def test_template_texts_state_the_evidence_they_were_rendered_from():
         claims = evidence_claims(text)
         claiming += bool(claims)
         assert not misstated_evidence(text, evidence.scores), text
-        assert set(claims) <= {leading_emotion(evidence.scores)}, text
+        assert set(claims) <= {ranked_emotions(evidence.scores)[0]}, text
         other = dict.fromkeys(EMOTIONS, 0.0) | {label: 0.5}  # evidence led by the label
         caught += bool(misstated_evidence(text, other))
     assert quoting and claiming > 48 and caught
@@ -204,7 +203,7 @@ def test_evidence_claims_name_the_leading_emotion():
         "supported by the measured units."
     )
     assert evidence_claims(text) == ["anger", "anger"]
-    assert leading_emotion({"anger": 0.4, "sadness": 0.4}) == "sadness"  # EMOTIONS order
+    assert ranked_emotions({"anger": 0.4, "sadness": 0.4})[0] == "sadness"  # EMOTIONS order
     assert verify(text, "anger", frozenset({"AU04"}), evidence={"anger": 0.4}).verified
     check = verify(text, "anger", frozenset({"AU04"}), evidence={"anger": 0.2, "fear": 0.3})
     assert check.misstated_evidence == ("anger",)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,7 +252,7 @@ class RuleBook:
         raw["neutral"] += self.neutral_activation_scale * max(0.0, 1.0 - activation)
         total = sum(raw.values()) or 1.0
         scores = {e: raw[e] / total for e in EMOTIONS}
-        ranked = sorted(EMOTIONS, key=lambda e: (-scores[e], EMOTIONS.index(e)))
+        ranked = ranked_emotions(scores)
         dominant = ranked[0]
         second = ranked[1]
         secondary = (
@@ -313,6 +314,12 @@ class RuleBook:
                     PrototypeMatch(proto.name, proto.emotion, proto.aus, proto.source, coverage)
                 )
         return tuple(sorted(matches, key=lambda m: (-m.coverage, m.prototype)))
+
+
+def ranked_emotions(scores: Mapping[str, float]) -> list[str]:
+    """``EMOTIONS`` by their evidence ``scores`` (missing: 0), most first; a tie in
+    ``EMOTIONS`` order."""
+    return sorted(EMOTIONS, key=lambda e: (-scores.get(e, 0.0), EMOTIONS.index(e)))
 
 
 def fitted_dir(backend: str) -> Path | None:

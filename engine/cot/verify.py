@@ -42,6 +42,7 @@ from functools import cache, lru_cache
 
 from engine.aus import au_definitions
 from engine.cot.format import _HEADER, CoT, CoTFormatError
+from engine.cot.rules import ranked_emotions
 from engine.resources import data_file
 from engine.types import EMOTIONS
 
@@ -258,17 +259,11 @@ def _claim_patterns() -> tuple[re.Pattern, ...]:
     return tuple(re.compile(p.replace("{emotion}", emotion), re.IGNORECASE) for p in phrases)
 
 
-def leading_emotion(evidence: Mapping[str, float]) -> str:
-    """The emotion with the most evidence (the first of ``EMOTIONS`` on a tie), as the rule
-    tables rank them."""
-    return min(EMOTIONS, key=lambda e: (-evidence.get(e, 0.0), EMOTIONS.index(e)))
-
-
 def misstated_evidence(text: str, evidence: Mapping[str, float]) -> tuple[str, ...]:
     """The emotions whose quoted evidence share is more than ``SHARE_TOLERANCE`` points away
     from ``evidence`` (share per emotion, 0-1), or which ``text`` says the evidence favours
     most when another leads it; sorted."""
-    lead = leading_emotion(evidence)
+    lead = ranked_emotions(evidence)[0]
     wrong = {
         emotion
         for emotion, value in quoted_evidence(text).items()

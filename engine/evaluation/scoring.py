@@ -214,7 +214,7 @@ def cot_metrics(
     evidence = evidence if evidence is not None else [None] * len(predictions)
     if len(evidence) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(evidence)} evidence rows")
-    shares = [
+    stated = [
         not misstated_evidence(p.cot, e)
         for p, e in zip(predictions, evidence, strict=True)
         if p.cot is not None and e is not None
@@ -233,7 +233,7 @@ def cot_metrics(
         measured=len(faithful),
         faithfulness_mean=float(np.mean(faithful)) if faithful else None,
         fully_faithful=float(np.mean([f == 1.0 for f in faithful])) if faithful else None,
-        evidence_as_measured=float(np.mean(shares)) if shares else None,
+        evidence_as_measured=float(np.mean(stated)) if stated else None,
         **asdict(checks),
     )
 

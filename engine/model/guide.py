@@ -78,10 +78,10 @@ class TokenGuide:
                 return
             family = self.families[1] if text[-1:] in ("", " ", "*") else self.families[0]
         wanted = {EMOTIONS.index(e) for e in slot.choices}
+        weighted = slot.weighted and self.weight
         guided = torch.full_like(row_scores, float("-inf"))
         for token, emotion in family.items():
             if emotion in wanted:
-                weighted = slot.weighted and self.weight
                 prior = float(self.log_priors[row, emotion]) if weighted else 0.0
                 guided[token] = row_scores[token] + self.weight * prior
         row_scores.copy_(guided)
