@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 3.0])
     parser.add_argument("--batch-size", type=int, default=GENERATION_BATCH)
     parser.add_argument("--out", type=Path, help="CSV of every CoT (image, label, weight, cot)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        help="KEY=VALUE decoding setting (e.g. stated_facts=evidence), repeatable",
+    )
     args = parser.parse_args(argv)
     records = read_dataset(f"ferplus:{args.ferplus}", split=args.split).records
     pick = np.random.default_rng(0).choice(len(records), min(args.limit, len(records)), False)
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = [r.label for r in records]
     groundings = model.groundings(visuals)
     cap = RuleBook.for_backend(model.config.au_backend).max_cited_aus
-    base = model.config.decoding
+    base = model.config.decoding.with_options(dict(o.split("=", 1) for o in args.option))
     if args.balance is not None:
         base = replace(base, class_balance=args.balance)
     balanced = base.balanced(np.stack([v.log_prior for v in visuals]))

@@ -14,7 +14,10 @@ PRIMARY_OPTION = {"gpt4v": "path", "csv": "path", "nano": "path", "rules": "shar
 #: What the printed summary shows of each predictor, and of its CoT texts.
 SUMMARY_KEYS = ("n", "accuracy", "uar", "macro_f1", "faces_per_second", "outside_classes")
 COT_SUMMARY_KEYS = (
+    "complete",
+    "evidence_as_measured",
     "interpretation_agreement",
+    "first_emotion_agreement",
     "non_word_tokens",
     "non_word_cots",
     "annotation_wording",

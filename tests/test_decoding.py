@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,8 +9,9 @@ from engine.cot.render import CoTRenderer
 from engine.cot.rules import RuleBook
 from engine.cot.verify import verify
 from engine.cot.vocabulary import Vocabulary, vocabulary
-from engine.model.decoding import AUGrounding, DecodingSettings, exact_format_prefix, label_slot
+from engine.model.decoding import AUGrounding, exact_format_prefix, label_slot
 from engine.model.labels import LabelSlot, label_slot_at
+from engine.model.settings import DecodingSettings
 from engine.types import EMOTIONS, AUReading
 from tests.test_render import random_readings
 
@@ -144,7 +146,7 @@ def test_format_guard_names_the_rest_of_a_header_and_when_the_cot_may_end(smile)
     )
     assert smile.continuations(OBSERVATION + ".\n\n**Ov") == ["erall Emotional Interpretation:** "]
     assert not exact_format_prefix("**Key Observations:** \n\n")[0]  # an empty section
-    finished = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** A smile."
+    finished = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** A **happiness** smile."
     assert not smile.may_end(OBSERVATION) and not smile.may_end(finished)
     assert smile.may_end(finished + "\n\n**Conclusion:** The expression is **happiness**.")
 
@@ -251,8 +253,9 @@ def test_the_shipped_config_still_reads_with_its_own_prompts():
 
     saved = json.loads((SHIPPED_MODEL / "expllm_model.json").read_text())
     config = ModelConfig.read(SHIPPED_MODEL)
-    assert config.prompt == saved["prompt"] and config.decoding.conclusion_follows == "first"
+    assert config.prompt == saved["prompt"] and config.decoding.conclusion_follows == "verdict"
     assert config.decoding.label_cue == saved["decoding"]["label_cue"]
+    assert config.decoding.stated_facts == "evidence" and config.decoding.planned_reading
 
 
 class FakeTokenizer:
@@ -345,7 +348,7 @@ def test_strict_wording_keeps_to_ascii_words_and_off_annotations(rules, smile):
 def test_prior_correction_lifts_rare_classes_and_is_off_by_default():
     import numpy as np
 
-    from engine.model.decoding import DecodingSettings
+    from engine.model.settings import DecodingSettings
 
     log_priors = np.log(np.array([[0.5, 0.45, 0.05]]))
     assert DecodingSettings().balanced(log_priors) is log_priors
@@ -372,3 +375,100 @@ def test_quoted_evidence_shares_are_the_measured_ones(rules):
     assert grounding.allows(f"{text}{happy} %). The smile (Du")  # not a share
     unchecked = AUGrounding.from_intensities(SMILE, rules)
     assert unchecked.allows(f"{text}{wrong} %)")
+
+
+def test_the_interpretation_closes_only_with_a_verdict_in_bold(smile):
+    interpretation = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** A smile"
+    assert not smile.allows(interpretation + ", so happiness.\n")
+    assert smile.allows(interpretation + ", so the face reads as **happiness**.\n")
+
+
+def test_where_the_conclusion_follows_the_verdict_only_the_bold_is_a_slot():
+    cue = DecodingSettings().label_cue
+    text = INTERPRETATION + "The movements point to"
+    assert label_slot_at(text, cue, follows="verdict") is None  # the evidence is the LM's
+    verdict = label_slot_at(text + " surprise; it reads as **", cue, follows="verdict")
+    assert verdict == LabelSlot(EMOTIONS, weighted=True, cued=True)
+
+
+def test_stated_facts_are_what_every_reading_of_the_face_shares(rules):
+    renderer = CoTRenderer(threshold=rules.active_threshold, max_aus=rules.max_cited_aus)
+    for reading in random_readings(40, seed=3):
+        evidence = rules.evaluate(reading)
+        facts = renderer.facts(evidence, "evidence")
+        grounding = AUGrounding.from_intensities(
+            reading.intensities, rules, evidence=evidence.scores
+        )
+        assert facts.startswith("**Key Observations:** ") and facts.endswith(".")
+        assert grounding.allows(facts)
+        cited = [a.au for a in evidence.active[: rules.max_cited_aus]]
+        assert re.findall(r"AU\d\d", facts.partition("\n")[0]) == cited  # complete, in order
+        if evidence.active:  # the rules' evidence, as measured
+            assert f"{evidence.dominant} carries the most evidence" in facts
+        assert "**" not in facts.partition("Interpretation:**")[2]  # never the verdict
+    with pytest.raises(ValueError, match="no CoT template variant 'essay'"):
+        renderer.facts(evidence, "essay")
+
+
+def test_decoding_options_are_read_as_their_settings_types():
+    settings = DecodingSettings().with_options(
+        {"grounded": "true", "label_guidance": "40", "stated_facts": "evidence"}
+    )
+    assert (settings.grounded, settings.label_guidance, settings.stated_facts) == (
+        True,
+        40.0,
+        "evidence",
+    )
+    assert DecodingSettings(grounded=True).with_options({"grounded": "false"}).grounded is False
+    with pytest.raises(ValueError, match="unknown decoding setting.*temperature"):
+        DecodingSettings().with_options({"temperature": 0.7})
+    with pytest.raises(ValueError, match="label_guidance: cannot read 'strong'"):
+        DecodingSettings().with_options({"label_guidance": "strong"})
+    with pytest.raises(ValueError, match="conclusion_follows"):
+        DecodingSettings().with_options({"conclusion_follows": "majority"})
+
+
+def test_the_emotion_said_to_lead_the_evidence_is_the_measured_lead(rules):
+    scores = rules.evaluate(AUReading(SMILE, "test", "")).scores
+    grounding = AUGrounding.from_intensities(SMILE, rules, evidence=scores)
+    other = next(e for e in EMOTIONS if e != "happiness")
+    assert max(scores, key=scores.get) == "happiness"
+    text = f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** "
+    assert grounding.allows(text + "happiness carries the most evidence")
+    assert not grounding.allows(text + f"{other} carries the most evidence")
+    assert grounding.allows(text + f"{other} carries the most weight")  # no claim
+    verdict = text + f"A smile, so the face reads as **{other}**, with happiness as the competing"
+    assert grounding.allows(verdict + " reading")
+    conclusion = text + "A smile reads as **happiness**.\n\n**Conclusion:** The expression is "
+    claim = "**{}**, the reading best supported by the measured units"
+    assert grounding.allows(conclusion + claim.format("happiness"))
+    assert not grounding.allows(conclusion + claim.format(other))
+
+
+def test_a_planned_reading_that_leads_the_evidence_speaks_of_nothing_against_it(rules):
+    scores = rules.evaluate(AUReading(SMILE, "test", "")).scores
+    facts = f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** The smile is clear."
+    args = dict(evidence=scores, stated=len(facts))
+    led = AUGrounding.from_intensities(SMILE, rules, reading="happiness", **args)
+    against = AUGrounding.from_intensities(SMILE, rules, reading="sadness", **args)
+    assert led.lead == against.lead == "happiness"
+    assert led.allows(facts)  # the stated facts' own sentences are not the model's
+    for own in (" The strongest", " Taken together, the contrary", " A **happiness**, with"):
+        assert not led.allows(facts + own) and against.allows(facts + own), own
+    assert led.allows(facts + " Taken together, the face reads as **happiness**.")
+
+
+def test_a_planned_reading_names_every_label_slot_and_the_evidence_the_competing_one(rules):
+    pytest.importorskip("torch")
+    from engine.model.guide import TokenGuide
+
+    scores = rules.evaluate(AUReading(SMILE, "test", "")).scores
+    grounding = AUGrounding.from_intensities(SMILE, rules, evidence=scores, reading="sadness")
+    tokenizer = FakeTokenizer([*EMOTIONS, "with"])
+    priors = np.log(np.full((1, len(EMOTIONS)), 0.01))
+    priors[0, EMOTIONS.index("fear")] = 0.0  # the classifier's own best is not the plan
+    settings = DecodingSettings(grounded=True, label_guidance=40.0, conclusion_follows="verdict")
+    guide = TokenGuide(tokenizer, settings, [grounding], priors, readings=["sadness"])
+    text = f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** It reads as **"
+    assert _step(tokenizer, guide, text, ["fear", "happiness"]) == "sadness"
+    assert _step(tokenizer, guide, text + "sadness**, with", [" fear", " sadness"]) == " happiness"

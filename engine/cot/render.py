@@ -17,6 +17,8 @@ arrives at the rules' reading instead. No text speaks of annotations or labels.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,12 @@ from engine.cot.format import CoT
 from engine.cot.rules import EmotionEvidence
 from engine.cot.support import support
 from engine.resources import templates_dir
+from engine.types import EMOTIONS
 
 #: The CoT phrasings in ``templates/cot/``, in the order the per-record hash picks from.
 DEFAULT_VARIANTS = ("listing", "regional", "evidence")
+#: The end of a sentence in a CoT text: a full stop before a space or a section break.
+_SENTENCE_END = re.compile(r"\.(?= |\n)")
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,53 @@ class CoTRenderer:
         """The CoT of one face; ``label`` is the emotion the face is to be read as (None for
         unlabelled data: the rules' dominant emotion)."""
         variant = self.variant_for(record_id)
+        cot, _ = self._fitted(self.templates[variant], evidence, label)
+        return RenderedCoT(cot, self.template_ids[variant])
+
+    def facts(self, evidence: EmotionEvidence, variant: str, reading: str | None = None) -> str:
+        """What ``variant``'s CoT states of the measurements alone, as its text begins: the
+        whole sentences it opens with whatever emotion the face is read as (the Key
+        Observations, then the Interpretation's sentences on the rules' evidence, how the units
+        combine, ...), up to where its reasoning towards one emotion starts; for a face read
+        as ``reading`` against the evidence, also the measured cue that weighs most against it
+        (the template's "strongest contrary cue")."""
+        if variant not in self.templates:
+            raise ValueError(f"no CoT template variant {variant!r}; have {list(self.templates)}")
         template = self.templates[variant]
+        compact = max(self._fitted(template, evidence, target)[1] for target in EMOTIONS)
+        texts = [self._fitted(template, evidence, target, compact)[0].text for target in EMOTIONS]
+        common = os.path.commonprefix(texts)
+        ends = [m.end() for m in _SENTENCE_END.finditer(common)]
+        facts = common[: ends[-1]] if ends else ""
+        if reading is None or not facts:
+            return facts
+        context = self._context(evidence, reading) | {"compact": compact}
+        contrary = str(self._macros.make_module(context).contrary_cue()).strip()
+        text = texts[EMOTIONS.index(reading)]
+        if contrary and text.startswith(f"{facts} {contrary}"):
+            return f"{facts} {contrary}"
+        return facts
+
+    def _fitted(
+        self,
+        template: jinja2.Template,
+        evidence: EmotionEvidence,
+        label: str | None,
+        least_compact: int = 0,
+    ) -> tuple[CoT, int]:
+        """The CoT of ``template`` and its compactness (0-3, at least ``least_compact``): as
+        compact as it takes to fit ``max_words``."""
+        context = self._context(evidence, label)
+        # 0: full; 1: short AU items; 2: also no combination sentence; 3: also no side notes
+        for compact in range(least_compact, 4):
+            context["compact"] = compact
+            cot = self._render_blocks(template, context)
+            if cot.word_count <= self.max_words:
+                break
+        return cot, compact
+
+    def _context(self, evidence: EmotionEvidence, label: str | None) -> dict:
+        """The templates' context for a face read as ``label`` (None: the rules' dominant)."""
         best_per_emotion = {}
         ranked = sorted(
             evidence.prototypes,
@@ -108,7 +159,7 @@ class CoTRenderer:
         target = label if label is not None else evidence.dominant
         cues = support(evidence, target)
         listed = evidence.active[: self.max_aus]
-        context = {
+        return {
             "dominant": evidence.dominant,
             "secondary": evidence.secondary,
             "scores": evidence.scores,
@@ -122,13 +173,6 @@ class CoTRenderer:
             "hidden": len(evidence.active) - len(listed),
             "regions": list(dict.fromkeys(a.region for a in listed)),
         }
-        # 0: full; 1: short AU items; 2: also no combination sentence; 3: also no side notes
-        for compact in range(4):
-            context["compact"] = compact
-            cot = self._render_blocks(template, context)
-            if cot.word_count <= self.max_words:
-                break
-        return RenderedCoT(cot, self.template_ids[variant])
 
     def _render_blocks(self, template: jinja2.Template, context: dict) -> CoT:
         context["m"] = self._macros.make_module(context)

@@ -1,9 +1,12 @@
 """Wording checks of chain-of-thought texts, for any predictor that writes one.
 
 * ``interpretation_agreement``: the share of texts whose Conclusion states (``conclusion_label``)
-  the emotion the Overall Emotional Interpretation leads with (the first emotion it names,
-  synonyms resolved); a text without the three sections, or whose interpretation names no
-  emotion, does not agree.
+  the emotion the Overall Emotional Interpretation arrives at (its verdict, what Des2Exp reads:
+  ``engine.cot.verify.infer_label``); a text without the three sections, or whose
+  interpretation names no emotion, does not agree. An interpretation may weigh evidence for
+  another emotion before its verdict.
+* ``first_emotion_agreement``: the same against the first emotion the interpretation names
+  (synonyms resolved), which a text that starts from contrary evidence does not follow.
 * ``non_word_tokens`` / ``non_word_cots``: the share of tokens that are no word, and the share of
   texts with at least one (``engine.cot.vocabulary``'s ``is_word``, which grounded decoding
   uses too: English, the templates' and the data's words with their endings, FACS codes
@@ -20,7 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.cot.verify import conclusion_label, interpretation_lead, meta_terms
+from engine.cot.verify import (
+    conclusion_label,
+    description_of,
+    infer_label,
+    interpretation_lead,
+    meta_terms,
+)
 from engine.cot.vocabulary import TOKEN, vocabulary
 
 #: How many of the most frequent non-words a report lists.
@@ -32,6 +41,7 @@ class Wording:
     """The wording checks over a set of CoT texts (shares in [0, 1])."""
 
     interpretation_agreement: float
+    first_emotion_agreement: float
     non_word_tokens: float
     non_word_cots: float
     annotation_wording: float
@@ -47,6 +57,9 @@ def wording(texts: Sequence[str]) -> Wording:
     counts = Counter(w.lower() for words in found for w in words)
     return Wording(
         interpretation_agreement=float(np.mean([interpretation_agrees(t) for t in texts])),
+        first_emotion_agreement=float(
+            np.mean([_agrees(interpretation_lead(t), conclusion_label(t)) for t in texts])
+        ),
         non_word_tokens=sum(map(len, found)) / tokens if tokens else 0.0,
         non_word_cots=float(np.mean([bool(words) for words in found])),
         annotation_wording=float(np.mean([bool(meta_terms(t)) for t in texts])),
@@ -55,9 +68,14 @@ def wording(texts: Sequence[str]) -> Wording:
 
 
 def interpretation_agrees(text: str) -> bool:
-    """Whether the Conclusion states the emotion the interpretation leads with."""
-    lead = interpretation_lead(text)
-    return lead is not None and conclusion_label(text) == lead
+    """Whether the Conclusion states the emotion the interpretation arrives at (its verdict)."""
+    if interpretation_lead(text) is None:  # no interpretation, or one naming no emotion
+        return False
+    return _agrees(infer_label(description_of(text)), conclusion_label(text))
+
+
+def _agrees(lead: str | None, conclusion: str | None) -> bool:
+    return lead is not None and conclusion == lead
 
 
 def non_words(text: str) -> list[str]:

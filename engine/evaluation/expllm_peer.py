@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,10 @@ class ExpLLMPredictor(FacePredictor):
 
     The label is the one read from the CoT's Conclusion (``engine.cot.verify.conclusion_label``);
     decoding is greedy with at most ``max_new_tokens`` tokens (default: the model's), guided as
-    the model's ``decoding`` settings say unless ``grounded``, ``label_guidance`` or
-    ``class_balance`` (label guidance's prior correction) is given
-    (``engine.model.decoding``), and held to the evaluation's class set (``allowed_labels``).
+    the model's ``decoding`` settings say, but for the settings given as keywords (``grounded``,
+    ``label_guidance``, ``class_balance``, ``stated_facts``, ...:
+    ``engine.model.settings.DecodingSettings``), and held to the evaluation's class set
+    (``allowed_labels``).
     """
 
     name = "expllm"
@@ -36,9 +36,7 @@ class ExpLLMPredictor(FacePredictor):
         max_new_tokens: int | None = None,
         batch_size: int = GENERATION_BATCH,
         face_mode: str = "auto",
-        grounded: bool | None = None,
-        label_guidance: float | None = None,
-        class_balance: float | None = None,
+        **decoding: object,
     ):
         from engine.model import load_model
 
@@ -46,14 +44,7 @@ class ExpLLMPredictor(FacePredictor):
         self.path = Path(path)
         self.model = load_model(self.path).to_device()
         self.max_new_tokens = max_new_tokens
-        decoding = self.model.config.decoding
-        if grounded is not None:
-            decoding = replace(decoding, grounded=bool(grounded))
-        if label_guidance is not None:
-            decoding = replace(decoding, label_guidance=float(label_guidance))
-        if class_balance is not None:
-            decoding = replace(decoding, class_balance=float(class_balance))
-        self.decoding = decoding
+        self.decoding = self.model.config.decoding.with_options(decoding)
 
     def answer(self, faces: list[np.ndarray], classes: Sequence[str]) -> list[Prediction]:
         allowed = None if set(classes) == set(EMOTIONS) else list(classes)
@@ -67,6 +58,8 @@ class ExpLLMPredictor(FacePredictor):
         guided = ["AU-grounded"] if self.decoding.grounded else []
         if self.decoding.label_guidance:
             guided.append(f"label guidance {self.decoding.label_guidance:g}")
+        if self.decoding.stated_facts:
+            guided.append(f"stated facts of the {self.decoding.stated_facts} template")
         return f"ExpLLM ({self.model.config.base}) {self.path}" + (
             f" ({', '.join(guided)})" if guided else ""
         )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.aus import create_estimator
+from engine.aus import au_definitions, create_estimator
 from engine.cot.rules import RuleBook
 from engine.data.faces import FaceFinder
 from engine.data.images import load_image
@@ -32,6 +32,9 @@ class RuleReading:
     scores: dict[str, float] | None = None
     seconds: float = 0.0
     error: str | None = None
+    #: (AU, intensity) a complete CoT cites: the active AUs, strongest first, up to the
+    #: rule tables' ``max_cited_aus`` (None: unknown)
+    cited: tuple[tuple[str, float], ...] | None = None
 
     def best(self, classes: Sequence[str]) -> str | None:
         """The dominant emotion when it is one of ``classes``, else the best-scored of them."""
@@ -59,10 +62,13 @@ class RuleEvidence:
         if self.shards is not None:
             if not self.shards.is_dir():
                 raise FileNotFoundError(f"Exp-CoT output folder {self.shards} not found")
-            columns = ["record_id", "image_path", "dominant_emotion", "active_aus"]
-            frame = read_shards(self.shards, [*columns, *EVIDENCE_COLUMNS])
+            columns = ["record_id", "image_path", "dominant_emotion", "active_aus", "au_backend"]
+            codes = list(au_definitions())
+            frame = read_shards(self.shards, [*columns, *EVIDENCE_COLUMNS, *codes])
             if frame.empty:
                 raise ValueError(f"{self.shards}: no shard-*.parquet files with records")
+            backend = frame["au_backend"].iloc[0] if "au_backend" in frame else au_backend
+            self.rules = RuleBook.for_backend(backend)
             rows = list(frame.itertuples(index=False))
             self.by_id = {r.record_id: r for r in rows}
             self.by_path = {r.image_path: r for r in rows}
@@ -83,7 +89,11 @@ class RuleEvidence:
         scores = {
             e: float(getattr(row, c)) for e, c in zip(EMOTIONS, EVIDENCE_COLUMNS, strict=True)
         }
-        return RuleReading(row.dominant_emotion, frozenset(row.active_aus), scores)
+        active = [(code, float(getattr(row, code, 0.0))) for code in row.active_aus]
+        cited = sorted(active, key=lambda item: (-item[1], item[0]))[: self.rules.max_cited_aus]
+        return RuleReading(
+            row.dominant_emotion, frozenset(row.active_aus), scores, cited=tuple(cited)
+        )
 
     def _measure(self, record: FaceRecord) -> RuleReading:
         started = time.perf_counter()
@@ -98,8 +108,9 @@ class RuleEvidence:
             seconds = time.perf_counter() - started
             return RuleReading(None, None, seconds=seconds, error=f"{exc.stage}: {exc}")
         active = frozenset(a.au for a in evidence.active)
+        cited = tuple((a.au, a.intensity) for a in evidence.active[: self.rules.max_cited_aus])
         seconds = time.perf_counter() - started
-        return RuleReading(evidence.dominant, active, dict(evidence.scores), seconds)
+        return RuleReading(evidence.dominant, active, dict(evidence.scores), seconds, cited=cited)
 
     def describe(self) -> str:
         return f"shards {self.shards}" if self.shards else f"{self.au_backend} AU back end"

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.cot.format import CoT
-from engine.cot.verify import conclusion_label, misstated_evidence, verify
+from engine.cot.verify import completeness, conclusion_label, misstated_evidence, verify
 from engine.evaluation.cot_quality import wording
 from engine.registry import Registry
 from engine.types import EMOTIONS, FaceRecord
@@ -84,10 +84,13 @@ class CoTMetrics:
     measured (``measured``); ``evidence_as_measured``: the share of texts that state the
     evidence as the rule tables measure it on the face's AUs (quoted shares such as "anger (31
     %)", the emotion said to carry the most evidence; ``engine.cot.verify.misstated_evidence``),
-    over the texts whose evidence is known (None without any). The wording checks
+    over the texts whose evidence is known (None without any); ``complete``: the share of texts
+    whose Key Observations cite every AU a complete CoT cites (the active ones up to the rule
+    tables' cap), strongest first (``engine.cot.verify.completeness``), over the texts whose
+    active AUs are known (None without any). The wording checks
     (``engine.evaluation.cot_quality.Wording``): ``interpretation_agreement``,
-    ``non_word_tokens``, ``non_word_cots``, ``annotation_wording`` and the most frequent
-    ``non_words``.
+    ``first_emotion_agreement``, ``non_word_tokens``, ``non_word_cots``, ``annotation_wording``
+    and the most frequent ``non_words``.
     """
 
     n: int
@@ -97,7 +100,9 @@ class CoTMetrics:
     faithfulness_mean: float | None
     fully_faithful: float | None
     evidence_as_measured: float | None
+    complete: float | None
     interpretation_agreement: float
+    first_emotion_agreement: float
     non_word_tokens: float
     non_word_cots: float
     annotation_wording: float
@@ -202,12 +207,14 @@ def cot_metrics(
     predictions: Sequence[Prediction],
     measured: Sequence[frozenset[str] | None],
     evidence: Sequence[Mapping[str, float] | None] | None = None,
+    cited: Sequence[Sequence[tuple[str, float]] | None] | None = None,
 ) -> CoTMetrics | None:
     """CoT checks over the predictions that carry text; None when none does.
 
     ``measured[i]`` is the set of AUs measured above threshold on record ``i``'s image, or None
     where it was not measured (that text is then left out of faithfulness); ``evidence[i]`` the
-    rule tables' share per emotion on those AUs (None: unknown).
+    rule tables' share per emotion on those AUs (None: unknown); ``cited[i]`` the (AU,
+    intensity) a complete CoT of that image cites (``RuleReading.cited``; None: unknown).
     """
     if len(predictions) != len(measured):
         raise ValueError(f"{len(predictions)} predictions but {len(measured)} AU sets")
@@ -218,6 +225,14 @@ def cot_metrics(
         not misstated_evidence(p.cot, e)
         for p, e in zip(predictions, evidence, strict=True)
         if p.cot is not None and e is not None
+    ]
+    cited = cited if cited is not None else [None] * len(predictions)
+    if len(cited) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(cited)} cited-AU rows")
+    complete = [
+        completeness(p.cot, c)[0]
+        for p, c in zip(predictions, cited, strict=True)
+        if p.cot is not None and c is not None
     ]
     pairs = [(p, m) for p, m in zip(predictions, measured, strict=True) if p.cot is not None]
     if not pairs:
@@ -234,6 +249,7 @@ def cot_metrics(
         faithfulness_mean=float(np.mean(faithful)) if faithful else None,
         fully_faithful=float(np.mean([f == 1.0 for f in faithful])) if faithful else None,
         evidence_as_measured=float(np.mean(stated)) if stated else None,
+        complete=float(np.mean(complete)) if complete else None,
         **asdict(checks),
     )
 
@@ -270,9 +286,11 @@ def evaluate_predictions(
     measured: Sequence[frozenset[str] | None] | None = None,
     classes: Sequence[str] = EMOTIONS,
     evidence: Sequence[Mapping[str, float] | None] | None = None,
+    cited: Sequence[Sequence[tuple[str, float]] | None] | None = None,
 ) -> Metrics:
     """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included
-    (``measured``, ``evidence``: ``cot_metrics``); answers outside ``classes`` count as none."""
+    (``measured``, ``evidence``, ``cited``: ``cot_metrics``); answers outside ``classes`` count
+    as none."""
     if len(records) != len(predictions):
         raise ValueError(f"{name}: {len(records)} records but {len(predictions)} predictions")
     for record, prediction in zip(records, predictions, strict=True):
@@ -289,7 +307,7 @@ def evaluate_predictions(
         seconds=sum(p.seconds for p in predictions),
     )
     outside = sum(label is not None and label not in classes for label in labels)
-    cot = cot_metrics(predictions, measured or [None] * len(predictions), evidence)
+    cot = cot_metrics(predictions, measured or [None] * len(predictions), evidence, cited)
     return replace(metrics, cot=cot, outside_classes=outside)
 
 

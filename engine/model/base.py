@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engine.model.config import LoraSettings, ModelConfig
-from engine.model.decoding import DecodingSettings
+from engine.model.settings import DecodingSettings
 from engine.registry import Registry
 
 #: The label of a token the loss leaves out.

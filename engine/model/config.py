@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.model.conversations import prompts
-from engine.model.decoding import DecodingSettings
+from engine.model.settings import DecodingSettings
 
 CONFIG_FILE = "expllm_model.json"
 PROJECTOR_FILE = "projector.safetensors"

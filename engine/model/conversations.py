@@ -3,7 +3,7 @@
 Each labelled record becomes one sample (deterministically, by a hash of its record id):
 
 * a **CoT** sample (``cot_eligible`` records only: verified — complete, faithful, the
-  description agreeing with the label — and an Interpretation that leads with the label): system
+  Interpretation's verdict being the label, also where it weighs contrary evidence): system
   prompt, ``<image>`` + task + question -> the CoT text, then the label question
   -> the label (the CoT turn before the label turn, as in the paper);
 * a **FER** sample (any record): system prompt, ``<image>`` + task + label question -> the label.
@@ -37,7 +37,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.cot.verify import interpretation_lead
 from engine.resources import data_file
 from engine.store.shards import MANIFEST
 from engine.store.stats import read_shards
@@ -159,15 +158,11 @@ def read_rows(shards: str | Path) -> pd.DataFrame:
 
 
 def cot_eligible(row: dict) -> bool:
-    """Whether a record's CoT may be a training turn: verified (complete, faithful, its
-    description yields the label) and its Interpretation leads with that label, so that every
-    learnt Conclusion follows its Interpretation."""
-    text = row.get("cot_text")
-    return (
-        bool(row["verified"])
-        and isinstance(text, str)
-        and (interpretation_lead(text) == row["label"])
-    )
+    """Whether a record's CoT may be a training turn: verified (complete, faithful, the
+    Interpretation's verdict is the label), so that every learnt Conclusion follows its
+    Interpretation's verdict. Texts whose measured evidence favours another emotion are kept:
+    they state it and weigh the contrary cues (the templates' honest phrasing)."""
+    return bool(row["verified"]) and isinstance(row.get("cot_text"), str)
 
 
 def build_samples(

@@ -5,18 +5,25 @@
   Observations, strongest first, with the measured level word, letter and intensity
   (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``); and it keeps to the exact
   CoT format (``exact_format_prefix``): the three headers in order, single spaces, one line per
-  section, no end before the Conclusion. An evidence share quoted after an emotion
-  ("anger (31 %)") is the rule tables' share of that emotion on the measured AUs
-  (``AUGrounding.evidence``). At each step the best token that keeps the text so is
-  taken, among the ``CANDIDATES`` best, the tokens that continue a header, code, name, word or
-  quote begun, and then the ``FALLBACK_CANDIDATES`` best. Every word is a known one
-  (``engine.cot.vocabulary``: English, the templates' and the data's words).
-* **Label slots** (``engine.model.labels``): the Interpretation's first emotion and its bold
-  verdict may name only the allowed classes (``allowed_labels``, default all), and with
-  **label guidance** (``DecodingSettings.label_guidance``, a weight ``w``) the emotion is chosen
-  by the LM's log-probability + ``w`` x the encoder classifier's log-probability of that class
-  (a product of experts; ``w = 0`` leaves the LM alone). The Conclusion's label (after
-  ``label_cue``: "label," or an opening ``**``) names the emotion the Interpretation leads with
+  section, no end before the Conclusion, and the Interpretation ends with a verdict in bold.
+  An evidence share quoted after an emotion ("anger (31 %)") is the rule tables' share of that
+  emotion on the measured AUs (``AUGrounding.evidence``), and an emotion it says the evidence
+  favours most ("anger carries the most evidence", ``data/evidence_claims.json``) leads it.
+  At each step the best token that keeps the text so is taken, among the ``CANDIDATES`` best,
+  the tokens that continue a header, code, name, word or quote begun, and then the
+  ``FALLBACK_CANDIDATES`` best. Every word is a known one (``engine.cot.vocabulary``:
+  English, the templates' and the data's words).
+* **Stated facts** (``DecodingSettings.stated_facts``): the text may begin with the
+  measurements as the CoT templates state them, which the model then reasons from; with a
+  **planned reading** (``DecodingSettings.planned_reading``) the emotion is decided first and
+  the text written towards it.
+* **Label slots** (``engine.model.labels``): the Interpretation's first emotion (unless the
+  Conclusion follows the verdict) and its bold verdict may name only the allowed classes
+  (``allowed_labels``, default all), and with **label guidance**
+  (``DecodingSettings.label_guidance``, a weight ``w``) the emotion is chosen by the LM's
+  log-probability + ``w`` x the encoder classifier's log-probability of that class (a product
+  of experts; ``w = 0`` leaves the LM alone). The Conclusion's label (after ``label_cue``:
+  "label," or an opening ``**``) names the emotion the Interpretation leads with
   (``conclusion_follows``), else it is chosen so too.
 
 ``AUGrounding`` and ``label_slot_at`` work on text only; ``engine.model.guide.TokenGuide``
@@ -30,13 +37,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 
-import numpy as np
-
 from engine.cot.format import HEADERS, CoT
-from engine.cot.rules import RuleBook
+from engine.cot.rules import RuleBook, ranked_emotions
 from engine.cot.verify import (
     META_TERMS,
     QUOTE_TOLERANCE,
+    evidence_claims,
     mentioned_aus,
     meta_terms,
     quoted_intensities,
@@ -45,7 +51,7 @@ from engine.cot.verify import (
 from engine.cot.vocabulary import vocabulary
 from engine.model.labels import label_slot
 
-__all__ = ["AUGrounding", "DecodingSettings", "label_slot"]
+__all__ = ["AUGrounding", "label_slot"]
 
 #: How many of the best tokens grounding tries first.
 CANDIDATES = 64
@@ -67,50 +73,30 @@ _RUNAWAY_WORD = re.compile(r"\S{32}")
 #: A section may not end in this many characters drawn from 4 or fewer ("U+U+UUUU UUU").
 _MONOTONOUS_TAIL = 48
 _INTERPRETATION = f"**{HEADERS[1]}"
+_CONCLUSION_MARK = f"\n\n**{HEADERS[2]}"
+_BOLD_WORD = re.compile(r"\*\*[A-Za-z]+\*\*")
 _CLAUSE_END = re.compile(r";|\.\s")
 #: The word (maybe unfinished) at the end of a text.
 LAST_WORD = re.compile(r"[A-Za-z]*$")
 #: How far back the annotation check looks (earlier text was checked as it was written).
 _META_WINDOW = 40
+#: How far back the evidence-claim check looks (longer than any phrase of
+#: ``data/evidence_claims.json`` with its emotion).
+_CLAIM_WINDOW = 120
+#: What a text whose planned reading leads the evidence does not write after its stated facts:
+#: contrary or competing cues, or a sentence of its own opening
+#: with "The" (as the templates' texts go from such facts straight to a verdict, and the model
+#: tends to start the contrary-cue sentence so).
+_CONTRARY = re.compile(r"(?i:\b(?:contrary|competing|contradict\w*)\b)|(?:^|[.:]) The\b")
+#: In the Interpretation of such a text, a bold verdict ends its sentence.
+_VERDICT_GOES_ON = re.compile(r"\*\*[a-z]+\*\*[^.]")
+#: Where a text whose planned reading goes against the evidence names the competing reading
+#: (the evidence's lead): right after its bold verdict.
+COMPETING_CUE = re.compile(r"\*\*, with$")
 #: "at <level word>" right after an AU's name; ``end`` is set once the word is finished.
 _LEVEL_WORD = re.compile(r" at(?P<space> ?)(?P<word>[a-z]*)(?P<end>[^a-z])?")
 #: A number in parentheses begun or just closed at the end of a text: "(2", "(23 %", "(23 %), ".
 _SHARE_TAIL = re.compile(r"\((?P<digits>\d+)(?P<rest> ?%?\)?)(?P<after>[^(]{0,8})$")
-
-
-@dataclass(frozen=True)
-class DecodingSettings:
-    """How the nano ExpLLM decodes (``expllm_model.json``'s ``decoding``): ``label_cue`` ends
-    the text before a label ("the annotated label," of the shipped model's training texts, an
-    opening ``**`` of the new ones); ``conclusion_follows``: the Conclusion's label is the
-    Interpretation's first emotion (``"first"``), its verdict (``"verdict"``) or free (``""``),
-    ``engine.model.labels``."""
-
-    grounded: bool = False
-    label_guidance: float = 0.0
-    label_cue: str = r"(?:label,|\*\*)$"
-    conclusion_follows: str = "first"
-    #: Prior correction of label guidance: the classifier's log-probabilities minus
-    #: ``class_balance`` x the log of the training labels' frequencies (EMOTIONS order), which
-    #: trades a little accuracy on common classes for recall on rare ones (0: off).
-    class_balance: float = 0.0
-    class_frequencies: tuple[float, ...] = ()
-    #: Grounded text stays ASCII and never speaks of annotations, labels or datasets
-    #: (``META_TERMS``); off for a model trained on texts that do (the shipped one), which
-    #: these guards derail.
-    strict_wording: bool = True
-
-    def balanced(self, log_priors: np.ndarray) -> np.ndarray:
-        """``log_priors`` [faces, classes] with the prior correction applied."""
-        if not self.class_balance or not self.class_frequencies:
-            return log_priors
-        frequencies = np.asarray(self.class_frequencies, np.float64)
-        return log_priors - self.class_balance * np.log(np.maximum(frequencies, 1e-6))
-
-    @property
-    def guided(self) -> bool:
-        """Whether decoding is guided at all (else plain greedy)."""
-        return self.grounded or bool(self.label_guidance)
 
 
 @dataclass(frozen=True)
@@ -124,6 +110,10 @@ class AUGrounding:
     strict_wording: bool = True  # ``DecodingSettings.strict_wording``
     #: emotion -> the rule tables' evidence share (0-1) on the face's AUs; None: not checked
     evidence: Mapping[str, float] | None = None
+    #: the planned reading (``DecodingSettings.planned_reading``); None: none
+    reading: str | None = None
+    #: how many characters of stated facts the text begins with (not the model's own words)
+    stated: int = 0
 
     @classmethod
     def from_intensities(
@@ -133,11 +123,14 @@ class AUGrounding:
         level_words: Mapping[str, str] | None = None,
         strict_wording: bool = True,
         evidence: Mapping[str, float] | None = None,
+        reading: str | None = None,
+        stated: int = 0,
     ) -> AUGrounding:
         """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
         word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``);
         ``strict_wording``: ``DecodingSettings.strict_wording``; ``evidence``: the rules'
-        share per emotion on these AUs (``RuleBook.evaluate``), which quoted shares must be."""
+        share per emotion on these AUs (``RuleBook.evaluate``), which quoted shares must be;
+        ``reading``: the planned reading; ``stated``: the length of the stated facts."""
         if level_words is None:
             level_words = _level_words()
         active = {
@@ -152,6 +145,8 @@ class AUGrounding:
             {code: level_words.get(rules.level(value), "") for code, value in active.items()},
             strict_wording,
             evidence,
+            reading,
+            stated,
         )
 
     @cached_property
@@ -184,10 +179,13 @@ class AUGrounding:
             return False, []
         if self.strict_wording and (not text.isascii() or _speaks_of_annotations(text)):
             return False, []
+        if _verdict_missing(text):
+            return False, []
         ok, rests = self._check_aus(text)
         if ok and self.evidence is not None:
             ok, shares = self._check_shares(text)
             rests += shares
+            ok = ok and self._claims_hold(text)
         return ok, (header_rest + rests if ok else [])
 
     def _check_shares(self, text: str) -> tuple[bool, list[str]]:
@@ -203,6 +201,24 @@ class AUGrounding:
         if not quote.startswith(written) or (tail["after"] and written != quote):
             return False, []
         return True, ([quote[len(written) :]] if written != quote else [])
+
+    def _claims_hold(self, text: str) -> bool:
+        """Whether an emotion the end of ``text`` says the evidence favours most
+        (``evidence_claims``) is the one that leads the measured evidence; earlier claims were
+        checked as they were written."""
+        tail = text[-_CLAIM_WINDOW:]
+        own = text[self.stated :][-_CLAIM_WINDOW:]
+        if self.reading == self.lead and (
+            _CONTRARY.search(own) or _VERDICT_GOES_ON.search(own.split(_CONCLUSION_MARK)[0])
+        ):
+            return False  # the reading leads the evidence: nothing speaks against it
+        claimed = evidence_claims(tail)
+        return not claimed or set(claimed) == {self.lead}
+
+    @cached_property
+    def lead(self) -> str | None:
+        """The emotion the measured evidence favours most (None: evidence not known)."""
+        return ranked_emotions(self.evidence)[0] if self.evidence is not None else None
 
     def _check_aus(self, text: str) -> tuple[bool, list[str]]:
         partial = _PARTIAL_CODE.search(text)
@@ -291,6 +307,13 @@ def _cues_in_code_clauses(text: str, codes: Sequence[re.Match]) -> bool:
         if not before or _CLAUSE_END.search(text, before[-1].end(), cue.start()):
             return False
     return True
+
+
+def _verdict_missing(text: str) -> bool:
+    """Whether ``text`` closes its Interpretation without a verdict in bold (``**anger**``,
+    what Des2Exp and the Conclusion's label read)."""
+    body = text.partition(_INTERPRETATION)[2]
+    return "\n" in body and _BOLD_WORD.search(body.partition("\n")[0]) is None
 
 
 def _speaks_of_annotations(text: str) -> bool:

@@ -3,8 +3,10 @@
 faces whose CoT is done cost nothing while the longest one is still being written.
 
 All rows of a batch share one prompt length (the nano base's prompts differ only in their
-visual tokens), so no padding is ever needed. Finished rows leave the batch once they are an
-eighth of it (each removal copies the cache). The cache reserves the prompt plus
+visual tokens). A row may begin its answer with given tokens (``prefixes``, e.g. the measured
+facts a CoT states): they are read in the same pass as the prompt, each row left-padded to the
+longest, the gap masked and skipped by the positions. Finished rows leave the batch once
+they are an eighth of it (each removal copies the cache). The cache reserves the prompt plus
 ``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per token).
 """
 
@@ -20,22 +22,33 @@ Guide = Callable[[Sequence[int], Sequence[list[int]], object], object]
 
 
 def greedy_decode(
-    lm, embeds, max_new_tokens: int, eos_token_id: int, guide: Guide | None = None
+    lm,
+    embeds,
+    max_new_tokens: int,
+    eos_token_id: int,
+    guide: Guide | None = None,
+    prefixes: Sequence[list[int]] | None = None,
 ) -> list[list[int]]:
     """The generated token ids of each row of ``embeds`` [rows, prompt, hidden] (without the
-    end-of-sequence token), greedy under ``guide``."""
+    end-of-sequence token), greedy under ``guide``; ``prefixes``: per row, the tokens its
+    answer begins with (returned as its first tokens)."""
     import torch
     from transformers import DynamicCache
 
     rows = len(embeds)
-    generated: list[list[int]] = [[] for _ in range(rows)]
+    generated: list[list[int]] = [list(p) for p in prefixes] if prefixes else [[] for _ in embeds]
     active = list(range(rows))  # the batch rows of the cache, finished or not
     done: set[int] = set()
+    span = max(map(len, generated))
     kv = DynamicCache()
-    kv.layer_class_to_replicate = partial(_reserved_layer(), embeds.shape[1] + max_new_tokens)
+    kv.layer_class_to_replicate = partial(
+        _reserved_layer(), embeds.shape[1] + span + max_new_tokens
+    )
     # the cache's keyword: ``cache`` from transformers 5.2x on, ``past_key_values`` before
     name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
-    output = lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **{name: kv})
+    window = _Window(lm, embeds, generated, span) if span else None
+    inputs = window.prefill() if window else {"inputs_embeds": embeds}
+    output = lm(**inputs, use_cache=True, logits_to_keep=1, **{name: kv})
     for step in range(max_new_tokens):
         writing = [i for i, row in enumerate(active) if row not in done]
         scores = output.logits[writing, -1].float()
@@ -56,9 +69,61 @@ def greedy_decode(
             keep = [i for i, row in enumerate(active) if row not in done]
             kv.batch_select_indices(torch.tensor(keep, device=embeds.device))
             active, chosen = [active[i] for i in keep], [chosen[i] for i in keep]
+            if window:
+                window.select(keep)
         tokens = torch.tensor([[token] for token in chosen], device=embeds.device)
-        output = lm(input_ids=tokens, use_cache=True, **{name: kv})
+        extra = window.step() if window else {}
+        output = lm(input_ids=tokens, use_cache=True, **extra, **{name: kv})
     return generated
+
+
+class _Window:
+    """Attention mask and positions of a batch whose rows begin with prefixes of different
+    lengths: ``[gap][prompt][prefix]`` per row, the gap masked and skipped by the positions."""
+
+    def __init__(self, lm, embeds, prefixes: Sequence[list[int]], span: int):
+        import torch
+
+        self.lm, self.embeds, self.prefixes, self.span = lm, embeds, prefixes, span
+        rows, prompt = embeds.shape[:2]
+        self.gaps = [span - len(prefix) for prefix in prefixes]
+        self.mask = torch.ones((rows, prompt + span), dtype=torch.long, device=embeds.device)
+        self.positions = torch.arange(prompt + span, device=embeds.device).repeat(rows, 1)
+        for row, gap in enumerate(self.gaps):
+            self.mask[row, :gap] = 0
+            self.positions[row] = (self.positions[row] - gap).clamp(min=0)
+        self.next = self.positions[:, -1] + 1
+
+    def prefill(self) -> dict:
+        """The first pass's inputs: per row its gap, its prompt and its prefix."""
+        import torch
+
+        rows, prompt, hidden = self.embeds.shape
+        joined = self.embeds.new_zeros((rows, prompt + self.span, hidden))
+        table = self.lm.get_input_embeddings()
+        for row, (gap, prefix) in enumerate(zip(self.gaps, self.prefixes, strict=True)):
+            joined[row, gap : gap + prompt] = self.embeds[row]
+            if prefix:
+                ids = torch.tensor(prefix, dtype=torch.long, device=self.embeds.device)
+                joined[row, gap + prompt :] = table(ids).to(self.embeds.dtype)
+        return {
+            "inputs_embeds": joined,
+            "attention_mask": self.mask,
+            "position_ids": self.positions,
+        }
+
+    def step(self) -> dict:
+        """The mask and positions for one more token per row."""
+        import torch
+
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.mask), 1))], dim=1)
+        positions = self.next[:, None].clone()
+        self.next += 1
+        return {"attention_mask": self.mask, "position_ids": positions}
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows ``keep`` (the cache's ``batch_select_indices``)."""
+        self.mask, self.next = self.mask[keep], self.next[keep]
 
 
 @cache

@@ -11,12 +11,13 @@ import numpy as np
 from engine.cot.vocabulary import vocabulary
 from engine.model.decoding import (
     CANDIDATES,
+    COMPETING_CUE,
     FALLBACK_CANDIDATES,
     LAST_WORD,
     AUGrounding,
-    DecodingSettings,
 )
 from engine.model.labels import emotion_token_families, label_choices, label_slot_at
+from engine.model.settings import DecodingSettings
 from engine.types import EMOTIONS
 
 
@@ -26,7 +27,8 @@ class TokenGuide:
 
     ``groundings``: per face (for ``settings.grounded``); ``log_priors``: [faces, 8] classifier
     log-probabilities (for ``settings.label_guidance``); ``allowed_labels``: the classes label
-    slots may name (default: all).
+    slots may name (default: all); ``readings``: per face, the planned reading every label
+    slot names (``DecodingSettings.planned_reading``).
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class TokenGuide:
         groundings: Sequence[AUGrounding] | None,
         log_priors: np.ndarray | None,
         allowed_labels: Sequence[str] | None = None,
+        readings: Sequence[str] | None = None,
     ):
         self.tokenizer = tokenizer
         self.settings = settings
@@ -45,6 +48,7 @@ class TokenGuide:
         self.log_priors = settings.balanced(log_priors) if log_priors is not None else None
         self.allowed = label_choices(allowed_labels)
         self._decode = _fast_decoder(tokenizer)
+        self.readings = readings
 
     def __call__(self, rows: Sequence[int], ids: Sequence[list[int]], scores):
         """``scores`` [len(rows), vocabulary] (logits) as guided log-probabilities."""
@@ -66,6 +70,11 @@ class TokenGuide:
 
         settings = self.settings
         slot = label_slot_at(text, settings.label_cue, self.allowed, settings.conclusion_follows)
+        if slot is None and self.readings and COMPETING_CUE.search(text):
+            lead = self.groundings[row].lead if self.groundings else None
+            if lead:  # the competing reading is the one the evidence leads with
+                _keep(row_scores, self._encode(f" {lead}")[:1])
+            return
         if slot is None:
             return
         if slot.rest:  # a label word begun: finish it
@@ -77,7 +86,8 @@ class TokenGuide:
             if not slot.cued:
                 return
             family = self.families[1] if text[-1:] in ("", " ", "*") else self.families[0]
-        wanted = {EMOTIONS.index(e) for e in slot.choices}
+        choices = (self.readings[row],) if self.readings else slot.choices
+        wanted = {EMOTIONS.index(e) for e in choices}
         weighted = slot.weighted and self.weight
         guided = torch.full_like(row_scores, float("-inf"))
         for token, emotion in family.items():

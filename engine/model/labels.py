@@ -1,8 +1,10 @@
 """Label slots of guided decoding: where the next word of a CoT names an emotion, and which.
 
-* In the **Overall Emotional Interpretation**, its first emotion and the emotion in bold (the
-  verdict ``engine.cot.verify.infer_label`` reads) are label slots: the emotion is chosen among
-  the allowed classes, weighted by the encoder classifier's prior (label guidance).
+* In the **Overall Emotional Interpretation**, the emotion in bold (the verdict
+  ``engine.cot.verify.infer_label`` reads) and, unless the Conclusion follows that verdict, its
+  first emotion are label slots: the emotion is chosen among the allowed classes, weighted by
+  the encoder classifier's prior (label guidance). Where the Conclusion follows the verdict, the
+  emotions the reasoning names before it (the measured evidence, a contrary cue) are its own.
 * In the **Conclusion**, its first emotion (after a label cue, ``DecodingSettings.label_cue``,
   or where the LM starts an emotion word) is the one the Interpretation leads with
   (``DecodingSettings.conclusion_follows``): ``"first"``, the first emotion the Interpretation
@@ -96,13 +98,22 @@ def label_slot_at(
         body = text.split(_INTERPRETATION, 1)[1]
         if "\n" in body:
             return None
-        return _slot(text, body, cue, choices, weighted=True, first_only=False)
+        cued_only = follows == "verdict"
+        return _slot(text, body, cue, choices, weighted=True, first_only=False, cued_only=cued_only)
     return None
 
 
 def _slot(
-    text: str, body: str, cue: str, options: tuple[str, ...], weighted: bool, first_only: bool
+    text: str,
+    body: str,
+    cue: str,
+    options: tuple[str, ...],
+    weighted: bool,
+    first_only: bool,
+    cued_only: bool = False,
 ) -> LabelSlot | None:
+    """The slot at the end of ``text`` (``body``: its section so far): a cued one, or where
+    the section names no emotion yet and an emotion word starts (not for ``cued_only``)."""
     partial = _PARTIAL.search(body)
     if partial[2]:
         head, body_head = text[: len(text) - len(partial[0])], body[: partial.start()]
@@ -115,7 +126,7 @@ def _slot(
             )
     named = bool(emotions_in(body))
     cued = _cued(text, body, cue) and not (first_only and named)
-    return LabelSlot(options, weighted, cued) if cued or not named else None
+    return LabelSlot(options, weighted, cued) if cued or not (named or cued_only) else None
 
 
 def emotion_token_families(tokenizer) -> list[dict[int, int]]:

@@ -27,13 +27,15 @@ from engine.model.config import (
     ModelConfig,
 )
 from engine.model.conversations import IMAGE_TOKEN
-from engine.model.decoding import AUGrounding, DecodingSettings
+from engine.model.decoding import AUGrounding
 from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, feature_shape
 from engine.model.greedy import greedy_decode
 from engine.model.guide import TokenGuide
+from engine.model.labels import label_choices
 from engine.model.nano_module import nano_module
+from engine.model.settings import DecodingSettings
 from engine.resources import sha256_file
-from engine.types import AUReading
+from engine.types import EMOTIONS, AUReading
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class NanoVisionLM(VisionLM):
         self._session = None
         self._au_meter: _AUMeter | None = None
         self._rules = None
+        self._renderer = None
 
     @classmethod
     def create(
@@ -226,50 +229,127 @@ class NanoVisionLM(VisionLM):
         device = next(self.module.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         self.module.eval()
-        cuda = device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+        decoding = how.decoding
+        readings = self.readings(visuals, decoding, how.allowed_labels)
+        facts = (
+            self.stated_facts(visuals, decoding.stated_facts, readings)
+            if decoding.stated_facts
+            else None
+        )
+        half = device.type == "cuda" or decoding.cpu_bfloat16
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
             embeds, _ = self.module.embed(**batch)
             generated = greedy_decode(
                 self.module.lm,
                 embeds,
                 how.max_new_tokens,
                 self.tokenizer.eos_token_id,
-                self._guide(visuals, how),
+                self._guide(visuals, how, readings, facts),
+                [self._encode(text) for text in facts] if facts else None,
             )
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
 
-    def _guide(self, visuals: Sequence[NanoVisual], how: Generation) -> TokenGuide | None:
+    def _guide(
+        self,
+        visuals: Sequence[NanoVisual],
+        how: Generation,
+        readings: list[str] | None,
+        facts: list[str] | None,
+    ) -> TokenGuide | None:
         """The token guide of ``how.decoding`` (None when it asks for plain greedy over all
-        classes)."""
+        classes); ``readings``: the planned reading of each face (``readings``), ``facts``:
+        the facts each text begins with."""
         decoding, allowed_labels = how.decoding, how.allowed_labels
         if not decoding.guided and allowed_labels is None:
             return None
-        groundings = self.groundings(visuals, decoding) if decoding.grounded else None
+        groundings = (
+            self.groundings(visuals, decoding, readings, facts) if decoding.grounded else None
+        )
         priors = np.stack([v.log_prior for v in visuals])
-        return TokenGuide(self.tokenizer, decoding, groundings, priors, allowed_labels)
+        return TokenGuide(self.tokenizer, decoding, groundings, priors, allowed_labels, readings)
+
+    def readings(
+        self,
+        visuals: Sequence[NanoVisual],
+        decoding: DecodingSettings,
+        allowed_labels: Sequence[str] | None = None,
+    ) -> list[str] | None:
+        """The emotion each face is read as before its text is written
+        (``DecodingSettings.planned_reading``): the encoder classifier's best allowed class,
+        prior-corrected; else None (the LM's text decides)."""
+        if not decoding.planned_reading:
+            return None
+        choices = [EMOTIONS.index(e) for e in label_choices(allowed_labels)]
+        priors = decoding.balanced(np.stack([v.log_prior for v in visuals]))[:, choices]
+        return [EMOTIONS[choices[i]] for i in priors.argmax(axis=1)]
 
     def groundings(
-        self, visuals: Sequence[NanoVisual], decoding: DecodingSettings | None = None
+        self,
+        visuals: Sequence[NanoVisual],
+        decoding: DecodingSettings | None = None,
+        readings: Sequence[str] | None = None,
+        facts: Sequence[str] | None = None,
     ) -> list[AUGrounding]:
         """The AUs each face was measured with and the rule tables' evidence on them (those of
         the model's AU back end, as ``exp-cot`` renders with), as grounding holds the text to
-        them (``decoding``: default the model's)."""
+        them (``decoding``: default the model's; ``readings``: planned, ``readings``;
+        ``facts``: the stated facts each text begins with)."""
         strict = (decoding or self.config.decoding).strict_wording
+        rules = self._rule_book()
+        readings = readings or [None] * len(visuals)
+        lengths = [len(text) for text in facts] if facts else [0] * len(visuals)
+        return [
+            AUGrounding.from_intensities(
+                intensities,
+                rules,
+                strict_wording=strict,
+                evidence=evidence.scores,
+                reading=reading,
+                stated=stated,
+            )
+            for (intensities, evidence), reading, stated in zip(
+                self._evidence(visuals), readings, lengths, strict=True
+            )
+        ]
+
+    def stated_facts(
+        self,
+        visuals: Sequence[NanoVisual],
+        variant: str,
+        readings: Sequence[str] | None = None,
+    ) -> list[str]:
+        """What the CoT template ``variant`` states of each face's measurements
+        (``CoTRenderer.facts``; with its planned reading, the strongest contrary cue too), as
+        its text begins."""
+        if self._renderer is None:
+            from engine.cot.render import CoTRenderer
+
+            rules = self._rule_book()
+            self._renderer = CoTRenderer(
+                threshold=rules.active_threshold, max_aus=rules.max_cited_aus
+            )
+        readings = readings or [None] * len(visuals)
+        return [
+            self._renderer.facts(evidence, variant, reading)
+            for (_, evidence), reading in zip(self._evidence(visuals), readings, strict=True)
+        ]
+
+    def _evidence(self, visuals: Sequence[NanoVisual]) -> list[tuple[dict[str, float], Any]]:
+        """Per face, its AU intensities and the rules' ``EmotionEvidence`` on them."""
+        rules = self._rule_book()
+        codes, backend = self.config.au_codes, self.config.au_backend
+        out = []
+        for visual in visuals:
+            intensities = dict(zip(codes, visual.aus.tolist(), strict=True))
+            out.append((intensities, rules.evaluate(AUReading(intensities, backend, ""))))
+        return out
+
+    def _rule_book(self):
         if self._rules is None:
             from engine.cot.rules import RuleBook
 
             self._rules = RuleBook.for_backend(self.config.au_backend)
-        codes, backend = self.config.au_codes, self.config.au_backend
-        groundings = []
-        for visual in visuals:
-            intensities = dict(zip(codes, visual.aus.tolist(), strict=True))
-            evidence = self._rules.evaluate(AUReading(intensities, backend, "")).scores
-            groundings.append(
-                AUGrounding.from_intensities(
-                    intensities, self._rules, strict_wording=strict, evidence=evidence
-                )
-            )
-        return groundings
+        return self._rules
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file

@@ -35,7 +35,7 @@ from engine.data.images import load_image
 from engine.model.base import create_model, load_model
 from engine.model.config import GENERATION_BATCH
 from engine.model.conversations import Sample, build_samples, read_rows
-from engine.model.decoding import DecodingSettings
+from engine.model.settings import DecodingSettings
 from engine.store.stats import read_shards
 from engine.types import EMOTIONS
 

@@ -1,0 +1,87 @@
+"""How the nano ExpLLM decodes: ``DecodingSettings``, the ``decoding`` of a model folder's
+``expllm_model.json`` (what each setting does: ``engine.model.decoding``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from engine.model.labels import FOLLOWS
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """How the nano ExpLLM decodes (``expllm_model.json``'s ``decoding``): ``label_cue`` ends
+    the text before a label ("the annotated label," of the shipped model's training texts, an
+    opening ``**`` of the new ones); ``conclusion_follows``: the Conclusion's label is the
+    Interpretation's first emotion (``"first"``), its verdict (``"verdict"``) or free (``""``),
+    ``engine.model.labels``."""
+
+    grounded: bool = False
+    label_guidance: float = 0.0
+    label_cue: str = r"(?:label,|\*\*)$"
+    conclusion_follows: str = "first"
+    #: Prior correction of label guidance: the classifier's log-probabilities minus
+    #: ``class_balance`` x the log of the training labels' frequencies (EMOTIONS order), which
+    #: trades a little accuracy on common classes for recall on rare ones (0: off).
+    class_balance: float = 0.0
+    class_frequencies: tuple[float, ...] = ()
+    #: Grounded text stays ASCII and never speaks of annotations, labels or datasets
+    #: (``META_TERMS``); off for a model trained on texts that do (the shipped one), which
+    #: these guards derail.
+    strict_wording: bool = True
+    #: A CoT template variant ("evidence"): each text begins with what that variant states of
+    #: the face's measurements alone (``CoTRenderer.facts``: every cited AU, strongest first,
+    #: and the rules' evidence), and the model writes the reasoning and the Conclusion from
+    #: there; "" : it writes the whole text.
+    stated_facts: str = ""
+    #: Decide the reading of each face before its text (the encoder classifier's best allowed
+    #: class, prior-corrected) and write towards it: every label slot names it, the stated
+    #: facts include the measured cue that weighs most against it, and a text whose reading
+    #: leads the evidence speaks of no contrary or competing evidence.
+    planned_reading: bool = False
+    #: Run the LM's matrix products in bfloat16 on the CPU too (autocast; fast where the CPU
+    #: has AMX or AVX512-BF16); on GPUs always.
+    cpu_bfloat16: bool = False
+
+    def with_options(self, options: Mapping[str, object]) -> DecodingSettings:
+        """These settings with ``options`` (setting name -> value, e.g. from
+        ``--model-option``) replaced, each cast to its setting's type."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        unknown = sorted(set(options) - set(current))
+        if unknown:
+            raise ValueError(
+                f"unknown decoding setting(s) {', '.join(unknown)}; known: {', '.join(current)}"
+            )
+        cast = {name: _cast(value, current[name], name) for name, value in options.items()}
+        if "conclusion_follows" in cast and cast["conclusion_follows"] not in FOLLOWS:
+            raise ValueError(f"conclusion_follows must be one of {FOLLOWS}")
+        return replace(self, **cast)
+
+    def balanced(self, log_priors: np.ndarray) -> np.ndarray:
+        """``log_priors`` [faces, classes] with the prior correction applied."""
+        if not self.class_balance or not self.class_frequencies:
+            return log_priors
+        frequencies = np.asarray(self.class_frequencies, np.float64)
+        return log_priors - self.class_balance * np.log(np.maximum(frequencies, 1e-6))
+
+    @property
+    def guided(self) -> bool:
+        """Whether decoding is guided at all (else plain greedy)."""
+        return self.grounded or bool(self.label_guidance) or self.planned_reading
+
+
+def _cast(value: object, like: object, name: str) -> object:
+    """``value`` as the type of the setting ``name``'s current value ``like``."""
+    try:
+        if isinstance(like, bool) and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if isinstance(like, tuple):
+            return tuple(float(v) for v in value)
+        return type(like)(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"decoding setting {name}: cannot read {value!r}") from error
