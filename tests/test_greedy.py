@@ -4,11 +4,8 @@ tiny random Llama (no download): same tokens, also when rows finish early and le
 import pytest
 
 
-def test_greedy_decode_matches_transformers_generate():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from engine.model.greedy import greedy_decode
-
+def _tiny_llama(torch, transformers, seed: int):
+    """A 2-layer random Llama (vocabulary 40, hidden 32, grouped KV heads), seeded."""
     config = transformers.LlamaConfig(
         vocab_size=40,
         hidden_size=32,
@@ -18,8 +15,16 @@ def test_greedy_decode_matches_transformers_generate():
         num_key_value_heads=2,
         max_position_embeddings=128,
     )
-    torch.manual_seed(0)
-    lm = transformers.LlamaForCausalLM(config).eval()
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_greedy_decode_matches_transformers_generate():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import greedy_decode
+
+    lm = _tiny_llama(torch, transformers, seed=0)
     embeds = torch.randn(12, 7, 32)
     with torch.inference_mode():
         free = greedy_decode(lm, embeds, 20, eos_token_id=-1)
@@ -48,17 +53,7 @@ def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone():
     transformers = pytest.importorskip("transformers")
     from engine.model.greedy import greedy_decode
 
-    config = transformers.LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(1)
-    lm = transformers.LlamaForCausalLM(config).eval()
+    lm = _tiny_llama(torch, transformers, seed=1)
     embeds = torch.randn(9, 6, 32)
     prefixes = [[int(t) for t in torch.randint(0, 40, (length,))] for length in range(9)]
     with torch.inference_mode():
