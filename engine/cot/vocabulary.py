@@ -11,10 +11,10 @@ A token (``TOKEN``: letters and digits, maybe joined by an apostrophe, dot or hy
 (``Vocabulary.is_word``) if it is a known word or known words joined by hyphens, a number, a
 FACS code AU01..AU46 or prototype token (``5B``, ``R12A``), or an intensity letter A-E. The
 evaluation counts the other tokens (``engine.evaluation.cot_quality``). For decoding
-(``Vocabulary.allows``) every finished word of a text must be known and an unfinished last one
-must begin one (``completion`` finishes it), so that a clause cannot run into non-words such as
-"UiPuPurpSurvue"; a word run into digits is a code or an ordinal there (``AU12``, ``1st``: the
-grounding checks codes). Single letters always pass ``knows`` (``in`` is the plain
+(``Vocabulary.allows``) every finished token of a text must be a word by the same test and an
+unfinished last one must begin one (``completion`` finishes a word), so that a clause cannot
+run into non-words such as "UiPuPurpSurvue", "Ther12" or "up-and-b" (the grounding checks
+which codes). Single letters always pass ``knows`` and ``begins`` (``in`` is the plain
 membership).
 """
 
@@ -38,6 +38,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 #: A FACS code: ``AU12``, ``AU12E``, or a prototype token (``5B``, ``R12A``: side, AU, level).
 _AU_CODE = re.compile(r"(?:AU|[LR])?(\d{1,2})[A-E]?", re.IGNORECASE)
 _INTENSITY = re.compile(r"[A-E]")
+#: The beginning of a FACS code or prototype token (``_AU_CODE``).
+_CODE_BEGUN = re.compile(r"(?:AU?|[LR])?\d{0,2}[A-E]?", re.IGNORECASE)
 #: The highest FACS action unit number.
 MAX_AU = 46
 WORD_LIST = "english_words.txt"
@@ -119,22 +121,28 @@ class Vocabulary:
         return min(fitting, key=len)[len(prefix) :] if fitting else ""
 
     def allows(self, text: str, tail: int = TAIL) -> bool:
-        """Whether the words of ``text``'s last ``tail`` characters are known, the last one
-        (unfinished at the end of ``text``) at least the beginning of one."""
+        """Whether the tokens of ``text``'s last ``tail`` characters are words (``is_word``),
+        the last one (unfinished at the end of ``text``) at least the beginning of one."""
         start = max(0, len(text) - tail)
-        while start and text[start - 1].isalpha():
+        while start and not text[start - 1].isspace():
             start -= 1
-        for match in WORD.finditer(text, start):
-            end = match.end()
-            before = text[match.start() - 1] if match.start() else ""
-            if before.isdigit() or (end < len(text) and text[end].isdigit()):
-                continue  # a code, an ordinal or a look-alike ("AU12", "1st", "U16")
-            if end == len(text):
-                if not self.begins(match[0]):
+        for match in TOKEN.finditer(text, start):
+            if match.end() < len(text):
+                if not self.is_word(match[0]):
                     return False
-            elif not self.knows(match[0]):
+            elif not self._begins_token(match[0]):
                 return False
         return True
+
+    def _begins_token(self, token: str) -> bool:
+        """Whether an unfinished ``token`` can still become a word: its joined parts but the
+        last are words, and the last begins a word, number or code."""
+        *parts, last = re.split(r"['’.\-]", token)
+        if any(not self._known(part.lower()) and not self.is_word(part) for part in parts):
+            return self._known(token.lower().replace("’", "'"))  # "don't" begun as "don'"
+        if last.isalpha():
+            return self.begins(last)
+        return last.isdigit() or bool(_CODE_BEGUN.fullmatch(last))
 
 
 @cache

@@ -5,7 +5,9 @@
   Observations, strongest first, with the measured level word, letter and intensity
   (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``); and it keeps to the exact
   CoT format (``exact_format_prefix``): the three headers in order, single spaces, one line per
-  section, no end before the Conclusion, and the Interpretation ends with a verdict in bold.
+  section, no end before the Conclusion, and the Interpretation ends with a verdict in bold,
+  within the bounds of ``engine.model.closing`` (a few sentences of reasoning, a one-sentence
+  Conclusion).
   An evidence share quoted after an emotion ("anger (31 %)") is the rule tables' share of that
   emotion on the measured AUs (``AUGrounding.evidence``), and an emotion it says the evidence
   favours most ("anger carries the most evidence", ``data/evidence_claims.json``) leads it.
@@ -49,6 +51,7 @@ from engine.cot.verify import (
     share_owner,
 )
 from engine.cot.vocabulary import vocabulary
+from engine.model.closing import reasoning_closes
 from engine.model.labels import label_slot
 
 __all__ = ["AUGrounding", "label_slot"]
@@ -84,11 +87,12 @@ _META_WINDOW = 40
 #: ``data/evidence_claims.json`` with its emotion).
 _CLAIM_WINDOW = 120
 #: What a text whose planned reading leads the evidence does not write after its stated facts:
-#: contrary or competing cues, or a sentence of its own opening
+#: contrary or competing cues, evidence against it, or a sentence of its own opening
 #: with "The" (as the templates' texts go from such facts straight to a verdict, and the model
 #: tends to start the contrary-cue sentence so).
-_CONTRARY = re.compile(r"(?i:\b(?:contrary|competing|contradict\w*)\b)|(?:^|[.:]) The\b")
-#: In the Interpretation of such a text, a bold verdict ends its sentence.
+_CONTRARY = re.compile(r"(?i:\b(?:contrary|competing|contradict\w*|against)\b)|(?:^|[.:]) The\b")
+#: In the Interpretation of such a text, a bold verdict ends its sentence (the Conclusion's
+#: label goes on: "**anger**, the reading ...").
 _VERDICT_GOES_ON = re.compile(r"\*\*[a-z]+\*\*[^.]")
 #: Where a text whose planned reading goes against the evidence names the competing reading
 #: (the evidence's lead): right after its bold verdict.
@@ -179,14 +183,15 @@ class AUGrounding:
             return False, []
         if self.strict_wording and (not text.isascii() or _speaks_of_annotations(text)):
             return False, []
-        if _verdict_missing(text):
+        closes, closing = reasoning_closes(text, self.stated)
+        if not closes or _verdict_missing(text):
             return False, []
         ok, rests = self._check_aus(text)
         if ok and self.evidence is not None:
             ok, shares = self._check_shares(text)
             rests += shares
             ok = ok and self._claims_hold(text)
-        return ok, (header_rest + rests if ok else [])
+        return ok, (header_rest + closing + rests if ok else [])
 
     def _check_shares(self, text: str) -> tuple[bool, list[str]]:
         """The share quoted after an emotion at the end of ``text`` ("anger (3", "anger (31 %)")
@@ -209,7 +214,7 @@ class AUGrounding:
         tail = text[-_CLAIM_WINDOW:]
         own = text[self.stated :][-_CLAIM_WINDOW:]
         if self.reading == self.lead and (
-            _CONTRARY.search(own) or _VERDICT_GOES_ON.search(own.split(_CONCLUSION_MARK)[0])
+            _CONTRARY.search(own) or (_CONCLUSION_MARK not in text and _VERDICT_GOES_ON.search(own))
         ):
             return False  # the reading leads the evidence: nothing speaks against it
         claimed = evidence_claims(tail)

@@ -4,10 +4,12 @@ faces whose CoT is done cost nothing while the longest one is still being writte
 
 All rows of a batch share one prompt length (the nano base's prompts differ only in their
 visual tokens). A row may begin its answer with given tokens (``prefixes``, e.g. the measured
-facts a CoT states): they are read in the same pass as the prompt, each row left-padded to the
-longest, the gap masked and skipped by the positions. Finished rows leave the batch once
-they are an eighth of it (each removal copies the cache). The cache reserves the prompt plus
-``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per token).
+facts a CoT states): they are read in the first pass with the prompt, in groups of rows of
+similar lengths, each row left-padded to its group's longest, the gap masked and skipped by
+the positions. A model may decode with a ``bfloat16_copy`` of its LM. Finished rows leave
+the batch once they are an eighth of it (each removal copies the cache). The cache reserves
+the prompt plus ``max_new_tokens`` positions once, instead of growing (a copy of the whole
+cache per token).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from functools import cache, partial
 
+#: How many rows the first pass reads at once (rows of similar prefix lengths together).
+PREFILL_GROUP = 8
 #: ``guide(rows, ids, scores)``: the scores of the next token of each row still being written
 #: (``rows``: their indices in the batch, ``ids``: the tokens each has so far), guided.
 Guide = Callable[[Sequence[int], Sequence[list[int]], object], object]
@@ -47,11 +51,13 @@ def greedy_decode(
     # the cache's keyword: ``cache`` from transformers 5.2x on, ``past_key_values`` before
     name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
     window = _Window(lm, embeds, generated, span) if span else None
-    inputs = window.prefill() if window else {"inputs_embeds": embeds}
-    output = lm(**inputs, use_cache=True, logits_to_keep=1, **{name: kv})
+    if window:
+        logits = window.prefill(kv, name)
+    else:
+        logits = lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1, **{name: kv}).logits
     for step in range(max_new_tokens):
         writing = [i for i, row in enumerate(active) if row not in done]
-        scores = output.logits[writing, -1].float()
+        scores = logits[writing, -1].float()
         if guide is not None:
             scores = guide(
                 [active[i] for i in writing], [generated[active[i]] for i in writing], scores
@@ -73,7 +79,7 @@ def greedy_decode(
                 window.select(keep)
         tokens = torch.tensor([[token] for token in chosen], device=embeds.device)
         extra = window.step() if window else {}
-        output = lm(input_ids=tokens, use_cache=True, **extra, **{name: kv})
+        logits = lm(input_ids=tokens, use_cache=True, **extra, **{name: kv}).logits
     return generated
 
 
@@ -94,23 +100,60 @@ class _Window:
             self.positions[row] = (self.positions[row] - gap).clamp(min=0)
         self.next = self.positions[:, -1] + 1
 
-    def prefill(self) -> dict:
-        """The first pass's inputs: per row its gap, its prompt and its prefix."""
+    def prefill(self, kv, name: str):
+        """Read every row's gap, prompt and prefix into the cache ``kv`` (the model's cache
+        keyword ``name``); the logits of their last positions [rows, 1, vocabulary]. Rows are
+        read in groups of similar prefix lengths (``PREFILL_GROUP``), each padded only to its
+        longest, and their keys and values placed into the batch's layout."""
+        import torch
+        from transformers import DynamicCache
+
+        rows, prompt, _ = self.embeds.shape
+        order = sorted(range(rows), key=lambda row: len(self.prefixes[row]))
+        logits, states = None, None
+        for start in range(0, rows, PREFILL_GROUP):
+            group = order[start : start + PREFILL_GROUP]
+            width = prompt + max(len(self.prefixes[row]) for row in group)
+            cache = DynamicCache()
+            out = self.lm(
+                inputs_embeds=self._joined(group, width),
+                attention_mask=self.mask[group, -width:],
+                position_ids=self.positions[group, -width:],
+                use_cache=True,
+                logits_to_keep=1,
+                **{name: cache},
+            )
+            if logits is None:
+                logits = out.logits.new_empty((rows, *out.logits.shape[1:]))
+                states = [
+                    (_blank(layer.keys, rows, prompt + self.span),
+                     _blank(layer.values, rows, prompt + self.span))
+                    for layer in cache.layers
+                ]  # fmt: skip
+            index = torch.tensor(group, device=logits.device)
+            logits[index] = out.logits
+            for (keys, values), layer in zip(states, cache.layers, strict=True):
+                keys[index, :, -width:] = layer.keys
+                values[index, :, -width:] = layer.values
+        for number, (keys, values) in enumerate(states):
+            kv.update(keys, values, number)
+        return logits
+
+    def _joined(self, group: list[int], width: int):
+        """The input embeddings of the rows ``group``, each ``[gap][prompt][prefix]`` within
+        ``width`` positions."""
         import torch
 
-        rows, prompt, hidden = self.embeds.shape
-        joined = self.embeds.new_zeros((rows, prompt + self.span, hidden))
+        prompt, hidden = self.embeds.shape[1:]
+        joined = self.embeds.new_zeros((len(group), width, hidden))
         table = self.lm.get_input_embeddings()
-        for row, (gap, prefix) in enumerate(zip(self.gaps, self.prefixes, strict=True)):
-            joined[row, gap : gap + prompt] = self.embeds[row]
+        for place, row in enumerate(group):
+            prefix = self.prefixes[row]
+            joined[place, width - prompt - len(prefix) : width - len(prefix)] = self.embeds[row]
             if prefix:
                 ids = torch.tensor(prefix, dtype=torch.long, device=self.embeds.device)
-                joined[row, gap + prompt :] = table(ids).to(self.embeds.dtype)
-        return {
-            "inputs_embeds": joined,
-            "attention_mask": self.mask,
-            "position_ids": self.positions,
-        }
+                joined[place, width - len(prefix) :] = table(ids).to(self.embeds.dtype)
+        return joined
 
     def step(self) -> dict:
         """The mask and positions for one more token per row."""
@@ -124,6 +167,30 @@ class _Window:
     def select(self, keep: list[int]) -> None:
         """Keep only the rows ``keep`` (the cache's ``batch_select_indices``)."""
         self.mask, self.next = self.mask[keep], self.next[keep]
+
+
+def bfloat16_copy(lm):
+    """A copy of ``lm`` for decoding under bfloat16 autocast whose linear layers hold bfloat16
+    weights, cast once instead of at every step; the embeddings and norms stay as they were,
+    so it computes what autocast computes on the original (an output layer tied to the
+    embeddings gets weights of its own)."""
+    import copy
+
+    import torch
+
+    half = copy.deepcopy(lm)
+    for module in half.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), False)
+            if module.bias is not None:
+                module.bias = torch.nn.Parameter(module.bias.detach().to(torch.bfloat16), False)
+    return half
+
+
+def _blank(like, rows: int, length: int):
+    """Zeros shaped like the cache tensor ``like`` [group, heads, positions, dim] for ``rows``
+    rows and ``length`` positions (masked positions must hold finite values)."""
+    return like.new_zeros((rows, like.shape[1], length, like.shape[3]))
 
 
 @cache

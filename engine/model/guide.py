@@ -49,12 +49,18 @@ class TokenGuide:
         self.allowed = label_choices(allowed_labels)
         self._decode = _fast_decoder(tokenizer)
         self.readings = readings
+        # control tokens (chat roles, ...) are skipped when texts are decoded, so grounding
+        # cannot see them: the end-of-sequence token is the only one a text may write
+        added = getattr(tokenizer, "added_tokens_decoder", {})  # absent: a plain test tokenizer
+        special = {i for i, t in added.items() if t.special}
+        self._control = sorted(special - {tokenizer.eos_token_id})
 
     def __call__(self, rows: Sequence[int], ids: Sequence[list[int]], scores):
         """``scores`` [len(rows), vocabulary] (logits) as guided log-probabilities."""
         import torch
 
         scores = torch.log_softmax(scores.float(), dim=-1)
+        scores[:, self._control] = float("-inf")
         texts = [self._decode(row_ids) for row_ids in ids]
         for index, row in enumerate(rows):
             self._guide_label(row, texts[index], scores[index])
@@ -98,15 +104,18 @@ class TokenGuide:
 
     def _ground(self, ids, text, grounding, row_scores, best: list[int]) -> None:
         eos = self.tokenizer.eos_token_id
-        for rank, token in enumerate(self._candidates(row_scores, text, grounding, best)):
+        for token in self._candidates(row_scores, text, grounding, best):
             if (
                 grounding.may_end(text)
                 if token == eos
                 else grounding.allows(self._decode([*ids, token]))
             ):
-                if rank:  # greedy: the first grounded candidate is the only choice left
-                    _keep(row_scores, [token])
+                # the first grounded candidate is the only choice left (the best token may
+                # tie with it: bfloat16 scores often do)
+                _keep(row_scores, [token])
                 return
+        if grounding.may_end(text):  # nothing keeps the text grounded, but it is complete
+            _keep(row_scores, [eos])
 
     def _candidates(self, row_scores, text, grounding, best: list[int]):
         """The best tokens; only if none of them will do, those continuing a header, code,

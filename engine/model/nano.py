@@ -29,7 +29,7 @@ from engine.model.config import (
 from engine.model.conversations import IMAGE_TOKEN
 from engine.model.decoding import AUGrounding
 from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, feature_shape
-from engine.model.greedy import greedy_decode
+from engine.model.greedy import bfloat16_copy, greedy_decode
 from engine.model.guide import TokenGuide
 from engine.model.labels import label_choices
 from engine.model.nano_module import nano_module
@@ -100,6 +100,7 @@ class NanoVisionLM(VisionLM):
         self._au_meter: _AUMeter | None = None
         self._rules = None
         self._renderer = None
+        self._half_lm = None
 
     @classmethod
     def create(
@@ -240,7 +241,7 @@ class NanoVisionLM(VisionLM):
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
             embeds, _ = self.module.embed(**batch)
             generated = greedy_decode(
-                self.module.lm,
+                self._decoder(half, device),
                 embeds,
                 how.max_new_tokens,
                 self.tokenizer.eos_token_id,
@@ -248,6 +249,16 @@ class NanoVisionLM(VisionLM):
                 [self._encode(text) for text in facts] if facts else None,
             )
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+
+    def _decoder(self, half: bool, device):
+        """The LM that decodes: for bfloat16 decoding of a model loaded for inference (LoRA
+        merged), its ``bfloat16_copy``, made once per device."""
+        lm = self.module.lm
+        if not half or hasattr(lm, "peft_config"):  # a model in training changes: no copy
+            return lm
+        if self._half_lm is None or self._half_lm[0] != device:
+            self._half_lm = (device, bfloat16_copy(lm))
+        return self._half_lm[1]
 
     def _guide(
         self,
