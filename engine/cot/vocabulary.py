@@ -138,8 +138,8 @@ class Vocabulary:
         """Whether an unfinished ``token`` can still become a word: its joined parts but the
         last are words, and the last begins a word, number or code."""
         *parts, last = re.split(r"['’.\-]", token)
-        if any(not self._known(part.lower()) and not self.is_word(part) for part in parts):
-            return self._known(token.lower().replace("’", "'"))  # "don't" begun as "don'"
+        if not all(map(self.is_word, parts)):
+            return self._known(token.lower().replace("’", "'"))  # a listed word ("x-ray")
         if last.isalpha():
             return self.begins(last)
         return last.isdigit() or bool(_CODE_BEGUN.fullmatch(last))

@@ -24,7 +24,8 @@ _INTERPRETATION = f"**{HEADERS[1]}:** "
 _CONCLUSION = f"\n\n**{HEADERS[2]}:** "
 #: A sentence's end: a full stop not inside a number ("1.5").
 _SENTENCE_END = re.compile(r"\.(?!\d)")
-_BOLD_WORD = re.compile(r"\*\*[A-Za-z]+\*\*")
+#: A verdict in bold (``**anger**``, what Des2Exp and the Conclusion's label read).
+BOLD_WORD = re.compile(r"\*\*[A-Za-z]+\*\*")
 
 
 def reasoning_closes(text: str, stated: int = 0) -> tuple[bool, list[str]]:
@@ -42,7 +43,7 @@ def reasoning_closes(text: str, stated: int = 0) -> tuple[bool, list[str]]:
             return False, []  # one sentence; then the text ends
         return _within(conclusion, CONCLUSION_CHARACTERS), []
     own = text[max(body_start, stated) :]
-    verdict = _BOLD_WORD.search(own)
+    verdict = BOLD_WORD.search(own)
     if verdict:  # a verdict written: the rest of its sentence, then the header
         after = _SENTENCE_END.search(own, verdict.end())
         rest = own[after.end() :] if after else ""

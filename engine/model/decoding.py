@@ -51,7 +51,7 @@ from engine.cot.verify import (
     share_owner,
 )
 from engine.cot.vocabulary import vocabulary
-from engine.model.closing import reasoning_closes
+from engine.model.closing import BOLD_WORD, reasoning_closes
 from engine.model.labels import label_slot
 
 __all__ = ["AUGrounding", "label_slot"]
@@ -77,7 +77,6 @@ _RUNAWAY_WORD = re.compile(r"\S{32}")
 _MONOTONOUS_TAIL = 48
 _INTERPRETATION = f"**{HEADERS[1]}"
 _CONCLUSION_MARK = f"\n\n**{HEADERS[2]}"
-_BOLD_WORD = re.compile(r"\*\*[A-Za-z]+\*\*")
 _CLAUSE_END = re.compile(r";|\.\s")
 #: The word (maybe unfinished) at the end of a text.
 LAST_WORD = re.compile(r"[A-Za-z]*$")
@@ -318,7 +317,7 @@ def _verdict_missing(text: str) -> bool:
     """Whether ``text`` closes its Interpretation without a verdict in bold (``**anger**``,
     what Des2Exp and the Conclusion's label read)."""
     body = text.partition(_INTERPRETATION)[2]
-    return "\n" in body and _BOLD_WORD.search(body.partition("\n")[0]) is None
+    return "\n" in body and BOLD_WORD.search(body.partition("\n")[0]) is None
 
 
 def _speaks_of_annotations(text: str) -> bool:

@@ -92,10 +92,9 @@ class _Window:
 
         self.lm, self.embeds, self.prefixes, self.span = lm, embeds, prefixes, span
         rows, prompt = embeds.shape[:2]
-        self.gaps = [span - len(prefix) for prefix in prefixes]
         self.mask = torch.ones((rows, prompt + span), dtype=torch.long, device=embeds.device)
         self.positions = torch.arange(prompt + span, device=embeds.device).repeat(rows, 1)
-        for row, gap in enumerate(self.gaps):
+        for row, gap in enumerate(span - len(prefix) for prefix in prefixes):
             self.mask[row, :gap] = 0
             self.positions[row] = (self.positions[row] - gap).clamp(min=0)
         self.next = self.positions[:, -1] + 1
@@ -104,13 +103,14 @@ class _Window:
         """Read every row's gap, prompt and prefix into the cache ``kv`` (the model's cache
         keyword ``name``); the logits of their last positions [rows, 1, vocabulary]. Rows are
         read in groups of similar prefix lengths (``PREFILL_GROUP``), each padded only to its
-        longest, and their keys and values placed into the batch's layout."""
+        longest, and their keys and values placed into the batch's layout in ``kv`` (whose
+        layers are ``_reserved_layer``'s)."""
         import torch
         from transformers import DynamicCache
 
         rows, prompt, _ = self.embeds.shape
         order = sorted(range(rows), key=lambda row: len(self.prefixes[row]))
-        logits, states = None, None
+        logits = None
         for start in range(0, rows, PREFILL_GROUP):
             group = order[start : start + PREFILL_GROUP]
             width = prompt + max(len(self.prefixes[row]) for row in group)
@@ -125,18 +125,12 @@ class _Window:
             )
             if logits is None:
                 logits = out.logits.new_empty((rows, *out.logits.shape[1:]))
-                states = [
-                    (_blank(layer.keys, rows, prompt + self.span),
-                     _blank(layer.values, rows, prompt + self.span))
-                    for layer in cache.layers
-                ]  # fmt: skip
+                while len(kv.layers) < len(cache.layers):
+                    kv.layers.append(kv.layer_class_to_replicate())
             index = torch.tensor(group, device=logits.device)
             logits[index] = out.logits
-            for (keys, values), layer in zip(states, cache.layers, strict=True):
-                keys[index, :, -width:] = layer.keys
-                values[index, :, -width:] = layer.values
-        for number, (keys, values) in enumerate(states):
-            kv.update(keys, values, number)
+            for layer, read in zip(kv.layers, cache.layers, strict=True):
+                layer.place(rows, prompt + self.span, index, read.keys, read.values)
         return logits
 
     def _joined(self, group: list[int], width: int):
@@ -187,12 +181,6 @@ def bfloat16_copy(lm):
     return half
 
 
-def _blank(like, rows: int, length: int):
-    """Zeros shaped like the cache tensor ``like`` [group, heads, positions, dim] for ``rows``
-    rows and ``length`` positions (masked positions must hold finite values)."""
-    return like.new_zeros((rows, like.shape[1], length, like.shape[3]))
-
-
 @cache
 def _reserved_layer():
     """A ``transformers`` cache layer that writes into tensors reserved for ``capacity``
@@ -221,6 +209,24 @@ def _reserved_layer():
             self.keys = self.key_store[:, :, :end]
             self.values = self.value_store[:, :, :end]
             return self.keys, self.values
+
+        def place(self, rows: int, length: int, index, key_states, value_states) -> None:
+            """Fill the first ``length`` positions of the rows ``index`` of a batch of
+            ``rows``: their keys and values right-aligned, the positions before them zero
+            (masked positions must hold finite values)."""
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                shape = (rows, key_states.shape[1], self.capacity, key_states.shape[3])
+                self.key_store = key_states.new_empty(shape)
+                self.value_store = value_states.new_empty(shape)
+                self.key_store[:, :, :length] = 0
+                self.value_store[:, :, :length] = 0
+                self.length = length
+                self.keys = self.key_store[:, :, :length]
+                self.values = self.value_store[:, :, :length]
+            width = key_states.shape[-2]
+            self.key_store[index, :, length - width : length] = key_states
+            self.value_store[index, :, length - width : length] = value_states
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             self.key_store = self.key_store[indices]
