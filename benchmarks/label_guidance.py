@@ -8,7 +8,7 @@ decodes each with AU grounding and every weight ``w`` (0: the LM's own reading);
 encoder head's accuracy and UAR on the same faces, then per weight the accuracy and UAR of the
 label read from the Conclusion, the share of CoTs in the exact format, the mean AU faithfulness,
 the share of complete CoTs (every active AU cited, strongest first, up to the table's cap),
-the shares of CoTs stating AU intensities and AU evidence as measured, the CoT wording
+the shares of CoTs stating AU intensities, AU evidence and cues as measured, the CoT wording
 figures (``engine.evaluation.cot_quality``: the Conclusion following the Interpretation's lead,
 non-word tokens, annotation wording) and seconds per face.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.cot.cue_claims import misstated_cues
 from engine.cot.rules import RuleBook
 from engine.cot.verify import conclusion_label, verify
 from engine.data.datasets import read_dataset
@@ -106,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
             "quotes_as_measured": round(float(np.mean([not c.misquoted_aus for c in checks])), 4),
             "evidence_as_measured": round(
                 float(np.mean([not c.misstated_evidence for c in checks])), 4
+            ),
+            "cues_as_measured": round(
+                float(
+                    np.mean(
+                        [
+                            not misstated_cues(t, g.rules_reading)
+                            for t, g in zip(texts, groundings, strict=True)
+                        ]
+                    )
+                ),
+                4,
             ),
             "interpretation_agreement": round(words.interpretation_agreement, 4),
             "non_word_cots": round(words.non_word_cots, 4),

@@ -16,6 +16,7 @@ SUMMARY_KEYS = ("n", "accuracy", "uar", "macro_f1", "faces_per_second", "outside
 COT_SUMMARY_KEYS = (
     "complete",
     "evidence_as_measured",
+    "cues_as_measured",
     "interpretation_agreement",
     "first_emotion_agreement",
     "non_word_tokens",

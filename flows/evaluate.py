@@ -138,7 +138,7 @@ def evaluate(
         predictions = {
             label: _results(chunk_futures, bar) for label, chunk_futures in futures.items()
         }
-    measured = evidence = cited = None
+    measured = evidence = cited = rules_readings = None
     if any(p.cot is not None for preds in predictions.values() for p in preds):
         chunks = _chunks(records, chunk_size)
         aus = [measure_chunk.submit(au_source, c) for c in chunks]
@@ -147,13 +147,21 @@ def evaluate(
         measured = [reading.active for reading in readings]
         evidence = [reading.scores for reading in readings]
         cited = [reading.cited for reading in readings]
+        rules_readings = [reading.evidence for reading in readings]
     scored = [
         Scored(
             s.label,
             _predictor(s).describe(),
             predictions[s.label],
             evaluate_predictions(
-                s.label, records, predictions[s.label], measured, allowed, evidence, cited
+                s.label,
+                records,
+                predictions[s.label],
+                measured,
+                allowed,
+                evidence,
+                cited,
+                rules_readings,
             ),
         )
         for s in specs

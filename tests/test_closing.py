@@ -42,3 +42,12 @@ def test_decoding_refuses_what_the_evaluation_counts_as_non_words():
         assert not words.allows(text), text
     for text in ("AU12 (lip", "prototype 12+25B (Du)", "R12A", "(B, 1.6/5),", "AU0"):
         assert words.allows(text), text
+
+
+def test_after_the_facts_of_a_planned_reading_the_verdict_comes_next():
+    """Those facts state all the templates say before the verdict: no sentence of its own."""
+    text = HEAD + "Stated facts."
+    assert reasoning_closes(text, FACTS, planned=True) == (True, [VERDICT_OPENING])
+    assert not reasoning_closes(text + " One.", FACTS, planned=True)[0]
+    assert reasoning_closes(text + VERDICT_OPENING, FACTS, planned=True)[0]
+    assert reasoning_closes(text + " One.", FACTS)[0]  # facts of no planned reading

@@ -9,6 +9,7 @@ from engine.cot.render import CoTRenderer
 from engine.cot.rules import RuleBook
 from engine.cot.verify import verify
 from engine.cot.vocabulary import Vocabulary, vocabulary
+from engine.model.closing import VERDICT_OPENING
 from engine.model.decoding import AUGrounding, exact_format_prefix, label_slot
 from engine.model.labels import LabelSlot, label_slot_at
 from engine.model.settings import DecodingSettings
@@ -453,9 +454,13 @@ def test_a_planned_reading_that_leads_the_evidence_speaks_of_nothing_against_it(
     against = AUGrounding.from_intensities(SMILE, rules, reading="sadness", **args)
     assert led.lead == against.lead == "happiness"
     assert led.allows(facts)  # the stated facts' own sentences are not the model's
+    # they state all that comes before the verdict, which the model writes next
     for own in (" The strongest", " Taken together, the contrary", " A **happiness**, with"):
-        assert not led.allows(facts + own) and against.allows(facts + own), own
-    assert led.allows(facts + " Taken together, the face reads as **happiness**.")
+        assert not led.allows(facts + own) and not against.allows(facts + own), own
+    assert led.continuations(facts) == against.continuations(facts) == [VERDICT_OPENING]
+    verdict = facts + VERDICT_OPENING
+    assert led.allows(verdict + "happiness**.") and not led.allows(verdict + "happiness**, with")
+    assert against.allows(verdict + "sadness**, with")  # the competing reading comes next
 
 
 def test_a_planned_reading_names_every_label_slot_and_the_evidence_the_competing_one(rules):

@@ -131,3 +131,17 @@ def test_a_draft_must_name_the_required_aus(item):
 def test_loop_rejects_bad_round_counts():
     with pytest.raises(ValueError, match="max-rounds"):
         EngineLoop(ScriptedWriter([GOOD]), max_rounds=0)
+
+
+def test_a_draft_that_misstates_a_cue_is_sent_back(item):
+    """An LLM draft may reason freely, but a cue it names for the reading must add evidence
+    for it on the rule tables (AU06 adds none to contempt here); the reason is its feedback."""
+    invented = GOOD.replace(
+        "The smile reads as joy.", "Consistent with happiness is AU12. The smile reads as joy."
+    )
+    wrong = invented.replace("happiness is AU12", "contempt is AU06")
+    writer = ScriptedWriter([wrong, invented])
+    result = EngineLoop(writer, max_rounds=2).run([item])[0]
+    assert result.verified and result.rounds == 2
+    assert "misstates measured cues: AU06 is not consistent with contempt" in result.failures[0]
+    assert writer.seen[1].history[0][1] == result.failures[0][len("round 1: ") :]

@@ -226,9 +226,11 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     """Grounded: only measured AUs, quoted as measured. Label guidance with a large weight and a
     prior sure of surprise: the Interpretation of a smiling face leads with surprise and the
     Conclusion follows it. Allowed labels: the Conclusion names one of them. The shipped
-    settings: the stated facts open the text, the Conclusion is the planned reading."""
+    settings: the stated facts open the text, the Conclusion is the planned reading. Every cue
+    claim holds on the rules' reading of the face."""
     from dataclasses import replace
 
+    from engine.cot.cue_claims import misstated_cues
     from engine.cot.format import CoT
     from engine.cot.verify import (
         conclusion_label,
@@ -258,6 +260,7 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
         check = verify(text, None, active, intensities=intensities, evidence=grounding.evidence)
         assert CoT.is_exact(text) and check.faithfulness == 1.0 and not check.misquoted_aus
         assert not check.misstated_evidence and not check.meta_terms, text
+        assert not misstated_cues(text, grounding.rules_reading), text
     sure = np.full(len(EMOTIONS), np.log(1e-6), np.float32)
     sure[EMOTIONS.index("surprise")] = 0.0
     steered = [replace(v, log_prior=sure) for v in visuals[:1]]
@@ -271,3 +274,5 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     for text, fact, reading in zip(model.generate(visuals), facts, readings, strict=True):
         assert text.startswith(fact) and CoT.is_exact(text), text
         assert conclusion_label(text) == reading == infer_label(description_of(text)), text
+    for text, grounding in zip(model.generate(visuals), groundings, strict=True):
+        assert not misstated_cues(text, grounding.rules_reading), text

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 
 HEADERS = ("Key Observations", "Overall Emotional Interpretation", "Conclusion")
+#: How each section opens in the exact format (``CoT.text``): "**Conclusion:** ".
+HEADER_MARKS = tuple(f"**{header}:** " for header in HEADERS)
 
 _HEADER = re.compile(
     r"(?im)^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?[ \t]*"
@@ -55,7 +57,7 @@ class CoT:
     def text(self) -> str:
         """The exact three-header rendering."""
         return "\n\n".join(
-            f"**{header}:** {body}" for header, body in zip(HEADERS, self.sections, strict=True)
+            f"{mark}{body}" for mark, body in zip(HEADER_MARKS, self.sections, strict=True)
         )
 
     @property

@@ -134,6 +134,7 @@ class EngineLoop:
                     item.active,
                     item.cap,
                     item.evidence.scores,
+                    item.evidence,
                 )
                 results[index].cot = cot
                 results[index].verification = check

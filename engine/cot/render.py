@@ -25,7 +25,7 @@ from pathlib import Path
 import jinja2
 
 from engine.aus import au_definitions
-from engine.cot.format import CoT
+from engine.cot.format import HEADER_MARKS, CoT
 from engine.cot.rules import EmotionEvidence
 from engine.cot.support import support
 from engine.resources import templates_dir
@@ -110,8 +110,10 @@ class CoTRenderer:
         whole sentences it opens with whatever emotion the face is read as (the Key
         Observations, then the Interpretation's sentences on the rules' evidence, how the units
         combine, ...), up to where its reasoning towards one emotion starts; for a face read
-        as ``reading`` against the evidence, also the measured cue that weighs most against it
-        (the template's "strongest contrary cue")."""
+        as ``reading``, everything its text states before the verdict (the sentence with the
+        bold emotion): where the evidence leads elsewhere, the measured cue that weighs most
+        against the reading ("The strongest contrary cue is ...") and the measured cues
+        consistent with it ("Consistent with ...")."""
         if variant not in self.templates:
             raise ValueError(f"no CoT template variant {variant!r}; have {list(self.templates)}")
         template = self.templates[variant]
@@ -122,12 +124,10 @@ class CoTRenderer:
         facts = common[: ends[-1]] if ends else ""
         if reading is None or not facts:
             return facts
-        context = self._context(evidence, reading) | {"compact": compact}
-        contrary = str(self._macros.make_module(context).contrary_cue()).strip()
         text = texts[EMOTIONS.index(reading)]
-        if contrary and text.startswith(f"{facts} {contrary}"):
-            return f"{facts} {contrary}"
-        return facts
+        verdict = text.find("**", text.find(HEADER_MARKS[1]) + len(HEADER_MARKS[1]))
+        ends = [m.end() for m in _SENTENCE_END.finditer(text, len(facts), verdict)]
+        return text[: ends[-1]].rstrip() if ends else facts
 
     def _fitted(
         self,

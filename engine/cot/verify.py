@@ -22,13 +22,16 @@
   than half a point away from the rule tables' ``evidence`` on the measured AUs (when given),
   or that it says the evidence favours most ("anger carries the most evidence", the phrases of
   ``data/evidence_claims.json``) when the tables' leading emotion is another: a text may not
-  invent the weight of its reasons.
+  invent the weight of its reasons. ``misstated_cues``: its cue claims ("Consistent with
+  sadness is AU01 ...", the strongest contrary cue, a prototype named) that the rule tables'
+  whole reading of the face (``rules_reading``, when given) does not bear out
+  (``engine.cot.cue_claims``).
 * ``missing_aus``: of the AUs a text is ``required`` to name (the engine loop asks an LLM draft
   for those its reference draft names), the ones it leaves out.
 * ``meta_terms``: words that speak of annotations, labels, datasets or ground truth instead of
   the face (``META_TERMS``); a CoT must read as reasoning from the face.
 * ``verified``: exact format, the description alone reads as the expected label, faithfulness
-  1.0, nothing missing, no intensity misquoted, no evidence misstated, no meta terms.
+  1.0, nothing missing, no intensity misquoted, no evidence or cue misstated, no meta terms.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from engine.aus import au_definitions
+from engine.cot.cue_claims import misstated_cues
 from engine.cot.format import _HEADER, CoT, CoTFormatError
-from engine.cot.rules import ranked_emotions
+from engine.cot.rules import EmotionEvidence, ranked_emotions
 from engine.resources import data_file
 from engine.types import EMOTIONS
 
@@ -82,6 +86,7 @@ class Verification:
     uncited_aus: tuple[str, ...] = ()
     meta_terms: tuple[str, ...] = ()
     misstated_evidence: tuple[str, ...] = ()
+    misstated_cues: tuple[str, ...] = ()
 
 
 @cache
@@ -304,14 +309,17 @@ def verify(
     active: Sequence[tuple[str, float]] | None = None,
     cap: int | None = None,
     evidence: Mapping[str, float] | None = None,
+    rules_reading: EmotionEvidence | None = None,
 ) -> Verification:
     """Check a CoT text against the expected ``label`` and the AUs ``measured`` (active);
     ``required``: AUs the text must name; ``intensities``: measured values its quotes must
     match; ``active``: the active AUs with their intensities, for ``complete`` (the ``cap``
     strongest); ``evidence``: the rule tables' share per emotion on those AUs, which its quoted
-    shares must match. The label is read from the description with ``infer_label``."""
+    shares must match; ``rules_reading``: the tables' whole reading, which its cue claims must
+    match. The label is read from the description with ``infer_label``."""
+    inferred = infer_label(text)
     return judge(
-        text, label, measured, infer_label(text), required, intensities, active, cap, evidence
+        text, label, measured, inferred, required, intensities, active, cap, evidence, rules_reading
     )
 
 
@@ -325,6 +333,7 @@ def judge(
     active: Sequence[tuple[str, float]] | None = None,
     cap: int | None = None,
     evidence: Mapping[str, float] | None = None,
+    rules_reading: EmotionEvidence | None = None,
 ) -> Verification:
     """``verify`` with the label ``inferred`` by another reader (the engine loop's)."""
     format_ok = CoT.is_exact(text)
@@ -342,6 +351,7 @@ def judge(
         )
     )
     misstated = misstated_evidence(text, evidence) if evidence is not None else ()
+    cues = misstated_cues(text, rules_reading) if rules_reading is not None else ()
     meta = meta_terms(text)
     complete, uncited = completeness(text, active, cap) if active is not None else (None, ())
     label_match = label is not None and inferred == label
@@ -358,6 +368,8 @@ def judge(
         reasons.append("misquotes the intensity of " + ", ".join(misquoted))
     if misstated:
         reasons.append("misstates the measured evidence for " + ", ".join(misstated))
+    if cues:
+        reasons.append("misstates measured cues: " + "; ".join(cues))
     if meta:
         reasons.append(
             "speaks of annotations, labels or datasets instead of the face: " + ", ".join(meta)
@@ -377,4 +389,5 @@ def judge(
         uncited_aus=uncited,
         meta_terms=meta,
         misstated_evidence=misstated,
+        misstated_cues=cues,
     )

@@ -154,6 +154,7 @@ def _cot_cells(cot: CoTMetrics) -> list[str]:
         _pct(cot.faithfulness_mean),
         _pct(cot.fully_faithful),
         _pct(cot.evidence_as_measured),
+        _pct(cot.cues_as_measured),
         _pct(cot.complete),
         _pct(cot.interpretation_agreement),
         _pct(cot.first_emotion_agreement),

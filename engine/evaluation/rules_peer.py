@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.aus import au_definitions, create_estimator
-from engine.cot.rules import RuleBook
+from engine.aus.table import find_au_columns, reading_from_row
+from engine.cot.rules import EmotionEvidence, RuleBook
 from engine.data.faces import FaceFinder
 from engine.data.images import load_image
 from engine.evaluation.scoring import PREDICTORS, Prediction, Predictor, best_of
 from engine.store.stats import read_shards
-from engine.types import EMOTIONS, FaceRecord, StageError
+from engine.types import EMOTIONS, AUReading, FaceRecord, StageError
 
 #: The shard columns of the rules' evidence per emotion.
 EVIDENCE_COLUMNS = tuple(f"evidence_{e}" for e in EMOTIONS)
@@ -35,6 +36,8 @@ class RuleReading:
     #: (AU, intensity) a complete CoT cites: the active AUs, strongest first, up to the
     #: rule tables' ``max_cited_aus`` (None: unknown)
     cited: tuple[tuple[str, float], ...] | None = None
+    #: the rule tables' whole reading of the face (cue claims are held to it; None: unknown)
+    evidence: EmotionEvidence | None = None
 
     def best(self, classes: Sequence[str]) -> str | None:
         """The dominant emotion when it is one of ``classes``, else the best-scored of them."""
@@ -63,12 +66,13 @@ class RuleEvidence:
             if not self.shards.is_dir():
                 raise FileNotFoundError(f"Exp-CoT output folder {self.shards} not found")
             columns = ["record_id", "image_path", "dominant_emotion", "active_aus", "au_backend"]
-            codes = list(au_definitions())
-            frame = read_shards(self.shards, [*columns, *EVIDENCE_COLUMNS, *codes])
+            sided = [f"{code}{side}" for code in au_definitions() for side in ("", "_L", "_R")]
+            frame = read_shards(self.shards, [*columns, *EVIDENCE_COLUMNS, *sided])
             if frame.empty:
                 raise ValueError(f"{self.shards}: no shard-*.parquet files with records")
             backend = frame["au_backend"].iloc[0] if "au_backend" in frame else au_backend
             self.rules = RuleBook.for_backend(backend)
+            self._columns = find_au_columns(frame.columns)
             rows = list(frame.itertuples(index=False))
             self.by_id = {r.record_id: r for r in rows}
             self.by_path = {r.image_path: r for r in rows}
@@ -92,8 +96,18 @@ class RuleEvidence:
         active = [(code, float(getattr(row, code, 0.0))) for code in row.active_aus]
         cited = sorted(active, key=lambda item: (-item[1], item[0]))[: self.rules.max_cited_aus]
         return RuleReading(
-            row.dominant_emotion, frozenset(row.active_aus), scores, cited=tuple(cited)
+            row.dominant_emotion,
+            frozenset(row.active_aus),
+            scores,
+            cited=tuple(cited),
+            evidence=self.rules.evaluate(self._au_reading(row)),
         )
+
+    def _au_reading(self, row) -> AUReading:
+        """The AU intensities (and sides) of a shard row."""
+        backend = str(getattr(row, "au_backend", self.au_backend))
+        reading = reading_from_row(row._asdict(), self._columns, 1.0, backend, "shard")
+        return reading or AUReading({}, backend, "shard")
 
     def _measure(self, record: FaceRecord) -> RuleReading:
         started = time.perf_counter()
@@ -110,7 +124,8 @@ class RuleEvidence:
         active = frozenset(a.au for a in evidence.active)
         cited = tuple((a.au, a.intensity) for a in evidence.active[: self.rules.max_cited_aus])
         seconds = time.perf_counter() - started
-        return RuleReading(evidence.dominant, active, dict(evidence.scores), seconds, cited=cited)
+        scores = dict(evidence.scores)
+        return RuleReading(evidence.dominant, active, scores, seconds, cited, evidence=evidence)
 
     def describe(self) -> str:
         return f"shards {self.shards}" if self.shards else f"{self.au_backend} AU back end"

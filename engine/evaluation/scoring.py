@@ -24,7 +24,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from engine.cot.cue_claims import misstated_cues
 from engine.cot.format import CoT
+from engine.cot.rules import EmotionEvidence
 from engine.cot.verify import completeness, conclusion_label, misstated_evidence, verify
 from engine.evaluation.cot_quality import wording
 from engine.registry import Registry
@@ -84,10 +86,13 @@ class CoTMetrics:
     measured (``measured``); ``evidence_as_measured``: the share of texts that state the
     evidence as the rule tables measure it on the face's AUs (quoted shares such as "anger (31
     %)", the emotion said to carry the most evidence; ``engine.cot.verify.misstated_evidence``),
-    over the texts whose evidence is known (None without any); ``complete``: the share of texts
-    whose Key Observations cite every AU a complete CoT cites (the active ones up to the rule
-    tables' cap), strongest first (``engine.cot.verify.completeness``), over the texts whose
-    active AUs are known (None without any). The wording checks
+    over the texts whose evidence is known (None without any); ``cues_as_measured``: the share
+    of texts whose cue claims ("Consistent with sadness is AU01 ...", "The strongest contrary
+    cue is ...", a prototype named; ``engine.cot.cue_claims.misstated_cues``) hold on the rule
+    tables' reading of the face, over the texts whose reading is known; ``complete``: the share
+    of texts whose Key Observations cite every AU a complete CoT cites (the active ones up to
+    the rule tables' cap), strongest first (``engine.cot.verify.completeness``), over the texts
+    whose active AUs are known (None without any). The wording checks
     (``engine.evaluation.cot_quality.Wording``): ``interpretation_agreement``,
     ``first_emotion_agreement``, ``non_word_tokens``, ``non_word_cots``, ``annotation_wording``
     and the most frequent ``non_words``.
@@ -100,6 +105,7 @@ class CoTMetrics:
     faithfulness_mean: float | None
     fully_faithful: float | None
     evidence_as_measured: float | None
+    cues_as_measured: float | None
     complete: float | None
     interpretation_agreement: float
     first_emotion_agreement: float
@@ -208,13 +214,15 @@ def cot_metrics(
     measured: Sequence[frozenset[str] | None],
     evidence: Sequence[Mapping[str, float] | None] | None = None,
     cited: Sequence[Sequence[tuple[str, float]] | None] | None = None,
+    rules_readings: Sequence[EmotionEvidence | None] | None = None,
 ) -> CoTMetrics | None:
     """CoT checks over the predictions that carry text; None when none does.
 
     ``measured[i]`` is the set of AUs measured above threshold on record ``i``'s image, or None
     where it was not measured (that text is then left out of faithfulness); ``evidence[i]`` the
     rule tables' share per emotion on those AUs (None: unknown); ``cited[i]`` the (AU,
-    intensity) a complete CoT of that image cites (``RuleReading.cited``; None: unknown).
+    intensity) a complete CoT of that image cites (``RuleReading.cited``; None: unknown);
+    ``rules_readings[i]`` the rule tables' whole reading of those AUs (None: unknown).
     """
     if len(predictions) != len(measured):
         raise ValueError(f"{len(predictions)} predictions but {len(measured)} AU sets")
@@ -225,6 +233,14 @@ def cot_metrics(
         not misstated_evidence(p.cot, e)
         for p, e in zip(predictions, evidence, strict=True)
         if p.cot is not None and e is not None
+    ]
+    rules_readings = rules_readings or [None] * len(predictions)
+    if len(rules_readings) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(rules_readings)} rule readings")
+    cues = [
+        not misstated_cues(p.cot, r)
+        for p, r in zip(predictions, rules_readings, strict=True)
+        if p.cot is not None and r is not None
     ]
     cited = cited if cited is not None else [None] * len(predictions)
     if len(cited) != len(predictions):
@@ -249,6 +265,7 @@ def cot_metrics(
         faithfulness_mean=float(np.mean(faithful)) if faithful else None,
         fully_faithful=float(np.mean([f == 1.0 for f in faithful])) if faithful else None,
         evidence_as_measured=float(np.mean(stated)) if stated else None,
+        cues_as_measured=float(np.mean(cues)) if cues else None,
         complete=float(np.mean(complete)) if complete else None,
         **asdict(checks),
     )
@@ -287,10 +304,11 @@ def evaluate_predictions(
     classes: Sequence[str] = EMOTIONS,
     evidence: Sequence[Mapping[str, float] | None] | None = None,
     cited: Sequence[Sequence[tuple[str, float]] | None] | None = None,
+    rules_readings: Sequence[EmotionEvidence | None] | None = None,
 ) -> Metrics:
     """Metrics of one predictor's ``predictions`` for ``records`` (same order), CoT included
-    (``measured``, ``evidence``, ``cited``: ``cot_metrics``); answers outside ``classes`` count
-    as none."""
+    (``measured``, ``evidence``, ``cited``, ``rules_readings``: ``cot_metrics``); answers
+    outside ``classes`` count as none."""
     if len(records) != len(predictions):
         raise ValueError(f"{name}: {len(records)} records but {len(predictions)} predictions")
     for record, prediction in zip(records, predictions, strict=True):
@@ -307,7 +325,8 @@ def evaluate_predictions(
         seconds=sum(p.seconds for p in predictions),
     )
     outside = sum(label is not None and label not in classes for label in labels)
-    cot = cot_metrics(predictions, measured or [None] * len(predictions), evidence, cited)
+    measured = measured or [None] * len(predictions)
+    cot = cot_metrics(predictions, measured, evidence, cited, rules_readings)
     return replace(metrics, cot=cot, outside_classes=outside)
 
 

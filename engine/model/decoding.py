@@ -10,7 +10,9 @@
   Conclusion).
   An evidence share quoted after an emotion ("anger (31 %)") is the rule tables' share of that
   emotion on the measured AUs (``AUGrounding.evidence``), and an emotion it says the evidence
-  favours most ("anger carries the most evidence", ``data/evidence_claims.json``) leads it.
+  favours most ("anger carries the most evidence", ``data/evidence_claims.json``) leads it;
+  a cue it names for or against a reading is the rules' (``engine.cot.cue_claims``: "Consistent
+  with sadness is AU01 ..." names cues that add evidence for sadness).
   At each step the best token that keeps the text so is taken, among the ``CANDIDATES`` best,
   the tokens that continue a header, code, name, word or quote begun, and then the
   ``FALLBACK_CANDIDATES`` best. Every word is a known one (``engine.cot.vocabulary``:
@@ -39,8 +41,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 
-from engine.cot.format import HEADERS, CoT
-from engine.cot.rules import RuleBook, ranked_emotions
+from engine.cot.cue_claims import misstated_cues
+from engine.cot.format import HEADER_MARKS, HEADERS, CoT
+from engine.cot.rules import EmotionEvidence, RuleBook, ranked_emotions
 from engine.cot.verify import (
     META_TERMS,
     QUOTE_TOLERANCE,
@@ -67,9 +70,7 @@ _CODE = re.compile(r"\bAU\d{2}\b")
 _NOT_A_CODE = re.compile(r"\bAU(?!\d{2}\b)|(?i:\bau\b)|\b(?!AU\d)[A-Za-z]+\d")
 #: An intensity word or a parenthesis; in the observations only within the clause of a code.
 _INTENSITY_CUE = re.compile(r"(?i)intensit|\(")
-_HEADER_MARKS = tuple(
-    ("" if index == 0 else "\n\n") + f"**{header}:** " for index, header in enumerate(HEADERS)
-)
+_HEADER_MARKS = tuple(("" if index == 0 else "\n\n") + m for index, m in enumerate(HEADER_MARKS))
 _ODD_SPACE = re.compile(r"[^\S ]|  ")
 #: A run of characters with no space longer than any word of a CoT (a degenerate repetition).
 _RUNAWAY_WORD = re.compile(r"\S{32}")
@@ -117,6 +118,9 @@ class AUGrounding:
     reading: str | None = None
     #: how many characters of stated facts the text begins with (not the model's own words)
     stated: int = 0
+    #: the rule tables' whole reading of the face, which the cue claims of the model's own
+    #: words must hold on (``engine.cot.cue_claims``); None: not checked
+    rules_reading: EmotionEvidence | None = None
 
     @classmethod
     def from_intensities(
@@ -128,12 +132,14 @@ class AUGrounding:
         evidence: Mapping[str, float] | None = None,
         reading: str | None = None,
         stated: int = 0,
+        rules_reading: EmotionEvidence | None = None,
     ) -> AUGrounding:
         """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
         word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``);
         ``strict_wording``: ``DecodingSettings.strict_wording``; ``evidence``: the rules'
         share per emotion on these AUs (``RuleBook.evaluate``), which quoted shares must be;
-        ``reading``: the planned reading; ``stated``: the length of the stated facts."""
+        ``reading``: the planned reading; ``stated``: the length of the stated facts;
+        ``rules_reading``: the rules' ``EmotionEvidence`` on these AUs."""
         if level_words is None:
             level_words = _level_words()
         active = {
@@ -150,6 +156,7 @@ class AUGrounding:
             evidence,
             reading,
             stated,
+            rules_reading,
         )
 
     @cached_property
@@ -182,7 +189,7 @@ class AUGrounding:
             return False, []
         if self.strict_wording and (not text.isascii() or _speaks_of_annotations(text)):
             return False, []
-        closes, closing = reasoning_closes(text, self.stated)
+        closes, closing = reasoning_closes(text, self.stated, self.reading is not None)
         if not closes or _verdict_missing(text):
             return False, []
         ok, rests = self._check_aus(text)
@@ -190,6 +197,10 @@ class AUGrounding:
             ok, shares = self._check_shares(text)
             rests += shares
             ok = ok and self._claims_hold(text)
+        if ok and self.rules_reading is not None:
+            ok = not misstated_cues(
+                text, self.rules_reading, self.reading, partial=True, start=self.stated
+            )
         return ok, (header_rest + closing + rests if ok else [])
 
     def _check_shares(self, text: str) -> tuple[bool, list[str]]:
@@ -271,8 +282,9 @@ class AUGrounding:
         for opening in re.finditer(r"\(", tail):
             if opening.start() < position:
                 continue
-            if not expected or _CLAUSE_END.search(tail[position : opening.start()]):
-                return True, []
+            between = tail[position : opening.start()]
+            if not expected or _CLAUSE_END.search(between) or "," in between:
+                return True, []  # past the code's own parentheses
             inside = tail[opening.end() :]
             close = inside.find(")")
             inside = inside[: close + 1] if close >= 0 else inside

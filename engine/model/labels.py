@@ -23,12 +23,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.cot.format import HEADERS
+from engine.cot.format import HEADER_MARKS
 from engine.cot.verify import emotions_in, infer_label, interpretation_lead
 from engine.types import EMOTIONS
 
-_INTERPRETATION = f"**{HEADERS[1]}:** "
-_CONCLUSION = f"**{HEADERS[2]}:** "
+_INTERPRETATION = HEADER_MARKS[1]
+_CONCLUSION = HEADER_MARKS[2]
 #: The unfinished word at the end of a text, after at most one space.
 _PARTIAL = re.compile(r"( ?)([A-Za-z]*)$")
 

@@ -11,7 +11,7 @@ decodes AU-grounded; the label-guidance weight is chosen on validation faces
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +45,28 @@ class NanoVisual:
     features: np.ndarray  # [visual_tokens, feature_dim] float32
     aus: np.ndarray  # [len(au_codes)] float32 on the FACS 0-5 scale, 0 where not measured
     log_prior: np.ndarray  # [8] the encoder classifier's log-probabilities (face + mirror)
+    #: AU code -> (left, right) intensities where the AU back end measured sides (the rule
+    #: tables weigh one-sided movements, e.g. contempt's AU14); not model input
+    sides: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class _AUMeter:
-    """AU intensities of bare face crops with an AU back end (zeros where it finds no face)."""
+    """AU readings of bare face crops with an AU back end (none where it finds no face)."""
 
     def __init__(self, backend: str):
         from engine.aus import create_estimator
 
         self.estimator = create_estimator(backend)
 
-    def __call__(self, face: np.ndarray) -> dict[str, float]:
+    def __call__(self, face: np.ndarray) -> AUReading:
         from engine.types import Face, FaceRecord, StageError
 
         height, width = face.shape[:2]
         record = FaceRecord("face", "expllm", "", Path("."), "face", None)
         try:
-            reading = self.estimator.estimate(Face((0, 0, width, height), face, "dataset"), record)
+            return self.estimator.estimate(Face((0, 0, width, height), face, "dataset"), record)
         except StageError:
-            return {}
-        return reading.intensities
+            return AUReading({}, self.estimator.name, "")
 
 
 def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
@@ -156,14 +158,20 @@ class NanoVisionLM(VisionLM):
         if aus is None and self.config.au_codes:
             if self._au_meter is None:
                 self._au_meter = _AUMeter(self.config.au_backend)
-            aus = [self._au_meter(face) for face in faces]
+            readings = [self._au_meter(face) for face in faces]
+            aus = [reading.intensities for reading in readings]
+            sides = [reading.sides for reading in readings]
+        else:
+            sides = [{} for _ in faces]
         tokens, priors = encode_faces(self._session, faces)
         out: list[NanoVisual] = []
+        codes = self.config.au_codes
         for index, features in enumerate(tokens):
             reading = aus[index] if aus is not None else {}
-            values = [reading.get(code, 0.0) for code in self.config.au_codes]
+            values = [reading.get(code, 0.0) for code in codes]
             intensities = np.nan_to_num(np.asarray(values, np.float32))
-            out.append(NanoVisual(features, intensities, priors[index]))
+            measured = {c: v for c, v in sides[index].items() if c in codes}
+            out.append(NanoVisual(features, intensities, priors[index], measured))
         return out
 
     def _tokens(self, messages: list[dict], generation: bool) -> tuple[list[int], list[int], int]:
@@ -317,6 +325,7 @@ class NanoVisionLM(VisionLM):
                 evidence=evidence.scores,
                 reading=reading,
                 stated=stated,
+                rules_reading=evidence,
             )
             for (intensities, evidence), reading, stated in zip(
                 self._evidence(visuals), readings, lengths, strict=True
@@ -352,7 +361,8 @@ class NanoVisionLM(VisionLM):
         out = []
         for visual in visuals:
             intensities = dict(zip(codes, visual.aus.tolist(), strict=True))
-            out.append((intensities, rules.evaluate(AUReading(intensities, backend, ""))))
+            reading = AUReading(intensities, backend, "", sides=dict(visual.sides))
+            out.append((intensities, rules.evaluate(reading)))
         return out
 
     def _rule_book(self):
