@@ -150,6 +150,8 @@ def test_format_guard_names_the_rest_of_a_header_and_when_the_cot_may_end(smile)
     finished = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** A **happiness** smile."
     assert not smile.may_end(OBSERVATION) and not smile.may_end(finished)
     assert smile.may_end(finished + "\n\n**Conclusion:** The expression is **happiness**.")
+    cut = finished + "\n\n**Conclusion:** The expression is **happiness**, read from the upp"
+    assert smile.allows(cut) and not smile.may_end(cut)  # a sentence cut off does not end
 
 
 def test_label_slots():

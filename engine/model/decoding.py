@@ -180,8 +180,9 @@ class AUGrounding:
         return self._check(text)[1]
 
     def may_end(self, text: str) -> bool:
-        """Whether the CoT may end after ``text``: it is exact and keeps to the measurements."""
-        return CoT.is_exact(text) and self.allows(text)
+        """Whether the CoT may end after ``text``: it is exact, its last sentence is ended
+        (not a word or code cut off at a length bound) and it keeps to the measurements."""
+        return text.endswith(".") and CoT.is_exact(text) and self.allows(text)
 
     def _check(self, text: str) -> tuple[bool, list[str]]:
         in_format, header_rest = exact_format_prefix(text)
