@@ -56,6 +56,14 @@ def openface_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def rules():
+    """The hand-set rule tables of ``data/``."""
+    from engine.cot.rules import RuleBook
+
+    return RuleBook.load()
+
+
+@pytest.fixture(scope="module")
 def prefect_harness():
     """A temporary Prefect server and database for the flows of one test module."""
     from prefect.testing.utilities import prefect_test_harness

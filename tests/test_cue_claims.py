@@ -25,11 +25,6 @@ OBSERVATIONS = (
 
 
 @pytest.fixture(scope="module")
-def rules():
-    return RuleBook.load()
-
-
-@pytest.fixture(scope="module")
 def face(rules):
     return rules.evaluate(AUReading(FACE, "test", ""))
 

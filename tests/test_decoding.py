@@ -6,7 +6,6 @@ import pytest
 
 from engine.cot.format import CoT
 from engine.cot.render import CoTRenderer
-from engine.cot.rules import RuleBook
 from engine.cot.verify import verify
 from engine.cot.vocabulary import Vocabulary, vocabulary
 from engine.model.closing import VERDICT_OPENING
@@ -22,11 +21,6 @@ OBSERVATION = (
     "(D, 4.2/5), associated with happiness. Next comes AU06 (cheek raiser) at marked intensity "
     "(C, 2.6/5)"
 )
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return RuleBook.load()
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,6 @@ from engine.types import EMOTIONS, AUReading
 
 
 @pytest.fixture(scope="module")
-def rules():
-    return RuleBook.load()
-
-
-@pytest.fixture(scope="module")
 def renderer(rules):
     return CoTRenderer(threshold=rules.active_threshold, max_aus=rules.max_cited_aus)
 

@@ -8,11 +8,6 @@ from engine.resources import data_dir
 from engine.types import EMOTIONS, AUReading
 
 
-@pytest.fixture(scope="module")
-def rules():
-    return RuleBook.load()
-
-
 def reading(intensities, sides=None):
     return AUReading(intensities, "test", "v0", sides=sides or {})
 

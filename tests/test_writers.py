@@ -7,7 +7,6 @@ import pytest
 from engine.cot.format import CoT
 from engine.cot.llm_cache import ResponseCache, cache_key
 from engine.cot.render import CoTRenderer
-from engine.cot.rules import RuleBook
 from engine.cot.writers import (
     FALLBACKS,
     READERS,
@@ -28,11 +27,6 @@ from engine.cot.writers.chat import CHAT_MODELS
 from engine.cot.writers.llm import _paragraph
 from engine.cot.writers.prompts import PromptBook
 from engine.types import AUReading
-
-
-@pytest.fixture(scope="module")
-def rules() -> RuleBook:
-    return RuleBook.load()
 
 
 @pytest.fixture(scope="module")

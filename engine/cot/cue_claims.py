@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -85,19 +86,19 @@ def misstated_cues(
     if not (quiet or contrary or consistent or same or prototypes):
         return ()
     reading = reading or reading_of(text)
-    supports = {emotion: support(evidence, emotion) for emotion in EMOTIONS}
+    supports = cache(lambda emotion: support(evidence, emotion))  # only as claims need them
     wrong = [
         f"'{phrases.quiet[p]}' does not hold of the face"
         for p in quiet
-        if not getattr(supports["neutral"], p)
+        if not getattr(supports("neutral"), p)
     ]
     for match in contrary:
         wrong += _contrary(supports, match["code"], reading)
     for match in consistent:
-        wrong += _consistent(supports[match["emotion"]], _CODE.findall(match["cues"]))
+        wrong += _consistent(supports(match["emotion"]), _CODE.findall(match["cues"]))
     stated = {m["code"] for m in found(phrases.contrary, 0)} if same else set()
     for match in same:
-        if not (stated and stated <= {a.au for a in supports[match["emotion"]].consistent}):
+        if not (stated and stated <= {a.au for a in supports(match["emotion"]).consistent}):
             wrong.append(f"no contrary cue stated adds evidence for {match['emotion']}")
     matched = {(m.emotion, m.aus) for m in evidence.prototypes}
     for match in prototypes:
@@ -110,14 +111,14 @@ def misstated_cues(
     return tuple(wrong)
 
 
-def _contrary(supports: dict[str, Support], code: str, reading: str | None) -> list[str]:
+def _contrary(supports: Callable[[str], Support], code: str, reading: str | None) -> list[str]:
     """Why ``code``, stated as the strongest contrary cue, is not (for ``reading``, else for
-    any reading)."""
+    any reading); ``supports``: an emotion's ``Support``."""
     if reading is None:
-        if any(s.contrary and s.contrary.au == code for s in supports.values()):
+        if any((s := supports(e)).contrary and s.contrary.au == code for e in EMOTIONS):
             return []
         return [f"{code} is no reading's strongest contrary cue"]
-    expected = supports[reading].contrary
+    expected = supports(reading).contrary
     return (
         []
         if expected and expected.au == code

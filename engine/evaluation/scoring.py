@@ -226,30 +226,12 @@ def cot_metrics(
     """
     if len(predictions) != len(measured):
         raise ValueError(f"{len(predictions)} predictions but {len(measured)} AU sets")
-    evidence = evidence if evidence is not None else [None] * len(predictions)
-    if len(evidence) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(evidence)} evidence rows")
-    stated = [
-        not misstated_evidence(p.cot, e)
-        for p, e in zip(predictions, evidence, strict=True)
-        if p.cot is not None and e is not None
-    ]
-    rules_readings = rules_readings or [None] * len(predictions)
-    if len(rules_readings) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(rules_readings)} rule readings")
-    cues = [
-        not misstated_cues(p.cot, r)
-        for p, r in zip(predictions, rules_readings, strict=True)
-        if p.cot is not None and r is not None
-    ]
-    cited = cited if cited is not None else [None] * len(predictions)
-    if len(cited) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions but {len(cited)} cited-AU rows")
-    complete = [
-        completeness(p.cot, c)[0]
-        for p, c in zip(predictions, cited, strict=True)
-        if p.cot is not None and c is not None
-    ]
+    evidence = _rows(evidence, len(predictions), "evidence rows")
+    rules_readings = _rows(rules_readings, len(predictions), "rule readings")
+    cited = _rows(cited, len(predictions), "cited-AU rows")
+    stated = _over_known(predictions, evidence, lambda cot, e: not misstated_evidence(cot, e))
+    cues = _over_known(predictions, rules_readings, lambda cot, r: not misstated_cues(cot, r))
+    complete = _over_known(predictions, cited, lambda cot, c: completeness(cot, c)[0])
     pairs = [(p, m) for p, m in zip(predictions, measured, strict=True) if p.cot is not None]
     if not pairs:
         return None
@@ -269,6 +251,23 @@ def cot_metrics(
         complete=float(np.mean(complete)) if complete else None,
         **asdict(checks),
     )
+
+
+def _rows(rows: Sequence | None, n: int, what: str) -> Sequence:
+    """Per-record rows (None: all unknown), checked to be one per prediction."""
+    rows = rows if rows is not None else [None] * n
+    if len(rows) != n:
+        raise ValueError(f"{n} predictions but {len(rows)} {what}")
+    return rows
+
+
+def _over_known(predictions: Sequence[Prediction], rows: Sequence, check) -> list[bool]:
+    """``check(cot, row)`` for each prediction with a text whose row is known."""
+    return [
+        check(p.cot, row)
+        for p, row in zip(predictions, rows, strict=True)
+        if p.cot is not None and row is not None
+    ]
 
 
 def allowed_classes(spec: str, labels: Iterable[str | None] = ()) -> tuple[str, ...]:
