@@ -12,7 +12,8 @@ Augmentation on the device: random affine (rotation +-15 deg, scale 0.85-1.15, s
 horizontal flip, brightness/contrast jitter, one random erased patch; with ``--transfer`` also
 wider affine ranges, blur, gamma and a second occluder of random size and grey level (for faces
 of other datasets: posed, sharper or softer, lit otherwise). SGD (momentum 0.9,
-Nesterov), cosine learning rate with warm-up, weight decay 5e-4, bf16 autocast on CUDA.
+Nesterov), cosine learning rate with warm-up, weight decay 5e-4, bf16 autocast on CUDA (and
+on the CPU with ``--cpu-bf16``).
 Seeds fixed; deterministic algorithms where the backend has them.
 
     python scripts/train_nano_encoder.py                       # CPU or GPU, reads ../shared
@@ -248,7 +249,8 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
             else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
         ),
     )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    half = device.type == "cuda" or args.cpu_bf16
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=half)
     history = []
     started = time.perf_counter()
     for epoch in range(args.epochs):
@@ -321,6 +323,10 @@ def main() -> None:
     parser.add_argument(
         "--transfer", action="store_true", help="wider affine, blur, gamma and an occluder"
     )
+    parser.add_argument(
+        "--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too (fast with AMX)"
+    )
+    parser.add_argument("--name", default="nano_encoder", help="file stem of the outputs")
     parser.add_argument("--out", type=Path, default=REPO / "engine" / "weights")
     args = parser.parse_args()
     if args.pack:
@@ -332,8 +338,12 @@ def main() -> None:
         data = {split: load_split(args.data, split) for split in ("train", "valid", "test")}
     model, summary = train(data, args)
     summary["config"] = {k: str(v) for k, v in vars(args).items()}
-    export_onnx(model, args.out / "nano_encoder.onnx")
-    (args.out / "nano_encoder_training.json").write_text(json.dumps(summary, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}_training.json").write_text(json.dumps(summary, indent=1))
+    import torch
+
+    torch.save(model.state_dict(), args.out / f"{args.name}.pt")  # kept if the export fails
+    export_onnx(model, args.out / f"{args.name}.onnx")
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1))
 
 

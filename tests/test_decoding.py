@@ -222,6 +222,27 @@ def test_grounding_refuses_non_words_and_allows_words_begun(smile):
     assert smile.allows(INTERPRETATION + "The cheeks are raised at 2.6/5 (C).")
 
 
+@pytest.mark.parametrize(
+    "begun, allowed",
+    [
+        ("1.5", True),  # a number
+        ("AU0", True),  # becomes AU01..AU09
+        ("left-sid", True),
+        ("face's", True),
+        # joined to a word, digits do not become a word the evaluation counts as one
+        ("AU1.5C", False),
+        ("to-07C", False),
+        ("i.15222", False),
+        ("E.52", False),
+    ],
+)
+def test_a_token_begun_is_allowed_only_if_it_can_still_become_a_word(begun, allowed):
+    text = "The brows are " + begun
+    assert vocabulary().allows(text) is allowed
+    finished = vocabulary().allows(text + " ")
+    assert not finished or allowed  # what is refused begun is refused finished too
+
+
 def test_vocabulary_knows_english_facs_and_template_words():
     words = vocabulary()
     assert all(words.knows(w) for w in ("lowerer", "tightener", "dimpler", "contempt", "movements"))
@@ -253,6 +274,7 @@ def test_the_shipped_config_still_reads_with_its_own_prompts():
     assert config.prompt == saved["prompt"] and config.decoding.conclusion_follows == "verdict"
     assert config.decoding.label_cue == saved["decoding"]["label_cue"]
     assert config.decoding.stated_facts == "evidence" and config.decoding.planned_reading
+    assert config.decoding.planned_conclusion
 
 
 class FakeTokenizer:
@@ -473,3 +495,26 @@ def test_a_planned_reading_names_every_label_slot_and_the_evidence_the_competing
     text = f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** It reads as **"
     assert _step(tokenizer, guide, text, ["fear", "happiness"]) == "sadness"
     assert _step(tokenizer, guide, text + "sadness**, with", [" fear", " sadness"]) == " happiness"
+
+
+def test_a_planned_conclusion_is_one_of_the_templates_conclusions_for_the_reading(rules):
+    evidence = rules.evaluate(AUReading(SMILE, "test", ""))
+    renderer = CoTRenderer(threshold=rules.active_threshold, max_aus=rules.max_cited_aus)
+    conclusions = renderer.conclusions(evidence, "sadness")
+    assert len(conclusions) == len(renderer.variants)
+    assert all(c.count("**sadness**") == 1 and c.endswith(".") for c in conclusions)
+    assert all("happiness" in c for c in conclusions)  # the evidence's lead, stated
+    grounding = AUGrounding.from_intensities(
+        SMILE, rules, evidence=evidence.scores, reading="sadness", conclusions=conclusions
+    )
+    text = renderer.render("r", "sadness", evidence).cot.text
+    head = text[: text.index("**Conclusion:** ") + len("**Conclusion:** ")]
+    assert grounding.allows(head) and set(grounding.continuations(head)) == set(conclusions)
+    for conclusion in conclusions:
+        assert grounding.allows(head + conclusion[:20])
+        assert grounding.may_end(head + conclusion)
+        assert not grounding.may_end(head + conclusion[:-1])
+        assert not grounding.allows(head + conclusion + " It")  # one sentence, then the end
+    assert not grounding.allows(head + "The expression is **sadness**, as the face shows.")
+    free = AUGrounding.from_intensities(SMILE, rules, evidence=evidence.scores, reading="sadness")
+    assert free.allows(head + "The expression is **sadness**, as the face shows")

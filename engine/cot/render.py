@@ -129,6 +129,19 @@ class CoTRenderer:
         ends = [m.end() for m in _SENTENCE_END.finditer(text, len(facts), verdict)]
         return text[: ends[-1]].rstrip() if ends else facts
 
+    def conclusions(self, evidence: EmotionEvidence, reading: str) -> tuple[str, ...]:
+        """The Conclusions the CoT templates write for a face read as ``reading``, one per
+        variant (each a sentence that states the reading and how the measured evidence bears
+        on it), distinct, in variant order."""
+        context = self._context(evidence, reading)
+        context["compact"] = 0
+        context["m"] = self._macros.make_module(context)
+        texts = []
+        for template in self.templates.values():
+            block = template.blocks["conclusion"](template.new_context(context))
+            texts.append(" ".join("".join(block).split()))
+        return tuple(dict.fromkeys(texts))
+
     def _fitted(
         self,
         template: jinja2.Template,

@@ -38,6 +38,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 #: A FACS code: ``AU12``, ``AU12E``, or a prototype token (``5B``, ``R12A``: side, AU, level).
 _AU_CODE = re.compile(r"(?:AU|[LR])?(\d{1,2})[A-E]?", re.IGNORECASE)
 _INTENSITY = re.compile(r"[A-E]")
+#: The beginning of a number ("1.", "2,5").
+_NUMBER_BEGUN = re.compile(r"\d+(?:[.,]\d*)*")
 #: The beginning of a FACS code or prototype token (``_AU_CODE``).
 _CODE_BEGUN = re.compile(r"(?:AU?|[LR])?\d{0,2}[A-E]?", re.IGNORECASE)
 #: The highest FACS action unit number.
@@ -135,14 +137,21 @@ class Vocabulary:
         return True
 
     def _begins_token(self, token: str) -> bool:
-        """Whether an unfinished ``token`` can still become a word: its joined parts but the
-        last are words, and the last begins a word, number or code."""
-        *parts, last = re.split(r"['’.\-]", token)
-        if not all(map(self.is_word, parts)):
-            return self._known(token.lower().replace("’", "'"))  # a listed word ("x-ray")
-        if last.isalpha():
-            return self.begins(last)
-        return last.isdigit() or bool(_CODE_BEGUN.fullmatch(last))
+        """Whether an unfinished ``token`` can still become a word as ``is_word`` has it: the
+        beginning of a number or a code (``AU0`` -> ``AU01``), of a listed word ("x-r"), or
+        known words joined by hyphens or dots whose last begins a word (maybe a possessive)."""
+        lower = token.lower().replace("’", "'")
+        if _NUMBER_BEGUN.fullmatch(token) or self.begins(lower):
+            return True
+        if not token.isalpha() and _CODE_BEGUN.fullmatch(token):
+            return True
+        *parts, last = re.split(r"[-.]", lower)
+        stem, apostrophe, ending = last.partition("'")
+        if apostrophe:
+            last_begins = stem in self and "s".startswith(ending)
+        else:
+            last_begins = not last or (last.isalpha() and self.begins(last))
+        return last_begins and all(self._known(part) for part in parts)
 
 
 @cache

@@ -277,3 +277,21 @@ def write_export(
         else:
             json.dump(rows, fh, ensure_ascii=False, indent=1)
     return len(rows)
+
+
+def answer_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The chat-template text of ``messages`` cut into (text, is_assistant_answer) pieces."""
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(
+            messages[:index], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise ValueError("the chat template is not prefix-stable; cannot mask prompts")
+        pieces += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
+        done = full
+    return pieces

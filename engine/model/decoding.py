@@ -20,7 +20,8 @@
 * **Stated facts** (``DecodingSettings.stated_facts``): the text may begin with the
   measurements as the CoT templates state them, which the model then reasons from; with a
   **planned reading** (``DecodingSettings.planned_reading``) the emotion is decided first and
-  the text written towards it.
+  the text written towards it, and with ``planned_conclusion`` its Conclusion is one of the CoT
+  templates' Conclusions for that reading (``AUGrounding.conclusions``; the model picks one).
 * **Label slots** (``engine.model.labels``): the Interpretation's first emotion (unless the
   Conclusion follows the verdict) and its bold verdict may name only the allowed classes
   (``allowed_labels``, default all), and with **label guidance**
@@ -121,6 +122,9 @@ class AUGrounding:
     #: the rule tables' whole reading of the face, which the cue claims of the model's own
     #: words must hold on (``engine.cot.cue_claims``); None: not checked
     rules_reading: EmotionEvidence | None = None
+    #: the sentences the Conclusion may be (``DecodingSettings.planned_conclusion``); empty:
+    #: any of the model's own, within ``engine.model.closing``'s bounds
+    conclusions: tuple[str, ...] = ()
 
     @classmethod
     def from_intensities(
@@ -133,13 +137,15 @@ class AUGrounding:
         reading: str | None = None,
         stated: int = 0,
         rules_reading: EmotionEvidence | None = None,
+        conclusions: Sequence[str] = (),
     ) -> AUGrounding:
         """Keep the AUs at or above the ``rules``' activation threshold; ``level_words``: the
         word per FACS letter (default: the CoT templates', ``engine.cot.render.level_words``);
         ``strict_wording``: ``DecodingSettings.strict_wording``; ``evidence``: the rules'
         share per emotion on these AUs (``RuleBook.evaluate``), which quoted shares must be;
         ``reading``: the planned reading; ``stated``: the length of the stated facts;
-        ``rules_reading``: the rules' ``EmotionEvidence`` on these AUs."""
+        ``rules_reading``: the rules' ``EmotionEvidence`` on these AUs; ``conclusions``: the
+        sentences the Conclusion may be."""
         if level_words is None:
             level_words = _level_words()
         active = {
@@ -157,6 +163,7 @@ class AUGrounding:
             reading,
             stated,
             rules_reading,
+            tuple(conclusions),
         )
 
     @cached_property
@@ -202,7 +209,20 @@ class AUGrounding:
             ok = not misstated_cues(
                 text, self.rules_reading, self.reading, partial=True, start=self.stated
             )
+        if ok and self.conclusions:
+            ok, planned = self._planned_conclusion(text)
+            rests += planned
         return ok, (header_rest + closing + rests if ok else [])
+
+    def _planned_conclusion(self, text: str) -> tuple[bool, list[str]]:
+        """Whether the Conclusion begun in ``text`` (if any) begins one of ``conclusions``,
+        and the rest of each it begins."""
+        start = text.find(_HEADER_MARKS[2])
+        if start < 0:
+            return True, []
+        written = text[start + len(_HEADER_MARKS[2]) :]
+        rests = [c[len(written) :] for c in self.conclusions if c.startswith(written)]
+        return bool(rests), [rest for rest in rests if rest]
 
     def _check_shares(self, text: str) -> tuple[bool, list[str]]:
         """The share quoted after an emotion at the end of ``text`` ("anger (3", "anger (31 %)")

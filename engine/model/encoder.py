@@ -1,6 +1,7 @@
 """The nano base's frozen face encoder: the shipped ONNX model (``engine/weights/
 nano_encoder.onnx``) run on onnxruntime, and the image helpers it shares with the ``nano``
-predictor (``grey_faces``, ``softmax``)."""
+predictor and ``benchmarks/prior_ensemble.py`` (``grey_faces``, ``softmax``,
+``class_probabilities``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 from engine.model.config import WEIGHTS
+from engine.resources import sha256_file
 
 NANO_ENCODER = WEIGHTS / "nano_encoder.onnx"
 #: The encoder's input size (grey, height x width).
@@ -33,6 +35,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``[N, classes]`` logits."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def pinned(path: Path, sha256: str, config: Path) -> Path:
+    """``path``, checked to exist and to be the file (``sha256``) the model folder's ``config``
+    was trained with."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{config}: {path} not found")
+    if sha256_file(path) != sha256:
+        raise ValueError(
+            f"{config}: {path} has another sha256 than the one this model was trained with"
+        )
+    return path
 
 
 def encoder_session(path: Path):
@@ -65,3 +79,11 @@ def encode_faces(session, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
         cells = maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1)
         tokens.append(np.concatenate([cells, cells.mean(axis=1, keepdims=True)], axis=1))
     return np.concatenate(tokens).astype(np.float32), np.concatenate(priors)
+
+
+def class_probabilities(session, batch: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """A classifier's class probabilities of a ``grey_faces`` batch, averaged with those of
+    its ``mirror`` (the batch flipped left to right)."""
+    face = session.run(["logits"], {"image": batch})[0]
+    flipped = session.run(["logits"], {"image": mirror})[0]
+    return (softmax(face) + softmax(flipped)) / 2

@@ -26,9 +26,15 @@ from engine.model.config import (
     LoraSettings,
     ModelConfig,
 )
-from engine.model.conversations import IMAGE_TOKEN
+from engine.model.conversations import IMAGE_TOKEN, answer_segments
 from engine.model.decoding import AUGrounding
-from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, feature_shape
+from engine.model.encoder import (
+    NANO_ENCODER,
+    encode_faces,
+    encoder_session,
+    feature_shape,
+    pinned,
+)
 from engine.model.greedy import bfloat16_copy, greedy_decode
 from engine.model.guide import TokenGuide
 from engine.model.labels import label_choices
@@ -67,24 +73,6 @@ class _AUMeter:
             return self.estimator.estimate(Face((0, 0, width, height), face, "dataset"), record)
         except StageError:
             return AUReading({}, self.estimator.name, "")
-
-
-def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
-    """The chat-template text of ``messages`` cut into (text, is_assistant_answer) pieces."""
-    pieces: list[tuple[str, bool]] = []
-    done = ""
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        prompt = tokenizer.apply_chat_template(
-            messages[:index], tokenize=False, add_generation_prompt=True
-        )
-        full = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
-        if not prompt.startswith(done) or not full.startswith(prompt):
-            raise ValueError("the chat template is not prefix-stable; cannot mask prompts")
-        pieces += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
-        done = full
-    return pieces
 
 
 @BASES.register()
@@ -136,14 +124,8 @@ class NanoVisionLM(VisionLM):
 
     @classmethod
     def load(cls, folder: Path, config: ModelConfig, trainable: bool) -> NanoVisionLM:
-        encoder = NANO_ENCODER.parent / config.encoder
-        if not encoder.is_file():
-            raise FileNotFoundError(f"{folder / CONFIG_FILE}: encoder {encoder} not found")
-        if sha256_file(encoder) != config.encoder_sha256:
-            raise ValueError(
-                f"{folder / CONFIG_FILE}: encoder {encoder} has another sha256 than the one "
-                "this model was trained with"
-            )
+        found = folder / CONFIG_FILE
+        encoder = pinned(NANO_ENCODER.parent / config.encoder, config.encoder_sha256, found)
         return cls(config, *nano_module(config, folder, trainable), encoder)
 
     def visual_inputs(
@@ -182,7 +164,7 @@ class NanoVisionLM(VisionLM):
             )
             pieces = [(text, False)]
         else:
-            pieces = _segments(self.tokenizer, messages)
+            pieces = answer_segments(self.tokenizer, messages)
         ids: list[int] = []
         labels: list[int] = []
         position = -1
@@ -311,21 +293,24 @@ class NanoVisionLM(VisionLM):
     ) -> list[AUGrounding]:
         """The AUs each face was measured with and the rule tables' evidence on them (those of
         the model's AU back end, as ``exp-cot`` renders with), as grounding holds the text to
-        them (``decoding``: default the model's; ``readings``: planned, ``readings``;
-        ``facts``: the stated facts each text begins with)."""
-        strict = (decoding or self.config.decoding).strict_wording
+        them (``decoding``: default the model's; ``readings``: planned, ``readings``, whose
+        templates' Conclusions the Conclusion is where ``planned_conclusion``; ``facts``: the
+        stated facts each text begins with)."""
+        decoding = decoding or self.config.decoding
         rules = self._rule_book()
         readings = readings or [None] * len(visuals)
         lengths = [len(text) for text in facts] if facts else [0] * len(visuals)
+        conclude = self._cot_renderer().conclusions if decoding.planned_conclusion else None
         return [
             AUGrounding.from_intensities(
                 intensities,
                 rules,
-                strict_wording=strict,
+                strict_wording=decoding.strict_wording,
                 evidence=evidence.scores,
                 reading=reading,
                 stated=stated,
                 rules_reading=evidence,
+                conclusions=conclude(evidence, reading) if conclude and reading else (),
             )
             for (intensities, evidence), reading, stated in zip(
                 self._evidence(visuals), readings, lengths, strict=True
@@ -341,6 +326,13 @@ class NanoVisionLM(VisionLM):
         """What the CoT template ``variant`` states of each face's measurements
         (``CoTRenderer.facts``; with its planned reading, the strongest contrary cue too), as
         its text begins."""
+        readings = readings or [None] * len(visuals)
+        return [
+            self._cot_renderer().facts(evidence, variant, reading)
+            for (_, evidence), reading in zip(self._evidence(visuals), readings, strict=True)
+        ]
+
+    def _cot_renderer(self):
         if self._renderer is None:
             from engine.cot.render import CoTRenderer
 
@@ -348,11 +340,7 @@ class NanoVisionLM(VisionLM):
             self._renderer = CoTRenderer(
                 threshold=rules.active_threshold, max_aus=rules.max_cited_aus
             )
-        readings = readings or [None] * len(visuals)
-        return [
-            self._renderer.facts(evidence, variant, reading)
-            for (_, evidence), reading in zip(self._evidence(visuals), readings, strict=True)
-        ]
+        return self._renderer
 
     def _evidence(self, visuals: Sequence[NanoVisual]) -> list[tuple[dict[str, float], Any]]:
         """Per face, its AU intensities and the rules' ``EmotionEvidence`` on them."""

@@ -42,6 +42,10 @@ class DecodingSettings:
     #: facts include the measured cue that weighs most against it, and a text whose reading
     #: leads the evidence speaks of no contrary or competing evidence.
     planned_reading: bool = False
+    #: With a planned reading, the Conclusion is one of the CoT templates' Conclusions for
+    #: that reading (``CoTRenderer.conclusions``; the model picks among them) instead of a
+    #: sentence of its own words (``engine.model.closing.CONCLUSION_CHARACTERS``).
+    planned_conclusion: bool = False
     #: Run the LM's matrix products in bfloat16 on the CPU too (autocast; fast where the CPU
     #: has AMX or AVX512-BF16); on GPUs always.
     cpu_bfloat16: bool = False

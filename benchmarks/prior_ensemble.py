@@ -1,0 +1,73 @@
+"""The prior the nano ExpLLM's label guidance and planned reading weigh: the encoder's classifier
+alone and averaged with partner classifiers (``ModelConfig.prior_partners``), per prior
+correction (``class_balance``), on FER+ Valid and Test; no torch (onnxruntime).
+
+    .venv/bin/python benchmarks/prior_ensemble.py --partners engine/weights/nano_encoder_w32.onnx
+
+Prints, per split, set of classifiers and ``class_balance``, the accuracy and UAR of the best
+class (face + mirror probabilities, averaged over the classifiers). Choose on Valid (the
+smallest ``class_balance`` whose UAR reaches ``--uar-bar``, printed last), report Test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.datasets import read_dataset
+from engine.data.images import load_image
+from engine.model.config import SHIPPED_MODEL, ModelConfig
+from engine.model.encoder import (
+    INPUT_SIZE,
+    NANO_ENCODER,
+    class_probabilities,
+    encoder_session,
+    grey_faces,
+)
+from engine.resources import shared_dir
+from engine.types import EMOTIONS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
+    parser.add_argument("--encoder", type=Path, default=NANO_ENCODER)
+    parser.add_argument("--partners", type=Path, nargs="*", default=[])
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="class frequencies")
+    parser.add_argument("--balances", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4])
+    parser.add_argument("--uar-bar", type=float, default=0.72)
+    args = parser.parse_args(argv)
+    frequencies = np.asarray(ModelConfig.read(args.model).decoding.class_frequencies)
+    if frequencies.shape != (len(EMOTIONS),):
+        parser.error(f"{args.model}: no class_frequencies for the {len(EMOTIONS)} classes")
+    sessions = [encoder_session(path) for path in [args.encoder, *args.partners]]
+    chosen = None
+    for split in ("valid", "test"):
+        records = read_dataset(f"ferplus:{args.ferplus}", split).records
+        labels = np.array([EMOTIONS.index(r.label) for r in records])
+        batch = grey_faces([load_image(r) for r in records], INPUT_SIZE)
+        mirror = batch[..., ::-1].copy()
+        each = [class_probabilities(s, batch, mirror) for s in sessions]
+        sets = {"encoder": each[:1]}
+        if args.partners:
+            sets["ensemble"] = each
+        for name, members in sets.items():
+            log_prior = np.log(np.mean(members, axis=0) + 1e-9)
+            for balance in args.balances:
+                predicted = (log_prior - balance * np.log(frequencies)).argmax(axis=1)
+                accuracy = float((predicted == labels).mean())
+                uar = float(np.mean([(predicted[labels == k] == k).mean() for k in set(labels)]))
+                row = {"split": split, "prior": name, "class_balance": balance, "n": len(labels)}
+                print(json.dumps({**row, "accuracy": round(accuracy, 4), "uar": round(uar, 4)}))
+                last = name == list(sets)[-1]
+                if split == "valid" and last and chosen is None and uar >= args.uar_bar:
+                    chosen = balance
+    print(json.dumps({"chosen_on_valid": {"class_balance": chosen, "uar_bar": args.uar_bar}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
