@@ -1,8 +1,8 @@
 """The prior the nano ExpLLM's label guidance and planned reading weigh: the encoder's classifier
-alone and averaged with partner classifiers (``ModelConfig.prior_partners``), per prior
+alone and averaged with partner classifiers of the same interface (ONNX files), per prior
 correction (``class_balance``), on FER+ Valid and Test; no torch (onnxruntime).
 
-    .venv/bin/python benchmarks/prior_ensemble.py --partners engine/weights/nano_encoder_w32.onnx
+    .venv/bin/python benchmarks/prior_ensemble.py --partners DIR/nano_encoder_w32.onnx
 
 Prints, per split, set of classifiers and ``class_balance``, the accuracy and UAR of the best
 class (face + mirror probabilities, averaged over the classifiers). Choose on Valid (the
@@ -19,14 +19,9 @@ import numpy as np
 
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
+from engine.evaluation.classifiers import NanoPredictor
 from engine.model.config import SHIPPED_MODEL, ModelConfig
-from engine.model.encoder import (
-    INPUT_SIZE,
-    NANO_ENCODER,
-    class_probabilities,
-    encoder_session,
-    grey_faces,
-)
+from engine.model.encoder import NANO_ENCODER
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -43,14 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     frequencies = np.asarray(ModelConfig.read(args.model).decoding.class_frequencies)
     if frequencies.shape != (len(EMOTIONS),):
         parser.error(f"{args.model}: no class_frequencies for the {len(EMOTIONS)} classes")
-    sessions = [encoder_session(path) for path in [args.encoder, *args.partners]]
+    classifiers = [NanoPredictor(path) for path in [args.encoder, *args.partners]]
     chosen = None
     for split in ("valid", "test"):
         records = read_dataset(f"ferplus:{args.ferplus}", split).records
         labels = np.array([EMOTIONS.index(r.label) for r in records])
-        batch = grey_faces([load_image(r) for r in records], INPUT_SIZE)
-        mirror = batch[..., ::-1].copy()
-        each = [class_probabilities(s, batch, mirror) for s in sessions]
+        faces = [load_image(r) for r in records]
+        each = [classifier.classify(faces) for classifier in classifiers]  # face + mirror
         sets = {"encoder": each[:1]}
         if args.partners:
             sets["ensemble"] = each

@@ -4,16 +4,9 @@ sha256."""
 import numpy as np
 import pytest
 
+from engine.evaluation.classifiers import NanoPredictor
 from engine.model.config import CONFIG_FILE, SHIPPED_MODEL, ModelConfig
-from engine.model.encoder import (
-    INPUT_SIZE,
-    NANO_ENCODER,
-    class_probabilities,
-    encode_faces,
-    encoder_session,
-    grey_faces,
-    pinned,
-)
+from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, pinned
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +20,10 @@ def test_the_prior_is_the_classifiers_face_and_mirror_probabilities(faces):
     encoder = encoder_session(NANO_ENCODER)
     tokens, log_priors = encode_faces(encoder, faces)
     assert tokens.shape == (len(faces), 37, 384) and log_priors.shape == (len(faces), 8)
-    batch = grey_faces(faces, INPUT_SIZE)
-    expected = class_probabilities(encoder, batch, batch[..., ::-1].copy())
+    expected = NanoPredictor(NANO_ENCODER).classify(faces)  # face + mirror
     np.testing.assert_allclose(np.exp(log_priors), expected + 1e-9, rtol=1e-5)
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
-    unflipped = class_probabilities(encoder, batch, batch)
+    unflipped = NanoPredictor(NANO_ENCODER, tta=False).classify(faces)
     assert not np.allclose(unflipped, expected, atol=1e-4)  # the mirror has a say
 
 

@@ -133,13 +133,8 @@ class CoTRenderer:
         """The Conclusions the CoT templates write for a face read as ``reading``, one per
         variant (each a sentence that states the reading and how the measured evidence bears
         on it), distinct, in variant order."""
-        context = self._context(evidence, reading)
-        context["compact"] = 0
-        context["m"] = self._macros.make_module(context)
-        texts = []
-        for template in self.templates.values():
-            block = template.blocks["conclusion"](template.new_context(context))
-            texts.append(" ".join("".join(block).split()))
+        context = {**self._context(evidence, reading), "compact": 0}
+        texts = (self._render_blocks(t, context).conclusion for t in self.templates.values())
         return tuple(dict.fromkeys(texts))
 
     def _fitted(

@@ -1,7 +1,6 @@
 """The nano base's frozen face encoder: the shipped ONNX model (``engine/weights/
 nano_encoder.onnx``) run on onnxruntime, and the image helpers it shares with the ``nano``
-predictor and ``benchmarks/prior_ensemble.py`` (``grey_faces``, ``softmax``,
-``class_probabilities``)."""
+predictor (``grey_faces``, ``softmax``)."""
 
 from __future__ import annotations
 
@@ -80,10 +79,3 @@ def encode_faces(session, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
         tokens.append(np.concatenate([cells, cells.mean(axis=1, keepdims=True)], axis=1))
     return np.concatenate(tokens).astype(np.float32), np.concatenate(priors)
 
-
-def class_probabilities(session, batch: np.ndarray, mirror: np.ndarray) -> np.ndarray:
-    """A classifier's class probabilities of a ``grey_faces`` batch, averaged with those of
-    its ``mirror`` (the batch flipped left to right)."""
-    face = session.run(["logits"], {"image": batch})[0]
-    flipped = session.run(["logits"], {"image": mirror})[0]
-    return (softmax(face) + softmax(flipped)) / 2
