@@ -1,10 +1,10 @@
 """Train the ``nano`` face encoder: a small ResNet on 48x48 grey faces, from scratch, on FER+.
 
 It is the vision half of the ``nano`` ExpLLM base (issue 4): trained first as an expression
-classifier, its last feature map (256 x 6 x 6) later serves as visual tokens. Exported to ONNX
-(``engine/weights/nano_encoder.onnx``: input ``image`` float32 [N,1,48,48] in [0, 1]; outputs
-``logits`` [N,8] in ``engine.types.EMOTIONS`` order and ``features`` [N,256,6,6]), so inference
-needs only onnxruntime.
+classifier, its last feature map (8 x width channels, 6 x 6) later serves as visual tokens.
+Exported to ONNX (``engine/weights/nano_encoder.onnx``: input ``image`` float32 [N,1,48,48]
+in [0, 1]; outputs ``logits`` [N,8] in ``engine.types.EMOTIONS`` order and ``features``
+[N,8w,6,6]), so inference needs only onnxruntime.
 
 Protocol: FER+ Train (majority protocol, 26,940 faces) with the 10-annotator vote distributions
 as soft targets; FER+ Valid for monitoring; FER+ Test (majority, 3,371) for the final figure.
@@ -16,9 +16,16 @@ Nesterov), cosine learning rate with warm-up, weight decay 5e-4, bf16 autocast o
 on the CPU with ``--cpu-bf16``).
 Seeds fixed; deterministic algorithms where the backend has them.
 
+``--init FILE.onnx`` starts from an exported encoder instead of at random (its batch norms, which
+the export folds into the convolutions, are rebuilt from statistics on training faces);
+``--swa`` keeps the learning rate constant after warm-up and returns the average of the weights
+at each epoch's end (stochastic weight averaging, batch-norm statistics measured again).
+
     python scripts/train_nano_encoder.py                       # CPU or GPU, reads ../shared
     python scripts/train_nano_encoder.py --pack .work/ferplus.xz   # write a compact data pack
     python scripts/train_nano_encoder.py --packed .work/ferplus.xz --epochs 80 --out DIR
+    python scripts/train_nano_encoder.py --packed .work/ferplus.xz --width 48 --init \
+        engine/weights/nano_encoder.onnx --swa --lr 0.02 --epochs 12 --cpu-bf16 --out DIR
 """
 
 from __future__ import annotations
@@ -206,6 +213,58 @@ def _squares(top, left, side):
     return (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
 
 
+def load_exported(model, path: Path, images: np.ndarray) -> None:
+    """Start ``model`` from an exported encoder (ONNX; the export folds each batch norm into
+    its convolution): the folded weights, with batch norms whose running statistics are measured
+    on ``images`` (uint8 [N, 48, 48]) and whose affine parts undo them, so that the model computes
+    the exported function and trains on as a batch-normalised network."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    graph = onnx.load(str(path)).graph
+    arrays = {item.name: numpy_helper.to_array(item) for item in graph.initializer}
+    folded = [
+        (arrays[node.input[1]], arrays[node.input[2]])
+        for node in graph.node
+        if node.op_type == "Conv"
+    ]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    pairs = list(zip(layers[0::2], layers[1::2], strict=False))  # (convolution, its norm)
+    if len(pairs) != len(folded):
+        raise ValueError(f"{path}: {len(folded)} convolutions, the model has {len(pairs)}")
+    with torch.no_grad():
+        for (conv, norm), (weight, bias) in zip(pairs, folded, strict=True):
+            if tuple(conv.weight.shape) != weight.shape:
+                raise ValueError(
+                    f"{path}: convolution {weight.shape} for {tuple(conv.weight.shape)}"
+                )
+            conv.weight.copy_(torch.tensor(weight))
+            norm.running_mean.zero_()  # the identity plus the folded bias, until measured
+            norm.running_var.fill_(1.0)
+            norm.weight.fill_(math.sqrt(1 + norm.eps))
+            norm.bias.copy_(torch.tensor(bias))
+        model.head.weight.copy_(torch.tensor(arrays["head.weight"]))
+        model.head.bias.copy_(torch.tensor(arrays["head.bias"]))
+        inputs: dict[nn.Module, list] = {norm: [] for _, norm in pairs}
+        hooks = [
+            norm.register_forward_pre_hook(lambda m, args: inputs[m].append(args[0].double()))
+            for _, norm in pairs
+        ]
+        model.eval()
+        model(torch.as_tensor(images).float().div(255).unsqueeze(1))
+        for hook in hooks:
+            hook.remove()
+        for _, norm in pairs:
+            seen = inputs[norm][0]
+            mean, var = seen.mean(dim=(0, 2, 3)), seen.var(dim=(0, 2, 3))
+            norm.bias.add_(mean.float())
+            norm.running_mean.copy_(mean.float())
+            norm.running_var.copy_(var.float())
+            norm.weight.copy_((var + norm.eps).sqrt().float())
+
+
 def evaluate(model, x, y, device, batch: int = 1024) -> dict[str, float]:
     """Accuracy and mean class accuracy with horizontal-flip averaging."""
     import torch
@@ -232,7 +291,10 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
     torch.backends.cudnn.benchmark = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    model = build_model(args.width).to(device).to(memory_format=torch.channels_last)
+    model = build_model(args.width)
+    if args.init:
+        load_exported(model, args.init, data["train"]["x"][:2048])
+    model = model.to(device).to(memory_format=torch.channels_last)
     train_x = torch.as_tensor(data["train"]["x"][: args.limit], device=device)
     train_soft = torch.as_tensor(data["train"]["soft"][: args.limit], device=device)
     steps_per_epoch = math.ceil(len(train_x) / args.batch)
@@ -246,9 +308,12 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
         lambda s: (
             (s + 1) / warmup
             if s < warmup
+            else 1.0
+            if args.swa
             else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
         ),
     )
+    averaged = torch.optim.swa_utils.AveragedModel(model) if args.swa else None
     half = device.type == "cuda" or args.cpu_bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=half)
     history = []
@@ -270,14 +335,20 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
             loss.backward()
             optimiser.step()
             schedule.step()
-            running += float(loss)
+            running += loss.item()
+        if averaged is not None:
+            averaged.update_parameters(model)
+            _recompute_norms(averaged.module, train_x, generator, args)
         entry = {
             "epoch": epoch + 1,
             "loss": running / steps_per_epoch,
             "seconds": time.perf_counter() - started,
         }
         if "valid" in data and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-            entry["valid"] = evaluate(model, data["valid"]["x"], data["valid"]["y"], device)
+            valid = data["valid"]["x"], data["valid"]["y"], device
+            entry["valid"] = evaluate(model, *valid)
+            if averaged is not None:
+                entry["valid_averaged"] = evaluate(averaged.module, *valid)
         history.append(entry)
         print(json.dumps(entry), flush=True)
     summary = {
@@ -287,9 +358,32 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
         "seconds": time.perf_counter() - started,
         "history": history,
     }
+    if averaged is not None:
+        model = averaged.module
     if "test" in data:
         summary["test"] = evaluate(model, data["test"]["x"], data["test"]["y"], device)
     return model.cpu().float().eval(), summary
+
+
+def _recompute_norms(model, train_x, generator, args, batches: int = 40) -> None:
+    """Batch-norm statistics of a weight average, over ``batches`` augmented training batches
+    (as ``torch.optim.swa_utils.update_bn`` does over a loader)."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            index = torch.randint(
+                0, len(train_x), (args.batch,), device=train_x.device, generator=generator
+            )
+            x = augment(train_x[index].float().div(255).unsqueeze(1), generator, args.transfer)
+            model(x.contiguous(memory_format=torch.channels_last))
+    for norm in norms:
+        norm.momentum = 0.1
 
 
 def export_onnx(model, path: Path) -> None:
@@ -325,6 +419,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too (fast with AMX)"
+    )
+    parser.add_argument(
+        "--init", type=Path, help="start from an exported encoder (ONNX) instead of at random"
+    )
+    parser.add_argument(
+        "--swa",
+        action="store_true",
+        help="constant learning rate after warm-up; keep the average of the epochs' weights",
     )
     parser.add_argument("--name", default="nano_encoder", help="file stem of the outputs")
     parser.add_argument("--out", type=Path, default=REPO / "engine" / "weights")

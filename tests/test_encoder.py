@@ -1,12 +1,21 @@
 """The nano encoder's prior (engine/model/encoder.py) and the files a model folder pins by
 sha256."""
 
+import json
+
 import numpy as np
 import pytest
 
 from engine.evaluation.classifiers import NanoPredictor
 from engine.model.config import CONFIG_FILE, SHIPPED_MODEL, ModelConfig
-from engine.model.encoder import NANO_ENCODER, encode_faces, encoder_session, pinned
+from engine.model.encoder import (
+    NANO_ENCODER,
+    PriorClassifiers,
+    classify_faces,
+    encode_faces,
+    encoder_session,
+    pinned,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +36,28 @@ def test_the_prior_is_the_classifiers_face_and_mirror_probabilities(faces):
     assert not np.allclose(unflipped, expected, atol=1e-4)  # the mirror has a say
 
 
-def test_the_shipped_model_pins_its_encoder():
+def test_prior_classifiers_average_the_probabilities_of_their_members(faces, tmp_path):
+    encoder = encoder_session(NANO_ENCODER)
+    _, log_priors = encode_faces(encoder, faces)
+    probabilities = classify_faces(encoder, faces)
+    np.testing.assert_allclose(np.exp(log_priors), probabilities + 1e-9, rtol=1e-5)
+    alone = PriorClassifiers([NANO_ENCODER], NANO_ENCODER)(faces, log_priors)
+    np.testing.assert_allclose(np.exp(alone), np.exp(log_priors), atol=1e-6)
+    twin = tmp_path / "twin.onnx"  # another file: run, not taken from the encoder's run
+    twin.write_bytes(NANO_ENCODER.read_bytes())
+    mirrored_faces = [face[:, ::-1] for face in faces]
+    other = np.log(classify_faces(encoder, mirrored_faces) + 1e-9)
+    mixed = PriorClassifiers([NANO_ENCODER, twin], NANO_ENCODER)(faces, other)
+    expected = np.log((np.exp(other) + probabilities) / 2 + 1e-9)
+    np.testing.assert_allclose(np.exp(mixed), np.exp(expected), atol=1e-6)
+
+
+def test_the_shipped_model_pins_its_encoder_and_prior_classifiers():
     config = ModelConfig.read(SHIPPED_MODEL)
     found = SHIPPED_MODEL / CONFIG_FILE
     assert pinned(NANO_ENCODER, config.encoder_sha256, found) == NANO_ENCODER
+    for name, sha256 in config.prior_classifiers.items():
+        assert pinned(NANO_ENCODER.parent / name, sha256, found).is_file()
 
 
 def test_a_missing_or_changed_pinned_file_names_the_model_folder(tmp_path):
@@ -39,3 +66,21 @@ def test_a_missing_or_changed_pinned_file_names_the_model_folder(tmp_path):
         pinned(tmp_path / "gone.onnx", "0" * 64, config)
     with pytest.raises(ValueError, match=r"expllm_model.json: .*nano_encoder.onnx has another"):
         pinned(NANO_ENCODER, "0" * 64, config)
+
+
+def test_a_model_folder_names_its_missing_or_changed_prior_classifier(tmp_path):
+    from engine.model import load_model
+
+    config = json.loads((SHIPPED_MODEL / CONFIG_FILE).read_text())
+    config["prior_classifiers"] = ["gone.onnx"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"expllm_model.json: prior_classifiers must map"):
+        load_model(tmp_path)
+    config["prior_classifiers"] = {"gone.onnx": "0" * 64}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match=r"expllm_model.json: .*gone.onnx not found"):
+        load_model(tmp_path)
+    config["prior_classifiers"] = {NANO_ENCODER.name: "0" * 64}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"expllm_model.json: .*nano_encoder.onnx has another"):
+        load_model(tmp_path)

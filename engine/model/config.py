@@ -42,6 +42,10 @@ class ModelConfig:
     lm: str
     encoder: str = ""
     encoder_sha256: str = ""
+    #: file -> sha256 of classifiers beside the encoder (ONNX, its interface) whose face + mirror
+    #: probabilities, averaged, are the prior that label guidance and the planned reading weigh;
+    #: empty: the encoder's own classifier
+    prior_classifiers: dict[str, str] = field(default_factory=dict)
     feature_dim: int = 0
     visual_tokens: int = 0
     au_backend: str = ""
@@ -66,6 +70,9 @@ class ModelConfig:
             raise ValueError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
         data["lora"] = LoraSettings(**{**data["lora"], "targets": tuple(data["lora"]["targets"])})
         data["au_codes"] = tuple(data.get("au_codes", ()))
+        priors = data.get("prior_classifiers", {})
+        if not isinstance(priors, dict) or not all(isinstance(v, str) for v in priors.values()):
+            raise ValueError(f"{path}: prior_classifiers must map file names to sha256 strings")
         decoding = data.get("decoding", {})
         decoding["class_frequencies"] = tuple(decoding.get("class_frequencies", ()))
         data["decoding"] = DecodingSettings(**decoding)

@@ -73,9 +73,46 @@ def encode_faces(session, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     for start in range(0, len(faces), _CHUNK):
         batch = grey_faces(faces[start : start + _CHUNK], INPUT_SIZE)
         maps, logits = session.run(["features", "logits"], {"image": batch})
-        mirrored = session.run(["logits"], {"image": batch[..., ::-1].copy()})[0]
-        priors.append(np.log((softmax(logits) + softmax(mirrored)) / 2 + 1e-9))
+        priors.append(np.log(_mirror_average(session, batch, logits) + 1e-9))
         cells = maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1)
         tokens.append(np.concatenate([cells, cells.mean(axis=1, keepdims=True)], axis=1))
     return np.concatenate(tokens).astype(np.float32), np.concatenate(priors)
 
+
+def classify_faces(session, faces: Sequence[np.ndarray]) -> np.ndarray:
+    """Class probabilities ``[N, classes]`` of RGB face crops by a classifier with the
+    encoder's interface (face + mirror)."""
+    out = []
+    for start in range(0, len(faces), _CHUNK):
+        batch = grey_faces(faces[start : start + _CHUNK], INPUT_SIZE)
+        out.append(_mirror_average(session, batch, session.run(["logits"], {"image": batch})[0]))
+    return np.concatenate(out)
+
+
+def _mirror_average(session, batch: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The mean of the probabilities of ``batch`` (its ``logits``) and of its mirror image."""
+    mirrored = session.run(["logits"], {"image": batch[..., ::-1].copy()})[0]
+    return (softmax(logits) + softmax(mirrored)) / 2
+
+
+class PriorClassifiers:
+    """Classifiers (ONNX files, the encoder's interface) whose face + mirror probabilities,
+    averaged, are a model's prior; the encoder's own among them is taken from its run."""
+
+    def __init__(self, paths: Sequence[Path], encoder: Path):
+        self.paths = tuple(paths)
+        self.encoder = encoder
+        self._sessions: dict[Path, object] = {}
+
+    def __call__(self, faces: Sequence[np.ndarray], encoder_log_prior: np.ndarray) -> np.ndarray:
+        """Log mean probabilities ``[N, classes]`` of ``faces`` (``encoder_log_prior``: the
+        encoder's log-probabilities of the same faces)."""
+        probabilities = []
+        for path in self.paths:
+            if path == self.encoder:
+                probabilities.append(np.exp(encoder_log_prior))
+                continue
+            if path not in self._sessions:
+                self._sessions[path] = encoder_session(path)
+            probabilities.append(classify_faces(self._sessions[path], faces))
+        return np.log(np.mean(probabilities, axis=0) + 1e-9)

@@ -30,6 +30,7 @@ from engine.model.conversations import IMAGE_TOKEN, answer_segments
 from engine.model.decoding import AUGrounding
 from engine.model.encoder import (
     NANO_ENCODER,
+    PriorClassifiers,
     encode_faces,
     encoder_session,
     feature_shape,
@@ -50,7 +51,9 @@ class NanoVisual:
 
     features: np.ndarray  # [visual_tokens, feature_dim] float32
     aus: np.ndarray  # [len(au_codes)] float32 on the FACS 0-5 scale, 0 where not measured
-    log_prior: np.ndarray  # [8] the encoder classifier's log-probabilities (face + mirror)
+    #: [8] log-probabilities (face + mirror) of the encoder's classifier or of the model's
+    #: ``prior_classifiers``
+    log_prior: np.ndarray
     #: AU code -> (left, right) intensities where the AU back end measured sides (the rule
     #: tables weigh one-sided movements, e.g. contempt's AU14); not model input
     sides: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -81,11 +84,14 @@ class NanoVisionLM(VisionLM):
 
     name = "nano"
 
-    def __init__(self, config: ModelConfig, module, tokenizer, encoder: Path):
+    def __init__(
+        self, config: ModelConfig, module, tokenizer, encoder: Path, priors: Sequence[Path] = ()
+    ):
         self.config = config
         self.module = module
         self.tokenizer = tokenizer
         self.encoder_path = encoder
+        self._prior = PriorClassifiers(priors, encoder) if priors else None
         self._session = None
         self._au_meter: _AUMeter | None = None
         self._rules = None
@@ -126,7 +132,11 @@ class NanoVisionLM(VisionLM):
     def load(cls, folder: Path, config: ModelConfig, trainable: bool) -> NanoVisionLM:
         found = folder / CONFIG_FILE
         encoder = pinned(NANO_ENCODER.parent / config.encoder, config.encoder_sha256, found)
-        return cls(config, *nano_module(config, folder, trainable), encoder)
+        priors = [
+            pinned(NANO_ENCODER.parent / name, sha256, found)
+            for name, sha256 in config.prior_classifiers.items()
+        ]
+        return cls(config, *nano_module(config, folder, trainable), encoder, priors)
 
     def visual_inputs(
         self, faces: Sequence[np.ndarray], aus: Sequence[Mapping[str, float]] | None = None
@@ -146,6 +156,8 @@ class NanoVisionLM(VisionLM):
         else:
             sides = [{} for _ in faces]
         tokens, priors = encode_faces(self._session, faces)
+        if self._prior is not None:
+            priors = self._prior(faces, priors)
         out: list[NanoVisual] = []
         codes = self.config.au_codes
         for index, features in enumerate(tokens):
