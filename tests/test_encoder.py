@@ -84,3 +84,12 @@ def test_a_model_folder_names_its_missing_or_changed_prior_classifier(tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"expllm_model.json: .*nano_encoder.onnx has another"):
         load_model(tmp_path)
+
+
+def test_prior_classifiers_round_trip_through_the_model_folder(tmp_path):
+    from dataclasses import replace
+
+    config = ModelConfig.read(SHIPPED_MODEL)
+    listed = replace(config, prior_classifiers={NANO_ENCODER.name: config.encoder_sha256})
+    listed.write(tmp_path)
+    assert ModelConfig.read(tmp_path) == listed
