@@ -145,3 +145,25 @@ def test_the_two_sources_agree_on_clear_faces(dlib_source, mesh_source, faces) -
     assert len(errors) >= len(faces) - 1
     assert np.median(errors) < 0.08
     assert max(errors) < 0.25  # the worst: a face turned ~60 degrees (jaw outline)
+
+
+def test_dlib_source_needs_no_pkg_resources(dlib_source):
+    """face_recognition_models' __init__ imports pkg_resources (gone from setuptools 82); the
+    predictor is found without importing it."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pkg_resources':\n"
+        "            raise ImportError('blocked', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.modules.pop('pkg_resources', None)\n"
+        "from engine.aus.openface.landmarks import DlibLandmarks\n"
+        "DlibLandmarks()\n"
+        "assert 'face_recognition_models' not in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -19,6 +19,7 @@ coordinates, as in OpenCV and dlib), in the iBUG-68 order (0-16 jaw, 17-26 brows
 from __future__ import annotations
 
 import csv
+import importlib.util
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -94,16 +95,19 @@ def _to_grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(to_rgb(image), cv2.COLOR_RGB2GRAY)
 
 
-def _import_dlib() -> tuple[Any, Any]:
+def _import_dlib() -> tuple[Any, Path]:
+    """dlib and the path of ``face_recognition_models``' 68-point predictor, found without
+    importing that package (its ``__init__`` needs ``pkg_resources``, gone from setuptools 82)."""
+    hint = "pip install 'expllm[openface]' (dlib-bin and face-recognition-models)"
     try:
         import dlib
-        import face_recognition_models
     except ImportError as error:
-        raise ImportError(
-            f"the dlib landmark source needs {error.name!r}: pip install 'expllm[openface]' "
-            "(dlib-bin and face-recognition-models)"
-        ) from error
-    return dlib, face_recognition_models
+        raise ImportError(f"the dlib landmark source needs {error.name!r}: {hint}") from error
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the dlib landmark source needs 'face_recognition_models': {hint}")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return dlib, folder / "models" / "shape_predictor_68_face_landmarks.dat"
 
 
 @dataclass
@@ -130,8 +134,8 @@ class DlibLandmarks:
     _predictor: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._dlib, models = _import_dlib()
-        path = Path(self.model_path or models.pose_predictor_model_location())
+        self._dlib, predictor = _import_dlib()
+        path = Path(self.model_path or predictor)
         if not path.is_file():
             raise FileNotFoundError(f"dlib shape predictor {path} is missing")
         self._detector = self._dlib.get_frontal_face_detector()
