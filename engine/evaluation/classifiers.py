@@ -22,7 +22,7 @@ from engine.data.datasets import label_maps
 from engine.evaluation.face_batches import FacePredictor
 from engine.evaluation.scoring import PREDICTORS, Prediction, best_of
 from engine.model.config import WEIGHTS
-from engine.model.encoder import grey_faces, softmax
+from engine.model.encoder import grey_faces, mirror_average, softmax
 from engine.types import EMOTIONS
 
 NANO_FILE = "nano_encoder.onnx"
@@ -95,13 +95,8 @@ class NanoPredictor(ImageClassifier):
 
     def classify(self, faces: list[np.ndarray]) -> np.ndarray:
         batch = grey_faces(faces, self.size)
-        probabilities = softmax(self._logits(batch))
-        if self.tta:
-            probabilities = (probabilities + softmax(self._logits(batch[..., ::-1].copy()))) / 2
-        return probabilities
-
-    def _logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"image": batch})[0]
+        logits = self.session.run(["logits"], {"image": batch})[0]
+        return mirror_average(self.session, batch, logits) if self.tta else softmax(logits)
 
     def describe(self) -> str:
         return f"nano classifier {self.model}" + (" (+ flip)" if self.tta else "")

@@ -60,9 +60,9 @@ class ExpLLMPredictor(FacePredictor):
             guided.append(f"label guidance {self.decoding.label_guidance:g}")
         if self.decoding.stated_facts:
             guided.append(f"stated facts of the {self.decoding.stated_facts} template")
-        prior = self.model.config.prior_classifiers
-        by = f"classifiers {', '.join(prior)}" if prior else "the encoder's classifier"
         if self.decoding.planned_reading:
+            prior = self.model.config.prior_classifiers
+            by = f"classifiers {', '.join(prior)}" if prior else "the encoder's classifier"
             guided.append(f"reading planned by {by}")
         if self.decoding.planned_reading and self.decoding.planned_conclusion:
             guided.append("the templates' Conclusions")

@@ -1,6 +1,6 @@
 """The nano base's frozen face encoder: the shipped ONNX model (``engine/weights/
 nano_encoder.onnx``) run on onnxruntime, and the image helpers it shares with the ``nano``
-predictor (``grey_faces``, ``softmax``)."""
+predictor (``grey_faces``, ``softmax``, ``mirror_average``)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def encode_faces(session, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     for start in range(0, len(faces), _CHUNK):
         batch = grey_faces(faces[start : start + _CHUNK], INPUT_SIZE)
         maps, logits = session.run(["features", "logits"], {"image": batch})
-        priors.append(np.log(_mirror_average(session, batch, logits) + 1e-9))
+        priors.append(np.log(mirror_average(session, batch, logits) + 1e-9))
         cells = maps.reshape(len(batch), maps.shape[1], -1).transpose(0, 2, 1)
         tokens.append(np.concatenate([cells, cells.mean(axis=1, keepdims=True)], axis=1))
     return np.concatenate(tokens).astype(np.float32), np.concatenate(priors)
@@ -85,12 +85,13 @@ def classify_faces(session, faces: Sequence[np.ndarray]) -> np.ndarray:
     out = []
     for start in range(0, len(faces), _CHUNK):
         batch = grey_faces(faces[start : start + _CHUNK], INPUT_SIZE)
-        out.append(_mirror_average(session, batch, session.run(["logits"], {"image": batch})[0]))
+        out.append(mirror_average(session, batch, session.run(["logits"], {"image": batch})[0]))
     return np.concatenate(out)
 
 
-def _mirror_average(session, batch: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """The mean of the probabilities of ``batch`` (its ``logits``) and of its mirror image."""
+def mirror_average(session, batch: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The mean of the probabilities of ``batch`` (its ``logits``, from ``session``) and of its
+    mirror image."""
     mirrored = session.run(["logits"], {"image": batch[..., ::-1].copy()})[0]
     return (softmax(logits) + softmax(mirrored)) / 2
 
