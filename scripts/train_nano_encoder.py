@@ -160,6 +160,17 @@ def augment(x, generator, wide: bool = False):
     return x.masked_fill((patch & erase).unsqueeze(1), 0.5)
 
 
+def training_batch(images, generator, transfer: bool):
+    """uint8 faces [n, 48, 48] -> an augmented float batch [n, 1, 48, 48] in [0, 1]
+    (``augment``, with ``transfer``: wide and ``transfer_augment``), channels last."""
+    import torch
+
+    x = augment(images.float().div(255).unsqueeze(1), generator, transfer)
+    if transfer:
+        x = transfer_augment(x, generator)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def transfer_augment(x, generator):
     """Blur (p 0.3, sigma 0.5-1.5), gamma 0.7-1.4 and one occluder (p 0.5, 8-24 px, random
     grey) on top of ``augment``."""
@@ -247,17 +258,18 @@ def load_exported(model, path: Path, images: np.ndarray) -> None:
             norm.bias.copy_(torch.tensor(bias))
         model.head.weight.copy_(torch.tensor(arrays["head.weight"]))
         model.head.bias.copy_(torch.tensor(arrays["head.bias"]))
-        inputs: dict[nn.Module, list] = {norm: [] for _, norm in pairs}
-        hooks = [
-            norm.register_forward_pre_hook(lambda m, args: inputs[m].append(args[0].double()))
-            for _, norm in pairs
-        ]
+        inputs: dict[nn.Module, torch.Tensor] = {}
+
+        def keep(norm, args):
+            inputs[norm] = args[0].double()
+
+        hooks = [norm.register_forward_pre_hook(keep) for _, norm in pairs]
         model.eval()
         model(torch.as_tensor(images).float().div(255).unsqueeze(1))
         for hook in hooks:
             hook.remove()
         for _, norm in pairs:
-            seen = inputs[norm][0]
+            seen = inputs[norm]
             mean, var = seen.mean(dim=(0, 2, 3)), seen.var(dim=(0, 2, 3))
             norm.bias.add_(mean.float())
             norm.running_mean.copy_(mean.float())
@@ -324,10 +336,7 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
         running = 0.0
         for step in range(steps_per_epoch):
             index = order[step * args.batch : (step + 1) * args.batch]
-            x = augment(train_x[index].float().div(255).unsqueeze(1), generator, args.transfer)
-            if args.transfer:
-                x = transfer_augment(x, generator)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = training_batch(train_x[index], generator, args.transfer)
             with autocast:
                 logits = model(x)[0]
             loss = -(train_soft[index] * logits.float().log_softmax(1)).sum(1).mean()
@@ -338,7 +347,14 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
             running += loss.item()
         if averaged is not None:
             averaged.update_parameters(model)
-            _recompute_norms(averaged.module, train_x, generator, args)
+            draws = (
+                torch.randint(0, len(train_x), (args.batch,), device=device, generator=generator)
+                for _ in range(40)
+            )  # batch-norm statistics of the average, over 40 augmented training batches
+            torch.optim.swa_utils.update_bn(
+                (training_batch(train_x[i], generator, args.transfer) for i in draws),
+                averaged.module,
+            )
         entry = {
             "epoch": epoch + 1,
             "loss": running / steps_per_epoch,
@@ -363,27 +379,6 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
     if "test" in data:
         summary["test"] = evaluate(model, data["test"]["x"], data["test"]["y"], device)
     return model.cpu().float().eval(), summary
-
-
-def _recompute_norms(model, train_x, generator, args, batches: int = 40) -> None:
-    """Batch-norm statistics of a weight average, over ``batches`` augmented training batches
-    (as ``torch.optim.swa_utils.update_bn`` does over a loader)."""
-    import torch
-
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            index = torch.randint(
-                0, len(train_x), (args.batch,), device=train_x.device, generator=generator
-            )
-            x = augment(train_x[index].float().div(255).unsqueeze(1), generator, args.transfer)
-            model(x.contiguous(memory_format=torch.channels_last))
-    for norm in norms:
-        norm.momentum = 0.1
 
 
 def export_onnx(model, path: Path) -> None:
