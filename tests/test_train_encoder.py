@@ -49,13 +49,13 @@ def test_an_encoder_of_another_width_is_refused(script, images):
 
 def test_with_swa_training_returns_the_average_of_the_epochs_weights(script, images, monkeypatch):
     averaged_model = torch.optim.swa_utils.AveragedModel
+    original = averaged_model.update_parameters
     snapshots = []
 
     def update_parameters(self, model):
         snapshots.append([p.detach().clone() for p in model.parameters()])
-        return averaged_model.update_parameters.__wrapped__(self, model)
+        return original(self, model)
 
-    update_parameters.__wrapped__ = averaged_model.update_parameters
     monkeypatch.setattr(averaged_model, "update_parameters", update_parameters)
     soft = np.full((len(images), 8), 1 / 8, np.float32)
     data = {"train": {"x": images, "soft": soft}}
