@@ -275,6 +275,7 @@ def test_the_shipped_config_still_reads_with_its_own_prompts():
     assert config.decoding.label_cue == saved["decoding"]["label_cue"]
     assert config.decoding.stated_facts == "evidence" and config.decoding.planned_reading
     assert config.decoding.planned_conclusion
+    assert config.decoding.transfer_balance == saved["decoding"]["transfer_balance"]
 
 
 class FakeTokenizer:
@@ -375,6 +376,23 @@ def test_prior_correction_lifts_rare_classes_and_is_off_by_default():
     corrected = settings.balanced(log_priors)
     assert int(np.argmax(log_priors)) == 0 and int(np.argmax(corrected)) == 1
     assert np.allclose(corrected - log_priors, -np.log([0.6, 0.3, 0.1]))
+
+
+def test_the_transfer_correction_applies_only_where_fewer_classes_are_allowed():
+    import numpy as np
+
+    from engine.model.settings import DecodingSettings
+
+    log_priors = np.log(np.array([[0.5, 0.44, 0.06]]))
+    frequencies = (0.6, 0.3, 0.1)
+    settings = DecodingSettings(class_balance=0.5, class_frequencies=frequencies)
+    assert np.array_equal(settings.balanced(log_priors, True), settings.balanced(log_priors))
+    settings = settings.with_options({"transfer_balance": "2"})
+    assert settings.transfer_balance == 2.0
+    assert np.allclose(settings.balanced(log_priors) - log_priors, -0.5 * np.log(frequencies))
+    restricted = settings.balanced(log_priors, restricted=True)
+    assert np.allclose(restricted - log_priors, -2.0 * np.log(frequencies))
+    assert int(np.argmax(restricted)) == 2 != int(np.argmax(settings.balanced(log_priors)))
 
 
 def test_quoted_evidence_shares_are_the_measured_ones(rules):

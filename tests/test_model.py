@@ -225,7 +225,8 @@ def test_shipped_nano_model_writes_a_cot_from_the_pixels(ferplus_dir):
 def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir):
     """Grounded: only measured AUs, quoted as measured. Label guidance with a large weight and a
     prior sure of surprise: the Interpretation of a smiling face leads with surprise and the
-    Conclusion follows it. Allowed labels: the Conclusion names one of them. The shipped
+    Conclusion follows it. Allowed labels: the Conclusion names one of them, and the planned
+    reading takes the correction for fewer classes (``transfer_balance``). The shipped
     settings: the stated facts open the text, the Conclusion is the planned reading. Every cue
     claim holds on the rules' reading of the face."""
     from dataclasses import replace
@@ -268,6 +269,14 @@ def test_guided_decoding_grounds_the_aus_and_follows_a_strong_prior(ferplus_dir)
     assert conclusion_label(text) == "surprise" == interpretation_lead(text.split("\n\n**Con")[0])
     allowed = model.generate(visuals[:1], allowed_labels=["sadness", "anger"])[0]
     assert conclusion_label(allowed) in ("sadness", "anger"), allowed
+    # fewer classes allowed (another dataset's): the planned reading takes the transfer correction
+    lean = np.full(len(EMOTIONS), np.log(1e-3), np.float32)
+    lean[EMOTIONS.index("happiness")], lean[EMOTIONS.index("disgust")] = 0.0, -1.5
+    leaning, pair = [replace(visuals[0], log_prior=lean)], ["happiness", "disgust"]
+    corrected = replace(model.config.decoding, class_balance=0.2, transfer_balance=0.6)
+    assert model.readings(leaning, corrected, pair) == ["disgust"]
+    assert model.readings(leaning, corrected) == ["happiness"]
+    assert model.readings(leaning, replace(corrected, transfer_balance=None), pair) == ["happiness"]
     # the shipped decoding: the stated facts open each text, which concludes its planned reading
     readings = model.readings(visuals, model.config.decoding)
     facts = model.stated_facts(visuals, model.config.decoding.stated_facts, readings)

@@ -64,6 +64,13 @@ class ExpLLMPredictor(FacePredictor):
             prior = self.model.config.prior_classifiers
             by = f"classifiers {', '.join(prior)}" if prior else "the encoder's classifier"
             guided.append(f"reading planned by {by}")
+        correction = self.decoding.class_balance
+        transfer = self.decoding.transfer_balance
+        if (self.decoding.label_guidance or self.decoding.planned_reading) and (
+            correction or transfer
+        ):
+            where = "" if transfer is None else f", {transfer:g} where fewer classes are allowed"
+            guided.append(f"prior correction {correction:g}{where}")
         if self.decoding.planned_reading and self.decoding.planned_conclusion:
             guided.append("the templates' Conclusions")
         return f"ExpLLM ({self.model.config.base}) {self.path}" + (

@@ -289,11 +289,14 @@ class NanoVisionLM(VisionLM):
     ) -> list[str] | None:
         """The emotion each face is read as before its text is written
         (``DecodingSettings.planned_reading``): the encoder classifier's best allowed class,
-        prior-corrected; else None (the LM's text decides)."""
+        prior-corrected (``transfer_balance`` where fewer classes are allowed); else None (the
+        LM's text decides)."""
         if not decoding.planned_reading:
             return None
         choices = [EMOTIONS.index(e) for e in label_choices(allowed_labels)]
-        priors = decoding.balanced(np.stack([v.log_prior for v in visuals]))[:, choices]
+        restricted = len(choices) < len(EMOTIONS)
+        priors = decoding.balanced(np.stack([v.log_prior for v in visuals]), restricted)
+        priors = priors[:, choices]
         return [EMOTIONS[choices[i]] for i in priors.argmax(axis=1)]
 
     def groundings(

@@ -28,6 +28,11 @@ class DecodingSettings:
     #: trades a little accuracy on common classes for recall on rare ones (0: off).
     class_balance: float = 0.0
     class_frequencies: tuple[float, ...] = ()
+    #: Prior correction where the answers are restricted to fewer classes (another dataset's
+    #: label set, the cross-dataset protocol), whose frequencies are not the training labels':
+    #: the one that maximises balanced accuracy (UAR) on the validation faces, as for a set
+    #: whose classes are equally frequent (None: ``class_balance`` there too).
+    transfer_balance: float | None = None
     #: Grounded text stays ASCII and never speaks of annotations, labels or datasets
     #: (``META_TERMS``); off for a model trained on texts that do (the shipped one), which
     #: these guards derail.
@@ -64,12 +69,16 @@ class DecodingSettings:
             raise ValueError(f"conclusion_follows must be one of {FOLLOWS}")
         return replace(self, **cast)
 
-    def balanced(self, log_priors: np.ndarray) -> np.ndarray:
-        """``log_priors`` [faces, classes] with the prior correction applied."""
-        if not self.class_balance or not self.class_frequencies:
+    def balanced(self, log_priors: np.ndarray, restricted: bool = False) -> np.ndarray:
+        """``log_priors`` [faces, classes] with the prior correction applied (``restricted``:
+        the answers are restricted to fewer classes, ``transfer_balance``)."""
+        balance = self.class_balance
+        if restricted and self.transfer_balance is not None:
+            balance = self.transfer_balance
+        if not balance or not self.class_frequencies:
             return log_priors
         frequencies = np.asarray(self.class_frequencies, np.float64)
-        return log_priors - self.class_balance * np.log(np.maximum(frequencies, 1e-6))
+        return log_priors - balance * np.log(np.maximum(frequencies, 1e-6))
 
     @property
     def guided(self) -> bool:
@@ -86,6 +95,8 @@ def _cast(value: object, like: object, name: str) -> object:
             return value.lower() in ("true", "1")
         if isinstance(like, tuple):
             return tuple(float(v) for v in value)
+        if like is None:  # an optional number, unset
+            return float(value)
         return type(like)(value)
     except (TypeError, ValueError) as error:
         raise ValueError(f"decoding setting {name}: cannot read {value!r}") from error
