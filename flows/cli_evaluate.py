@@ -96,9 +96,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         PredictorSpec(label, name, tuple(sorted(options.items())))
         for label, name, options in parse_peers(args.peers, args.peer_option)
     )
-    au_source = (
-        (("shards", args.au_shards),) if args.au_shards else (("au_backend", args.au_backend),)
-    )
+    au_source: tuple[tuple[str, Any], ...] = ()
+    if args.au_shards:
+        au_source = (("shards", args.au_shards),)
+    elif args.au_backend:
+        au_source = (("au_backend", args.au_backend),)
     run = evaluate.with_options(task_runner=task_runner_for("process", args.workers))
     result = from_args(
         run, args, model=model, peers=peers, au_source=au_source, progress=not args.quiet
@@ -157,9 +159,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     )
     ev.add_argument(
         "--au-backend",
-        default="mesh",
         choices=list_estimators(),
-        help="AU back end measuring the faces for CoT faithfulness, without --au-shards",
+        help="AU back end measuring the faces for CoT faithfulness, without --au-shards "
+        "(default: the model's own where it measures AUs, else mesh)",
     )
     ev.add_argument("--chunk-size", type=int, default=512, help="records per task")
     ev.add_argument("--workers", type=int, default=1, help="parallel worker processes")

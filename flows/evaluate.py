@@ -109,9 +109,11 @@ def evaluate(
     """Score ``model`` and ``peers`` on ``data`` (``KIND:PATH``) and write the reports to ``out``.
 
     ``au_source`` holds the ``RuleEvidence`` options (``shards`` or ``au_backend``) used to
-    measure AUs for the CoT faithfulness of predictors that give CoT text. ``classes`` is the
-    class set the answers are held to (``allowed_classes``: ``all``, ``dataset`` or a comma
-    list). ``progress`` shows a bar over faces. Returns the ``metrics.json`` contents.
+    measure AUs for the CoT faithfulness of predictors that give CoT text (none given: the
+    model's own AU back end where it measures AUs, as its CoTs cite them; else the default).
+    ``classes`` is the class set the answers are held to (``allowed_classes``: ``all``,
+    ``dataset`` or a comma list). ``progress`` shows a bar over faces. Returns the
+    ``metrics.json`` contents.
     """
     logger = get_run_logger()
     specs = (model, *peers)
@@ -120,6 +122,9 @@ def evaluate(
         raise ValueError(f"predictor labels must be unique, got {labels}")
     for spec in specs:  # fail on a bad file or option before any task runs
         _predictor(spec)
+    own_backend = getattr(_predictor(model), "au_backend", None)
+    if not au_source and own_backend:
+        au_source = (("au_backend", own_backend),)
     dataset = read_dataset(data, split=split, protocol=protocol, limit=limit)
     records = [r for r in dataset.records if r.label is not None]
     if not records:
@@ -176,6 +181,7 @@ def evaluate(
         "model": model.label,
         "class_set": classes,
         "classes": list(allowed),
+        "au_source": dict(au_source),
     }
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)

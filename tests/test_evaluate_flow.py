@@ -56,6 +56,7 @@ def test_evaluate_flow_writes_self_contained_reports(tmp_path, ferplus_dir, shar
         assert args.func(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 24 and metrics["model"] == "nano"
+    assert metrics["au_source"] == {}  # no AU back end of its own: the rules' default
     assert list(metrics["predictors"]) == ["nano", "gpt4v", "rules"]
     nano = metrics["predictors"]["nano"]
     assert nano["per_class"]["neutral"]["recall"] == 1.0  # the tiny model always says neutral
@@ -116,6 +117,7 @@ def test_evaluate_flow_within_two_classes(tmp_path, ferplus_dir, shared_dir, cap
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["classes"] == ["happiness", "sadness"]
     assert metrics["class_set"] == "Happiness,sadness"
+    assert metrics["au_source"] == {"au_backend": "mesh"}
     frame = pd.read_csv(out / "predictions.csv")
     assert frame["nano"].isin(["happiness", "sadness"]).all()
     outside = (~frame["gpt4v"].isin(["happiness", "sadness"])).sum()  # kept as GPT-4V said

@@ -46,6 +46,11 @@ class ExpLLMPredictor(FacePredictor):
         self.max_new_tokens = max_new_tokens
         self.decoding = self.model.config.decoding.with_options(decoding)
 
+    @property
+    def au_backend(self) -> str | None:
+        """The AU back end the model measures faces with (its CoTs cite those AUs), if any."""
+        return self.model.config.au_backend or None
+
     def answer(self, faces: list[np.ndarray], classes: Sequence[str]) -> list[Prediction]:
         allowed = None if set(classes) == set(EMOTIONS) else list(classes)
         visuals = self.model.visual_inputs(faces)
