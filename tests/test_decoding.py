@@ -386,11 +386,15 @@ def test_the_transfer_correction_applies_only_where_fewer_classes_are_allowed():
     log_priors = np.log(np.array([[0.5, 0.44, 0.06]]))
     frequencies = (0.6, 0.3, 0.1)
     settings = DecodingSettings(class_balance=0.5, class_frequencies=frequencies)
-    assert np.array_equal(settings.balanced(log_priors, True), settings.balanced(log_priors))
+    fewer = ["neutral", "happiness", "surprise"]
+    assert np.array_equal(settings.balanced(log_priors, fewer), settings.balanced(log_priors))
     settings = settings.with_options({"transfer_balance": "2"})
     assert settings.transfer_balance == 2.0
     assert np.allclose(settings.balanced(log_priors) - log_priors, -0.5 * np.log(frequencies))
-    restricted = settings.balanced(log_priors, restricted=True)
+    assert np.array_equal(
+        settings.balanced(log_priors, list(EMOTIONS)), settings.balanced(log_priors)
+    )
+    restricted = settings.balanced(log_priors, fewer)
     assert np.allclose(restricted - log_priors, -2.0 * np.log(frequencies))
     assert int(np.argmax(restricted)) == 2 != int(np.argmax(settings.balanced(log_priors)))
 

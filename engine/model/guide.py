@@ -45,11 +45,10 @@ class TokenGuide:
         self.groundings = groundings
         self.families = emotion_token_families(tokenizer)
         self.weight = settings.label_guidance if log_priors is not None else 0.0
-        self.allowed = label_choices(allowed_labels)
-        restricted = len(self.allowed) < len(EMOTIONS)
         self.log_priors = (
-            settings.balanced(log_priors, restricted) if log_priors is not None else None
+            settings.balanced(log_priors, allowed_labels) if log_priors is not None else None
         )
+        self.allowed = label_choices(allowed_labels)
         self._decode = _fast_decoder(tokenizer)
         self.readings = readings
         # control tokens (chat roles, ...) are skipped when texts are decoded, so grounding

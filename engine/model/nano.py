@@ -294,8 +294,7 @@ class NanoVisionLM(VisionLM):
         if not decoding.planned_reading:
             return None
         choices = [EMOTIONS.index(e) for e in label_choices(allowed_labels)]
-        restricted = len(choices) < len(EMOTIONS)
-        priors = decoding.balanced(np.stack([v.log_prior for v in visuals]), restricted)
+        priors = decoding.balanced(np.stack([v.log_prior for v in visuals]), allowed_labels)
         priors = priors[:, choices]
         return [EMOTIONS[choices[i]] for i in priors.argmax(axis=1)]
 

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from engine.model.labels import FOLLOWS
+from engine.model.labels import FOLLOWS, label_choices
+from engine.types import EMOTIONS
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,13 @@ class DecodingSettings:
             raise ValueError(f"conclusion_follows must be one of {FOLLOWS}")
         return replace(self, **cast)
 
-    def balanced(self, log_priors: np.ndarray, restricted: bool = False) -> np.ndarray:
-        """``log_priors`` [faces, classes] with the prior correction applied (``restricted``:
-        the answers are restricted to fewer classes, ``transfer_balance``)."""
+    def balanced(
+        self, log_priors: np.ndarray, allowed_labels: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """``log_priors`` [faces, classes] with the prior correction applied (where
+        ``allowed_labels`` are fewer than all classes: ``transfer_balance``)."""
         balance = self.class_balance
+        restricted = len(label_choices(allowed_labels)) < len(EMOTIONS)
         if restricted and self.transfer_balance is not None:
             balance = self.transfer_balance
         if not balance or not self.class_frequencies:
