@@ -22,7 +22,7 @@ from engine.data.datasets import label_maps
 from engine.evaluation.face_batches import FacePredictor
 from engine.evaluation.scoring import PREDICTORS, Prediction, best_of
 from engine.model.config import WEIGHTS
-from engine.model.encoder import grey_faces, mirror_average, softmax
+from engine.model.encoder import classify_faces
 from engine.types import EMOTIONS
 
 NANO_FILE = "nano_encoder.onnx"
@@ -94,9 +94,7 @@ class NanoPredictor(ImageClassifier):
         self.tta = bool(tta)
 
     def classify(self, faces: list[np.ndarray]) -> np.ndarray:
-        batch = grey_faces(faces, self.size)
-        logits = self.session.run(["logits"], {"image": batch})[0]
-        return mirror_average(self.session, batch, logits) if self.tta else softmax(logits)
+        return classify_faces(self.session, faces, self.size, self.tta)
 
     def describe(self) -> str:
         return f"nano classifier {self.model}" + (" (+ flip)" if self.tta else "")

@@ -1,6 +1,6 @@
 """The nano base's frozen face encoder: the shipped ONNX model (``engine/weights/
 nano_encoder.onnx``) run on onnxruntime, and the image helpers it shares with the ``nano``
-predictor (``grey_faces``, ``softmax``, ``mirror_average``)."""
+predictor (``classify_faces``)."""
 
 from __future__ import annotations
 
@@ -79,13 +79,19 @@ def encode_faces(session, faces: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     return np.concatenate(tokens).astype(np.float32), np.concatenate(priors)
 
 
-def classify_faces(session, faces: Sequence[np.ndarray]) -> np.ndarray:
+def classify_faces(
+    session,
+    faces: Sequence[np.ndarray],
+    size: tuple[int, int] = INPUT_SIZE,
+    mirror: bool = True,
+) -> np.ndarray:
     """Class probabilities ``[N, classes]`` of RGB face crops by a classifier with the
-    encoder's interface (face + mirror)."""
+    encoder's interface (input ``size``; ``mirror``: face + mirror)."""
     out = []
     for start in range(0, len(faces), _CHUNK):
-        batch = grey_faces(faces[start : start + _CHUNK], INPUT_SIZE)
-        out.append(mirror_average(session, batch, session.run(["logits"], {"image": batch})[0]))
+        batch = grey_faces(faces[start : start + _CHUNK], size)
+        logits = session.run(["logits"], {"image": batch})[0]
+        out.append(mirror_average(session, batch, logits) if mirror else softmax(logits))
     return np.concatenate(out)
 
 
