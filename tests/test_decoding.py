@@ -540,3 +540,28 @@ def test_a_planned_conclusion_is_one_of_the_templates_conclusions_for_the_readin
     assert not grounding.allows(head + "The expression is **sadness**, as the face shows.")
     free = AUGrounding.from_intensities(SMILE, rules, evidence=evidence.scores, reading="sadness")
     assert free.allows(head + "The expression is **sadness**, as the face shows")
+
+
+def test_a_planned_conclusion_that_only_one_ending_fits_is_finished_at_once(rules):
+    """``AUGrounding.ending``: once the Conclusion written begins only one of the planned
+    ones, its rest; while several fit, before the Conclusion or without a plan, none."""
+    evidence = rules.evaluate(AUReading(SMILE, "test", ""))
+    renderer = CoTRenderer(threshold=rules.active_threshold, max_aus=rules.max_cited_aus)
+    conclusions = renderer.conclusions(evidence, "sadness")
+    grounding = AUGrounding.from_intensities(
+        SMILE, rules, evidence=evidence.scores, reading="sadness", conclusions=conclusions
+    )
+    text = renderer.render("r", "sadness", evidence).cot.text
+    head = text[: text.index("**Conclusion:** ") + len("**Conclusion:** ")]
+    assert len(set(conclusions)) > 1 and grounding.ending(head) is None
+    assert grounding.ending(head[: -len("**Conclusion:** ")]) is None
+    for conclusion in set(conclusions):
+        others = [c for c in conclusions if c != conclusion]
+        cut = next(
+            n for n in range(len(conclusion)) if all(c[:n] != conclusion[:n] for c in others)
+        )
+        assert grounding.ending(head + conclusion[: cut - 1]) is None  # still shared
+        assert grounding.ending(head + conclusion[:cut]) == conclusion[cut:]
+        assert grounding.ending(head + conclusion) is None  # nothing left to write
+    free = AUGrounding.from_intensities(SMILE, rules, evidence=evidence.scores, reading="sadness")
+    assert free.ending(head + conclusions[0][:40]) is None

@@ -1,6 +1,8 @@
 """``engine.model.greedy.greedy_decode`` against ``transformers``' own greedy generation, on a
 tiny random Llama (no download): same tokens, also when rows finish early and leave the batch."""
 
+import functools
+
 import pytest
 
 
@@ -46,15 +48,18 @@ def test_greedy_decode_matches_transformers_generate():
     assert any(len(row) < 20 for row in ours) and any(len(row) > 5 for row in ours)
 
 
-def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone():
+@pytest.mark.parametrize("shared", [0, 3])
+def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone(shared):
     """Rows that begin their answers with given tokens (shorter ones padded, masked and skipped
-    by the positions) write what each would write alone, its prompt + prefix unpadded."""
+    by the positions) write what each would write alone, its prompt + prefix unpadded; a
+    prompt beginning that all rows share (``shared`` positions) is read once for all."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from engine.model.greedy import greedy_decode
 
     lm = _tiny_llama(torch, transformers, seed=1)
     embeds = torch.randn(9, 6, 32)
+    embeds[:, :shared] = embeds[:1, :shared]
     prefixes = [[int(t) for t in torch.randint(0, 40, (length,))] for length in range(9)]
     with torch.inference_mode():
         batched = greedy_decode(lm, embeds, 12, eos_token_id=7, prefixes=prefixes)
@@ -65,3 +70,32 @@ def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone():
             alone.append(prefix + greedy_decode(lm, joined, 12, eos_token_id=7)[0])
     assert batched == alone
     assert any(len(row) < len(prefix) + 12 for row, prefix in zip(batched, prefixes, strict=True))
+
+
+def test_a_row_with_one_ending_left_is_finished_without_decoding_it():
+    """Where ``ending`` names the tokens that must end a row, they are appended at once: the
+    row writes what it wrote before, then the ending, and costs no further steps."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import greedy_decode
+
+    lm = _tiny_llama(torch, transformers, seed=2)
+    embeds = torch.randn(4, 5, 32)
+    forward = lm.forward
+    calls = []
+
+    @functools.wraps(forward)
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    lm.forward = counted
+    with torch.inference_mode():
+        free = greedy_decode(lm, embeds, 10, eos_token_id=-1)
+        free_calls = len(calls)
+        calls.clear()
+        ended = greedy_decode(
+            lm, embeds, 10, eos_token_id=-1, ending=lambda row, ids: [1, 2] if len(ids) == 3 else []
+        )
+    assert ended == [row[:3] + [1, 2] for row in free]
+    assert len(calls) == 3 < free_calls

@@ -191,6 +191,19 @@ class AUGrounding:
         (not a word or code cut off at a length bound) and it keeps to the measurements."""
         return text.endswith(".") and CoT.is_exact(text) and self.allows(text)
 
+    def ending(self, text: str) -> str | None:
+        """The rest of ``text`` where only one way to finish it remains: a planned Conclusion
+        begun that only one of ``conclusions`` begins, the whole then complete (``may_end``);
+        else None."""
+        start = text.find(_HEADER_MARKS[2])
+        if start < 0 or not self.conclusions:
+            return None
+        written = text[start + len(_HEADER_MARKS[2]) :]
+        rests = [c[len(written) :] for c in self.conclusions if c.startswith(written)]
+        if len(rests) != 1 or not rests[0]:
+            return None
+        return rests[0] if self.may_end(text + rests[0]) else None
+
     def _check(self, text: str) -> tuple[bool, list[str]]:
         in_format, header_rest = exact_format_prefix(text)
         if not in_format or not vocabulary().allows(text):

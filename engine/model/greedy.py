@@ -23,6 +23,9 @@ PREFILL_GROUP = 8
 #: ``guide(rows, ids, scores)``: the scores of the next token of each row still being written
 #: (``rows``: their indices in the batch, ``ids``: the tokens each has so far), guided.
 Guide = Callable[[Sequence[int], Sequence[list[int]], object], object]
+#: ``ending(row, ids)``: the tokens that must end the text ``ids`` of batch row ``row`` where
+#: only one ending remains, else empty.
+Ending = Callable[[int, list[int]], list[int]]
 
 
 def greedy_decode(
@@ -32,10 +35,12 @@ def greedy_decode(
     eos_token_id: int,
     guide: Guide | None = None,
     prefixes: Sequence[list[int]] | None = None,
+    ending: Ending | None = None,
 ) -> list[list[int]]:
     """The generated token ids of each row of ``embeds`` [rows, prompt, hidden] (without the
     end-of-sequence token), greedy under ``guide``; ``prefixes``: per row, the tokens its
-    answer begins with (returned as its first tokens)."""
+    answer begins with (returned as its first tokens); ``ending``: the tokens that finish a
+    row where only one ending remains (the row is then done without decoding them)."""
     import torch
     from transformers import DynamicCache
 
@@ -67,8 +72,12 @@ def greedy_decode(
             chosen[i] = token
             if token == eos_token_id:
                 done.add(active[i])
-            else:
-                generated[active[i]].append(token)
+                continue
+            generated[active[i]].append(token)
+            rest = ending(active[i], generated[active[i]]) if ending else None
+            if rest:
+                generated[active[i]] += rest
+                done.add(active[i])
         if len(done) == rows or step == max_new_tokens - 1:
             break
         if sum(row in done for row in active) * 8 >= len(active):
@@ -85,39 +94,58 @@ def greedy_decode(
 
 class _Window:
     """Attention mask and positions of a batch whose rows begin with prefixes of different
-    lengths: ``[gap][prompt][prefix]`` per row, the gap masked and skipped by the positions."""
+    lengths: ``[head][gap][rest of the prompt][prefix]`` per row, the gap masked and skipped
+    by the positions. The head is the prompt's beginning that every row shares (the chat
+    template before the visual tokens): it is read once and its keys and values copied to
+    every row."""
 
     def __init__(self, lm, embeds, prefixes: Sequence[list[int]], span: int):
         import torch
 
         self.lm, self.embeds, self.prefixes, self.span = lm, embeds, prefixes, span
         rows, prompt = embeds.shape[:2]
+        same = (embeds == embeds[:1]).all(dim=2).all(dim=0).tolist()
+        self.head = min(same.index(False) if False in same else prompt, prompt - 1)
         self.mask = torch.ones((rows, prompt + span), dtype=torch.long, device=embeds.device)
         self.positions = torch.arange(prompt + span, device=embeds.device).repeat(rows, 1)
         for row, gap in enumerate(span - len(prefix) for prefix in prefixes):
-            self.mask[row, :gap] = 0
-            self.positions[row] = (self.positions[row] - gap).clamp(min=0)
+            self.mask[row, self.head : self.head + gap] = 0
+            self.positions[row, self.head :] = (self.positions[row, self.head :] - gap).clamp(
+                min=self.head
+            )
         self.next = self.positions[:, -1] + 1
 
     def prefill(self, kv, name: str):
-        """Read every row's gap, prompt and prefix into the cache ``kv`` (the model's cache
-        keyword ``name``); the logits of their last positions [rows, 1, vocabulary]. Rows are
-        read in groups of similar prefix lengths (``PREFILL_GROUP``), each padded only to its
-        longest, and their keys and values placed into the batch's layout in ``kv`` (whose
-        layers are ``_reserved_layer``'s)."""
+        """Read every row's head, gap, prompt and prefix into the cache ``kv`` (the model's
+        cache keyword ``name``); the logits of their last positions [rows, 1, vocabulary].
+        The head is read once; the rows in groups of similar prefix lengths
+        (``PREFILL_GROUP``), each padded only to its longest, and their keys and values
+        placed into the batch's layout in ``kv`` (whose layers are ``_reserved_layer``'s)."""
         import torch
         from transformers import DynamicCache
 
         rows, prompt, _ = self.embeds.shape
+        head = DynamicCache()
+        if self.head:
+            self.lm(
+                inputs_embeds=self.embeds[:1, : self.head],
+                use_cache=True,
+                logits_to_keep=1,
+                **{name: head},
+            )
         order = sorted(range(rows), key=lambda row: len(self.prefixes[row]))
         logits = None
         for start in range(0, rows, PREFILL_GROUP):
             group = order[start : start + PREFILL_GROUP]
-            width = prompt + max(len(self.prefixes[row]) for row in group)
+            width = prompt - self.head + max(len(self.prefixes[row]) for row in group)
             cache = DynamicCache()
+            for index, layer in enumerate(head.layers):
+                size = (len(group), *layer.keys.shape[1:])
+                cache.update(layer.keys.expand(size), layer.values.expand(size), index)
+            mask = self.mask[group]
             out = self.lm(
                 inputs_embeds=self._joined(group, width),
-                attention_mask=self.mask[group, -width:],
+                attention_mask=torch.cat([mask[:, : self.head], mask[:, -width:]], dim=1),
                 position_ids=self.positions[group, -width:],
                 use_cache=True,
                 logits_to_keep=1,
@@ -130,20 +158,23 @@ class _Window:
             index = torch.tensor(group, device=logits.device)
             logits[index] = out.logits
             for layer, read in zip(kv.layers, cache.layers, strict=True):
-                layer.place(rows, prompt + self.span, index, read.keys, read.values)
+                layer.place(rows, prompt + self.span, self.head, index, read.keys, read.values)
         return logits
 
     def _joined(self, group: list[int], width: int):
-        """The input embeddings of the rows ``group``, each ``[gap][prompt][prefix]`` within
-        ``width`` positions."""
+        """The input embeddings of the rows ``group`` after the head, each ``[gap][rest of the
+        prompt][prefix]`` within ``width`` positions."""
         import torch
 
         prompt, hidden = self.embeds.shape[1:]
+        rest = prompt - self.head
         joined = self.embeds.new_zeros((len(group), width, hidden))
         table = self.lm.get_input_embeddings()
         for place, row in enumerate(group):
             prefix = self.prefixes[row]
-            joined[place, width - prompt - len(prefix) : width - len(prefix)] = self.embeds[row]
+            joined[place, width - rest - len(prefix) : width - len(prefix)] = self.embeds[
+                row, self.head :
+            ]
             if prefix:
                 ids = torch.tensor(prefix, dtype=torch.long, device=self.embeds.device)
                 joined[place, width - len(prefix) :] = table(ids).to(self.embeds.dtype)
@@ -210,10 +241,11 @@ def _reserved_layer():
             self.values = self.value_store[:, :, :end]
             return self.keys, self.values
 
-        def place(self, rows: int, length: int, index, key_states, value_states) -> None:
+        def place(self, rows: int, length: int, head: int, index, key_states, value_states):
             """Fill the first ``length`` positions of the rows ``index`` of a batch of
-            ``rows``: their keys and values right-aligned, the positions before them zero
-            (masked positions must hold finite values)."""
+            ``rows``: the first ``head`` of their keys and values first, the others
+            right-aligned, the positions between zero (masked positions must hold finite
+            values)."""
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
                 shape = (rows, key_states.shape[1], self.capacity, key_states.shape[3])
@@ -224,14 +256,24 @@ def _reserved_layer():
                 self.length = length
                 self.keys = self.key_store[:, :, :length]
                 self.values = self.value_store[:, :, :length]
-            width = key_states.shape[-2]
-            self.key_store[index, :, length - width : length] = key_states
-            self.value_store[index, :, length - width : length] = value_states
+            width = key_states.shape[-2] - head
+            self.key_store[index, :, :head] = key_states[:, :, :head]
+            self.value_store[index, :, :head] = value_states[:, :, :head]
+            self.key_store[index, :, length - width : length] = key_states[:, :, head:]
+            self.value_store[index, :, length - width : length] = value_states[:, :, head:]
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self.key_store = self.key_store[indices]
-            self.value_store = self.value_store[indices]
+            self.key_store = self._select(self.key_store, indices)
+            self.value_store = self._select(self.value_store, indices)
             self.keys = self.key_store[:, :, : self.length]
             self.values = self.value_store[:, :, : self.length]
+
+        def _select(self, store: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+            """The rows ``indices`` of ``store`` at the same capacity, only the filled
+            positions copied."""
+            kept = store.new_empty((len(indices), *store.shape[1:]))
+            filled = slice(0, self.length)
+            torch.index_select(store[:, :, filled], 0, indices, out=kept[:, :, filled])
+            return kept
 
     return ReservedLayer

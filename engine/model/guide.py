@@ -73,6 +73,15 @@ class TokenGuide:
             self._ground(ids[index], texts[index], self.groundings[row], scores[index], best[index])
         return scores
 
+    def ending(self, row: int, ids: list[int]) -> list[int]:
+        """The tokens that must end the text ``ids`` of face ``row`` where only one ending
+        remains (``AUGrounding.ending``: a planned Conclusion begun), written at once instead
+        of a decoding step each; empty otherwise."""
+        if self.groundings is None:
+            return []
+        rest = self.groundings[row].ending(self._decode(ids))
+        return self._encode(rest) if rest else []
+
     def _guide_label(self, row: int, text: str, row_scores) -> None:
         import torch
 

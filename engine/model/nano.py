@@ -240,6 +240,7 @@ class NanoVisionLM(VisionLM):
             else None
         )
         half = device.type == "cuda" or decoding.cpu_bfloat16
+        guide = self._guide(visuals, how, readings, facts)
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
             embeds, _ = self.module.embed(**batch)
             generated = greedy_decode(
@@ -247,8 +248,9 @@ class NanoVisionLM(VisionLM):
                 embeds,
                 how.max_new_tokens,
                 self.tokenizer.eos_token_id,
-                self._guide(visuals, how, readings, facts),
+                guide,
                 [self._encode(text) for text in facts] if facts else None,
+                guide.ending if guide else None,
             )
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
 
