@@ -413,7 +413,9 @@ def main() -> None:
         "--transfer", action="store_true", help="wider affine, blur, gamma and an occluder"
     )
     parser.add_argument(
-        "--cpu-bf16", action="store_true", help="bf16 autocast on the CPU too (fast with AMX)"
+        "--cpu-bf16",
+        action="store_true",
+        help="bf16 autocast on the CPU too (fast with AMX or AVX-512 BF16)",
     )
     parser.add_argument(
         "--init", type=Path, help="start from an exported encoder (ONNX) instead of at random"
