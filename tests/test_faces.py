@@ -73,6 +73,21 @@ def test_auto_takes_small_images_of_unknown_kinds_as_crops() -> None:
         FaceFinder(mode="detector").find(small, _record("folder"))
 
 
+def test_auto_searches_large_images_of_crop_kinds(fer_faces: list[np.ndarray]) -> None:
+    """A kind of face crops given full frames (CK+'s photos): auto mode looks for the face in
+    images larger than ``aligned_max_side`` and takes a faceless one whole, as a crop."""
+    rng = np.random.default_rng(0)
+    canvas = cv2.GaussianBlur(rng.integers(60, 200, (480, 640, 3), dtype=np.uint8), (0, 0), 3)
+    canvas[150:342, 300:492] = cv2.resize(fer_faces[0], (192, 192), interpolation=cv2.INTER_CUBIC)
+    face = FaceFinder().find(canvas, _record("ckplus"))
+    assert face.source == DETECTOR_NAME and _iou(face.box, (300, 150, 192, 192)) > 0.4
+    blank = np.full((480, 640, 3), 128, np.uint8)
+    assert FaceFinder().find(blank, _record("ckplus")).source == "aligned"
+    small = cv2.resize(fer_faces[0], (256, 256), interpolation=cv2.INTER_CUBIC)
+    assert FaceFinder().find(small, _record("ckplus")).box == (0, 0, 256, 256)
+    assert FaceFinder(mode="aligned").find(canvas, _record("ckplus")).source == "aligned"
+
+
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="unknown face mode 'mtcnn'"):
         FaceFinder(mode="mtcnn")

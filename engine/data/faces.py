@@ -33,8 +33,10 @@ class FaceFinder:
     image), ``detector`` the Haar cascade; ``auto`` picks the dataset box when the record has
     one, else ``aligned`` for kinds of face crops (ferplus, fer2013, rafdb, ckplus) and for
     images no larger than ``crop_max_side`` on both sides (a tight crop leaves a detector
-    nothing to find), else the detector. ``margin`` grows a detected box by that fraction of
-    its side on every side.
+    nothing to find), else the detector. An image of a kind of face crops larger than
+    ``aligned_max_side`` on a side (a full frame given as a crop, e.g. CK+'s 640x490 photos)
+    is searched with the detector in ``auto`` mode, and taken whole where it finds no face.
+    ``margin`` grows a detected box by that fraction of its side on every side.
     For detection, images whose shorter side is below ``min_detect_side`` pixels are upscaled
     by an integer factor, then padded on every side by ``pad`` times the shorter side.
     """
@@ -47,6 +49,7 @@ class FaceFinder:
     min_neighbors: int = 4
     min_face_fraction: float = 0.1
     crop_max_side: int = 128
+    aligned_max_side: int = 256
 
     def __post_init__(self) -> None:
         check_choice("face mode", self.mode, MODES)
@@ -57,6 +60,11 @@ class FaceFinder:
         height, width = image.shape[:2]
         if self.mode == "auto" and mode == "detector" and max(height, width) <= self.crop_max_side:
             mode = "aligned"
+        if self.mode == "auto" and mode == "aligned" and max(height, width) > self.aligned_max_side:
+            try:
+                return self._detect(image, record)
+            except StageError:
+                pass  # a large crop after all
         if mode == "aligned":
             return Face((0, 0, width, height), image, "aligned")
         if mode == "dataset":
