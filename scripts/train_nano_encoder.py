@@ -82,6 +82,14 @@ def read_pack(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return data
 
 
+def training_targets(split: dict[str, np.ndarray], kind: str) -> np.ndarray:
+    """[faces, 8] training targets of a split: its vote distributions (``soft``) or its
+    majority labels one-hot (``hard``)."""
+    if kind == "hard":
+        return np.eye(len(EMOTIONS), dtype=np.float32)[split["y"]]
+    return split["soft"]
+
+
 def build_model(width: int = 32):
     import torch
     from torch import nn
@@ -308,7 +316,8 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
         load_exported(model, args.init, data["train"]["x"][:2048])
     model = model.to(device).to(memory_format=torch.channels_last)
     train_x = torch.as_tensor(data["train"]["x"][: args.limit], device=device)
-    train_soft = torch.as_tensor(data["train"]["soft"][: args.limit], device=device)
+    targets = training_targets(data["train"], args.targets)[: args.limit]
+    train_soft = torch.as_tensor(targets, device=device)
     steps_per_epoch = math.ceil(len(train_x) / args.batch)
     total = steps_per_epoch * args.epochs
     warmup = max(1, int(0.03 * total))
@@ -409,6 +418,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="first N training faces (smoke runs)")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--targets",
+        choices=["soft", "hard"],
+        default="soft",
+        help="the vote distributions (default) or the majority labels as training targets",
+    )
     parser.add_argument(
         "--transfer", action="store_true", help="wider affine, blur, gamma and an occluder"
     )

@@ -61,7 +61,7 @@ def test_with_swa_training_returns_the_average_of_the_epochs_weights(script, ima
     data = {"train": {"x": images, "soft": soft}}
     args = argparse.Namespace(
         init=NANO_ENCODER, swa=True, width=48, seed=0, limit=None, batch=48, epochs=2, lr=0.01,
-        eval_every=1, transfer=False, cpu_bf16=False,
+        eval_every=1, transfer=False, cpu_bf16=False, targets="soft",
     )  # fmt: skip
     model, summary = script.train(data, args)
     assert [entry["epoch"] for entry in summary["history"]] == [1, 2] and len(snapshots) == 2
@@ -69,3 +69,10 @@ def test_with_swa_training_returns_the_average_of_the_epochs_weights(script, ima
         expected = (snapshots[0][index] + snapshots[1][index]) / 2
         torch.testing.assert_close(parameter.detach(), expected, atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(a, b) for a, b in zip(*snapshots, strict=True))  # it trained
+
+
+def test_targets_are_the_vote_distributions_or_the_majority_labels(script):
+    split = {"y": np.array([1, 0]), "soft": np.array([[0.4, 0.6] + [0] * 6, [1] + [0] * 7])}
+    assert script.training_targets(split, "soft") is split["soft"]
+    hard = script.training_targets(split, "hard")
+    assert hard.dtype == np.float32 and hard.tolist() == [[0, 1] + [0] * 6, [1] + [0] * 7]
