@@ -90,6 +90,14 @@ def training_targets(split: dict[str, np.ndarray], kind: str) -> np.ndarray:
     return split["soft"]
 
 
+def balancing_weights(targets: np.ndarray, power: float) -> np.ndarray:
+    """[8] loss weights per class: (class share of the targets) ** -power, scaled so that the
+    training faces' mean weight is 1 (power 0: all 1)."""
+    share = targets.mean(axis=0).clip(min=1e-6)
+    weights = share**-power
+    return (weights / (targets @ weights).mean()).astype(np.float32)
+
+
 def build_model(width: int = 32):
     import torch
     from torch import nn
@@ -318,6 +326,7 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
     train_x = torch.as_tensor(data["train"]["x"][: args.limit], device=device)
     targets = training_targets(data["train"], args.targets)[: args.limit]
     train_soft = torch.as_tensor(targets, device=device)
+    class_weights = torch.as_tensor(balancing_weights(targets, args.class_weight), device=device)
     steps_per_epoch = math.ceil(len(train_x) / args.batch)
     total = steps_per_epoch * args.epochs
     warmup = max(1, int(0.03 * total))
@@ -348,7 +357,8 @@ def train(data: dict[str, dict[str, np.ndarray]], args) -> tuple[object, dict]:
             x = training_batch(train_x[index], generator, args.transfer)
             with autocast:
                 logits = model(x)[0]
-            loss = -(train_soft[index] * logits.float().log_softmax(1)).sum(1).mean()
+            per_class = -(train_soft[index] * logits.float().log_softmax(1))
+            loss = (per_class * class_weights).sum(1).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -423,6 +433,12 @@ def main() -> None:
         choices=["soft", "hard"],
         default="soft",
         help="the vote distributions (default) or the majority labels as training targets",
+    )
+    parser.add_argument(
+        "--class-weight",
+        type=float,
+        default=0.0,
+        help="weigh each class's loss by its share of the targets to the power -X (0: none)",
     )
     parser.add_argument(
         "--transfer", action="store_true", help="wider affine, blur, gamma and an occluder"

@@ -61,7 +61,7 @@ def test_with_swa_training_returns_the_average_of_the_epochs_weights(script, ima
     data = {"train": {"x": images, "soft": soft}}
     args = argparse.Namespace(
         init=NANO_ENCODER, swa=True, width=48, seed=0, limit=None, batch=48, epochs=2, lr=0.01,
-        eval_every=1, transfer=False, cpu_bf16=False, targets="soft",
+        eval_every=1, transfer=False, cpu_bf16=False, targets="soft", class_weight=0.0,
     )  # fmt: skip
     model, summary = script.train(data, args)
     assert [entry["epoch"] for entry in summary["history"]] == [1, 2] and len(snapshots) == 2
@@ -76,3 +76,12 @@ def test_targets_are_the_vote_distributions_or_the_majority_labels(script):
     assert script.training_targets(split, "soft") is split["soft"]
     hard = script.training_targets(split, "hard")
     assert hard.dtype == np.float32 and hard.tolist() == [[0, 1] + [0] * 6, [1] + [0] * 7]
+
+
+def test_class_weights_lift_rare_classes_and_keep_the_mean_loss_scale(script):
+    targets = np.eye(8, dtype=np.float32)[[0] * 6 + [1] * 3 + [7]]
+    assert script.balancing_weights(targets, 0.0).tolist() == [1.0] * 8
+    weights = script.balancing_weights(targets, 0.5)
+    assert weights[7] > weights[1] > weights[0]
+    assert np.isclose((targets @ weights).mean(), 1.0)
+    np.testing.assert_allclose(weights[1] / weights[0], 2**0.5, rtol=1e-5)
