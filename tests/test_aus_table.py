@@ -221,3 +221,8 @@ def test_bad_tables_fail_at_construction(
     with pytest.raises(ValueError, match=reason) as error:
         TableEstimator(path, **options)
     assert str(path) in str(error.value)
+
+
+def test_the_table_back_end_without_its_path_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"AU back end 'table' needs the option\(s\) \['path'\]"):
+        create_estimator("table")

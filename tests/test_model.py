@@ -111,6 +111,12 @@ def test_finetune_flow_trains_checkpoints_and_resumes(tmp_path):
     predictor = create_predictor("expllm", path=str(out), max_new_tokens=4, grounded=True)
     assert predictor.decoding.grounded and "AU-grounded" in predictor.describe()
     record = FaceRecord("r", "folder", "test", data, "happy/img001.png", "happiness")
+    # its AU tokens were read from a table, which cannot measure a new face
+    with pytest.raises(ValueError, match=r"AU back end 'table' needs the option\(s\) \['path'\]"):
+        predictor.predict([record])
+    config = json.loads((out / "expllm_model.json").read_text())
+    (out / "expllm_model.json").write_text(json.dumps(config | {"au_backend": "mesh"}))
+    predictor = create_predictor("expllm", path=str(out), max_new_tokens=4, grounded=True)
     prediction = predictor.predict([record])[0]
     assert prediction.cot is not None and prediction.error is None
 
