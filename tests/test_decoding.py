@@ -4,12 +4,12 @@ import re
 import numpy as np
 import pytest
 
-from engine.cot.format import CoT
+from engine.cot.format import CoT, exact_format_prefix
 from engine.cot.render import CoTRenderer
 from engine.cot.verify import verify
 from engine.cot.vocabulary import Vocabulary, vocabulary
 from engine.model.closing import VERDICT_OPENING
-from engine.model.decoding import AUGrounding, exact_format_prefix, label_slot
+from engine.model.decoding import AUGrounding, label_slot
 from engine.model.labels import LabelSlot, label_slot_at
 from engine.model.settings import DecodingSettings
 from engine.types import EMOTIONS, AUReading

@@ -11,6 +11,7 @@ Exact format::
 ``CoT.parse`` also accepts the header variants seen in the ExpLLM paper's released CoTs
 (``**Key Observations**:``, ``**Key Observations**``, ``### Key Observations``, a bare
 ``Key Observations:`` at a line start, and ``Emotional Interpretation`` without "Overall").
+``exact_format_prefix`` says whether an unfinished text can still become an exact CoT.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from dataclasses import dataclass
 HEADERS = ("Key Observations", "Overall Emotional Interpretation", "Conclusion")
 #: How each section opens in the exact format (``CoT.text``): "**Conclusion:** ".
 HEADER_MARKS = tuple(f"**{header}:** " for header in HEADERS)
+#: The same, with the blank line before the second and third.
+SECTION_OPENINGS = tuple(("\n\n" if index else "") + m for index, m in enumerate(HEADER_MARKS))
+_ODD_SPACE = re.compile(r"[^\S ]|  ")
+#: A run of characters with no space longer than any word of a CoT (a degenerate repetition).
+_RUNAWAY_WORD = re.compile(r"\S{32}")
+#: A section may not end in this many characters drawn from 4 or fewer ("U+U+UUUU UUU").
+_MONOTONOUS_TAIL = 48
 
 _HEADER = re.compile(
     r"(?im)^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?[ \t]*"
@@ -94,3 +102,29 @@ class CoT:
 def _clean(body: str) -> str:
     """Collapse white space and strip stray markdown emphasis around a section body."""
     return re.sub(r"\s+", " ", body).strip()
+
+
+def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
+    """Whether ``text`` can still become a CoT in the exact format (``CoT.text``): the three
+    headers in order, each section one line of single-spaced, non-empty prose with no runaway
+    word or monotonous tail; and the rest of a header begun at its end (else ``[]``)."""
+    position = 0
+    for index, mark in enumerate(SECTION_OPENINGS):
+        rest = text[position:]
+        if len(rest) < len(mark):
+            return mark.startswith(rest), ([mark[len(rest) :]] if mark.startswith(rest) else [])
+        if not rest.startswith(mark):
+            return False, []
+        position += len(mark)
+        end = text.find("\n", position)
+        body = text[position:] if end < 0 else text[position:end]
+        if body.startswith(" ") or _ODD_SPACE.search(body) or _RUNAWAY_WORD.search(body):
+            return False, []
+        if len(body) >= _MONOTONOUS_TAIL and len(set(body[-_MONOTONOUS_TAIL:])) <= 4:
+            return False, []
+        if end < 0:
+            return True, []
+        if index == len(SECTION_OPENINGS) - 1 or not body or body.endswith(" "):
+            return False, []
+        position = end
+    return True, []

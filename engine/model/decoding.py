@@ -4,10 +4,10 @@
   measured above threshold on the same face (by FACS code or by name), each once in the Key
   Observations, strongest first, with the measured level word, letter and intensity
   (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``); and it keeps to the exact
-  CoT format (``exact_format_prefix``): the three headers in order, single spaces, one line per
-  section, no end before the Conclusion, and the Interpretation ends with a verdict in bold,
-  within the bounds of ``engine.model.closing`` (a few sentences of reasoning, a one-sentence
-  Conclusion).
+  CoT format (``engine.cot.format.exact_format_prefix``): the three headers in order, single
+  spaces, one line per section, no end before the Conclusion, and the Interpretation ends with
+  a verdict in bold, within the bounds of ``engine.model.closing`` (a few sentences of
+  reasoning, a one-sentence Conclusion).
   An evidence share quoted after an emotion ("anger (31 %)") is the rule tables' share of that
   emotion on the measured AUs (``AUGrounding.evidence``), and an emotion it says the evidence
   favours most ("anger carries the most evidence", ``data/evidence_claims.json``) leads it;
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 
 from engine.cot.cue_claims import misstated_cues
-from engine.cot.format import HEADER_MARKS, HEADERS, CoT
+from engine.cot.format import HEADERS, SECTION_OPENINGS, CoT, exact_format_prefix
 from engine.cot.rules import EmotionEvidence, RuleBook, ranked_emotions
 from engine.cot.verify import (
     META_TERMS,
@@ -71,12 +71,6 @@ _CODE = re.compile(r"\bAU\d{2}\b")
 _NOT_A_CODE = re.compile(r"\bAU(?!\d{2}\b)|(?i:\bau\b)|\b(?!AU\d)[A-Za-z]+\d")
 #: An intensity word or a parenthesis; in the observations only within the clause of a code.
 _INTENSITY_CUE = re.compile(r"(?i)intensit|\(")
-_HEADER_MARKS = tuple(("" if index == 0 else "\n\n") + m for index, m in enumerate(HEADER_MARKS))
-_ODD_SPACE = re.compile(r"[^\S ]|  ")
-#: A run of characters with no space longer than any word of a CoT (a degenerate repetition).
-_RUNAWAY_WORD = re.compile(r"\S{32}")
-#: A section may not end in this many characters drawn from 4 or fewer ("U+U+UUUU UUU").
-_MONOTONOUS_TAIL = 48
 _INTERPRETATION = f"**{HEADERS[1]}"
 _CONCLUSION_MARK = f"\n\n**{HEADERS[2]}"
 _CLAUSE_END = re.compile(r";|\.\s")
@@ -195,10 +189,10 @@ class AUGrounding:
         """The rest of ``text`` where only one way to finish it remains: a planned Conclusion
         begun that only one of ``conclusions`` begins, the whole then complete (``may_end``);
         else None."""
-        start = text.find(_HEADER_MARKS[2])
+        start = text.find(SECTION_OPENINGS[2])
         if start < 0 or not self.conclusions:
             return None
-        written = text[start + len(_HEADER_MARKS[2]) :]
+        written = text[start + len(SECTION_OPENINGS[2]) :]
         rests = [c[len(written) :] for c in self.conclusions if c.startswith(written)]
         if len(rests) != 1 or not rests[0]:
             return None
@@ -230,10 +224,10 @@ class AUGrounding:
     def _planned_conclusion(self, text: str) -> tuple[bool, list[str]]:
         """Whether the Conclusion begun in ``text`` (if any) begins one of ``conclusions``,
         and the rest of each it begins."""
-        start = text.find(_HEADER_MARKS[2])
+        start = text.find(SECTION_OPENINGS[2])
         if start < 0:
             return True, []
-        written = text[start + len(_HEADER_MARKS[2]) :]
+        written = text[start + len(SECTION_OPENINGS[2]) :]
         rests = [c[len(written) :] for c in self.conclusions if c.startswith(written)]
         return bool(rests), [rest for rest in rests if rest]
 
@@ -373,32 +367,6 @@ def _speaks_of_annotations(text: str) -> bool:
         return True
     last = LAST_WORD.search(text)[0].lower()
     return len(last) >= 4 and any(term.startswith(last) for term in META_TERMS if " " not in term)
-
-
-def exact_format_prefix(text: str) -> tuple[bool, list[str]]:
-    """Whether ``text`` can still become a CoT in the exact format (``CoT.text``): the three
-    headers in order, each section one line of single-spaced, non-empty prose with no runaway
-    word or monotonous tail; and the rest of a header begun at its end (else ``[]``)."""
-    position = 0
-    for index, mark in enumerate(_HEADER_MARKS):
-        rest = text[position:]
-        if len(rest) < len(mark):
-            return mark.startswith(rest), ([mark[len(rest) :]] if mark.startswith(rest) else [])
-        if not rest.startswith(mark):
-            return False, []
-        position += len(mark)
-        end = text.find("\n", position)
-        body = text[position:] if end < 0 else text[position:end]
-        if body.startswith(" ") or _ODD_SPACE.search(body) or _RUNAWAY_WORD.search(body):
-            return False, []
-        if len(body) >= _MONOTONOUS_TAIL and len(set(body[-_MONOTONOUS_TAIL:])) <= 4:
-            return False, []
-        if end < 0:
-            return True, []
-        if index == len(_HEADER_MARKS) - 1 or not body or body.endswith(" "):
-            return False, []
-        position = end
-    return True, []
 
 
 @cache
