@@ -9,6 +9,7 @@ torch, openai or py-feat.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from collections.abc import Callable, Collection
 from functools import cache
@@ -70,5 +71,16 @@ class Registry(Generic[T]):
         return name in self._entries or name in self._modules
 
     def create(self, name: str, /, **options) -> object:
-        """Build the entry ``name`` (a class or factory) with ``options``."""
-        return self.get(name)(**options)  # type: ignore[operator]
+        """Build the entry ``name`` (a class or factory) with ``options``; a ValueError names
+        the options it needs and was not given."""
+        entry = self.get(name)
+        missing = [
+            p.name
+            for p in inspect.signature(entry).parameters.values()  # type: ignore[arg-type]
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in options
+        ]
+        if missing:
+            raise ValueError(f"{self.what} {name!r} needs the option(s) {missing}")
+        return entry(**options)  # type: ignore[operator]

@@ -31,3 +31,16 @@ def test_an_unknown_choice_names_the_choices():
         check_choice("scope", "c", ("a", "b"))
     with pytest.raises(ValueError, match="unknown predictor 'x'; choose one of csv, expllm"):
         Registry("predictor").get("x")
+
+
+def test_an_entry_built_without_an_option_it_needs_names_the_option():
+    family = Registry("test family")
+
+    @family.register("box")
+    class Box:
+        def __init__(self, path: str, size: int = 1, *rest, **more):
+            self.path, self.size = path, size
+
+    with pytest.raises(ValueError, match=r"test family 'box' needs the option\(s\) \['path'\]"):
+        family.create("box", size=2)
+    assert family.create("box", path="p").path == "p"

@@ -8,7 +8,6 @@ so that the core stays importable without their heavy dependencies. ``"auto"`` s
 from __future__ import annotations
 
 import csv
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
@@ -106,17 +105,5 @@ def resolve_backend(name: str) -> tuple[str, str]:
 
 
 def create_estimator(name: str, **options) -> AUEstimator:
-    """Build the AU back end ``name`` (or ``auto``) with back-end specific ``options``; a
-    ValueError names the options it needs and was not given (``table``'s ``path``)."""
-    backend = resolve_backend(name)[0]
-    parameters = inspect.signature(ESTIMATORS.get(backend)).parameters.values()
-    missing = [
-        p.name
-        for p in parameters
-        if p.default is p.empty
-        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        and p.name not in options
-    ]
-    if missing:
-        raise ValueError(f"AU back end {backend!r} needs the option(s) {missing}")
-    return ESTIMATORS.create(backend, **options)  # type: ignore[return-value]
+    """Build the AU back end ``name`` (or ``auto``) with back-end specific ``options``."""
+    return ESTIMATORS.create(resolve_backend(name)[0], **options)  # type: ignore[return-value]
