@@ -189,12 +189,8 @@ class AUGrounding:
         """The rest of ``text`` where only one way to finish it remains: a planned Conclusion
         begun that only one of ``conclusions`` begins, the whole then complete (``may_end``);
         else None."""
-        start = text.find(SECTION_OPENINGS[2])
-        if start < 0 or not self.conclusions:
-            return None
-        written = text[start + len(SECTION_OPENINGS[2]) :]
-        rests = [c[len(written) :] for c in self.conclusions if c.startswith(written)]
-        if len(rests) != 1 or not rests[0]:
+        rests = self._conclusion_rests(text) if self.conclusions else None
+        if not rests or len(rests) != 1 or not rests[0]:
             return None
         return rests[0] if self.may_end(text + rests[0]) else None
 
@@ -224,12 +220,19 @@ class AUGrounding:
     def _planned_conclusion(self, text: str) -> tuple[bool, list[str]]:
         """Whether the Conclusion begun in ``text`` (if any) begins one of ``conclusions``,
         and the rest of each it begins."""
+        rests = self._conclusion_rests(text)
+        if rests is None:
+            return True, []
+        return bool(rests), [rest for rest in rests if rest]
+
+    def _conclusion_rests(self, text: str) -> list[str] | None:
+        """The rest of each of ``conclusions`` that the Conclusion begun in ``text`` begins
+        (empty where it was written in full); None where no Conclusion is begun."""
         start = text.find(SECTION_OPENINGS[2])
         if start < 0:
-            return True, []
+            return None
         written = text[start + len(SECTION_OPENINGS[2]) :]
-        rests = [c[len(written) :] for c in self.conclusions if c.startswith(written)]
-        return bool(rests), [rest for rest in rests if rest]
+        return [c[len(written) :] for c in self.conclusions if c.startswith(written)]
 
     def _check_shares(self, text: str) -> tuple[bool, list[str]]:
         """The share quoted after an emotion at the end of ``text`` ("anger (3", "anger (31 %)")
