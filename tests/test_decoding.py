@@ -22,6 +22,9 @@ OBSERVATION = (
     "(C, 2.6/5)"
 )
 
+#: A cue claim of the model's own, past the observations.
+CUE = OBSERVATION + ".\n\n**Overall Emotional Interpretation:** Consistent with happiness is "
+
 
 @pytest.fixture(scope="module")
 def smile(rules):
@@ -80,6 +83,11 @@ def test_every_prefix_of_a_faithful_template_cot_is_allowed(rules):
         OBSERVATION + ". The\u2009",  # a thin space
         OBSERVATION + ".\n\n**Conclusion:**",  # a header skipped
         "Key Observations: AU12",  # not the exact header
+        # past the observations too: codes glued to more, one-digit codes, another's name
+        CUE + "AU12D",
+        CUE + "AU1_",
+        CUE + "AU6 ",
+        CUE + "AU12 (upper lip raiser)",
     ],
 )
 def test_refuses_what_the_measurements_do_not_support(smile, text):

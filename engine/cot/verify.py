@@ -12,7 +12,9 @@
   prediction is read from the CoT it generates
   (``engine.evaluation.scoring``, ``engine.model.training``).
 * ``faithfulness``: of the AUs the text mentions (by FACS number or by name), the share that was
-  measured above threshold; 1.0 when it mentions none.
+  measured above threshold; 1.0 when it mentions none. References that are wrong as written
+  (``misnamed_aus``: "AU1_25", "AU05 (upper lip raiser)"; ``engine.cot.au_references``)
+  count as unfaithful ones.
 * ``complete`` (``completeness``): the Key Observations cite every AU measured at or above the
   active threshold, strongest first, up to the cap of ``data/rules.json``
   (``max_cited_aus``); a description that leaves out contrary evidence is not complete.
@@ -43,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from engine.aus import au_definitions
+from engine.cot.au_references import au_name_pattern, misnamed_aus
 from engine.cot.cue_claims import misstated_cues
 from engine.cot.format import _HEADER, CoT, CoTFormatError
 from engine.cot.rules import EmotionEvidence, ranked_emotions
@@ -87,6 +89,7 @@ class Verification:
     meta_terms: tuple[str, ...] = ()
     misstated_evidence: tuple[str, ...] = ()
     misstated_cues: tuple[str, ...] = ()
+    misnamed_aus: tuple[str, ...] = ()
 
 
 @cache
@@ -99,13 +102,6 @@ def _emotion_words() -> tuple[re.Pattern, dict[str, str]]:
     words.update({w.lower(): e for e in EMOTIONS for w in lexicon.get(e, [])})
     alternation = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
     return re.compile(rf"\b({alternation})\b", re.IGNORECASE), words
-
-
-@cache
-def _au_name_pattern() -> tuple[re.Pattern, dict[str, str]]:
-    names = {d.name.lower(): code for code, d in au_definitions().items()}
-    alternation = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
-    return re.compile(rf"\b({alternation})\b", re.IGNORECASE), names
 
 
 def emotions_in(text: str) -> list[str]:
@@ -213,7 +209,7 @@ def _first_mentions(text: str) -> dict[str, int]:
     first: dict[str, int] = {}
     for match in _AU_NUMBER.finditer(text):
         first.setdefault(f"AU{int(match.group(1)):02d}", match.start())
-    pattern, names = _au_name_pattern()
+    pattern, names = au_name_pattern()
     for match in pattern.finditer(text):
         code = names[match.group(1).lower()]
         first[code] = min(first.get(code, match.start()), match.start())
@@ -339,7 +335,9 @@ def judge(
     format_ok = CoT.is_exact(text)
     mentioned = mentioned_aus(text)
     unmeasured = tuple(au for au in mentioned if au not in measured)
-    faithfulness = 1.0 if not mentioned else 1.0 - len(unmeasured) / len(mentioned)
+    misnamed = misnamed_aus(text)
+    references = len(mentioned) + len(misnamed)
+    faithfulness = 1.0 - (len(unmeasured) + len(misnamed)) / references if references else 1.0
     missing = tuple(sorted(set(required) - set(mentioned)))
     misquoted = tuple(
         sorted(
@@ -362,6 +360,8 @@ def judge(
         reasons.append(f"the description alone reads as {inferred or 'no emotion'}, not {label}")
     if unmeasured:
         reasons.append("mentions AUs not measured above threshold: " + ", ".join(unmeasured))
+    if misnamed:
+        reasons.append("refers to AUs wrongly: " + ", ".join(misnamed))
     if missing:
         reasons.append("leaves out measured AUs: " + ", ".join(missing))
     if misquoted:
@@ -390,4 +390,5 @@ def judge(
         meta_terms=meta,
         misstated_evidence=misstated,
         misstated_cues=cues,
+        misnamed_aus=misnamed,
     )

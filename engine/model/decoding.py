@@ -3,7 +3,8 @@
 * **AU grounding** (``DecodingSettings.grounded``): the text may name only the AUs the model
   measured above threshold on the same face (by FACS code or by name), each once in the Key
   Observations, strongest first, with the measured level word, letter and intensity
-  (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``); and it keeps to the exact
+  (``AU12 (lip corner puller) at pronounced intensity (D, 4.2/5)``), every code written as the
+  templates write it and named as itself (``engine.cot.au_references``); and it keeps to the exact
   CoT format (``engine.cot.format.exact_format_prefix``): the three headers in order, single
   spaces, one line per section, no end before the Conclusion, and the Interpretation ends with
   a verdict in bold, within the bounds of ``engine.model.closing`` (a few sentences of
@@ -42,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 
+from engine.cot.au_references import misnamed_aus
 from engine.cot.cue_claims import misstated_cues
 from engine.cot.format import HEADERS, SECTION_OPENINGS, CoT, exact_format_prefix
 from engine.cot.rules import EmotionEvidence, RuleBook, ranked_emotions
@@ -69,6 +71,8 @@ _PARTIAL_CODE = re.compile(r"AU(\d?)$")
 _CODE = re.compile(r"\bAU\d{2}\b")
 #: "AU" that is not a code, and code look-alikes ("U16", "AE10").
 _NOT_A_CODE = re.compile(r"\bAU(?!\d{2}\b)|(?i:\bau\b)|\b(?!AU\d)[A-Za-z]+\d")
+#: A code glued to more ("AU05B", "AU1_25") or of one digit: the templates write neither.
+_GLUED_CODE = re.compile(r"\bAU(?:\d{2}\w|\d(?!\d))")
 #: An intensity word or a parenthesis; in the observations only within the clause of a code.
 _INTENSITY_CUE = re.compile(r"(?i)intensit|\(")
 _INTERPRETATION = f"**{HEADERS[1]}"
@@ -270,6 +274,8 @@ class AUGrounding:
         partial = _PARTIAL_CODE.search(text)
         finished = text[: partial.start()] if partial else text
         if any(code not in self.intensities for code in mentioned_aus(finished)):
+            return False, []
+        if _GLUED_CODE.search(finished) or misnamed_aus(finished):
             return False, []
         observations = finished.split(_INTERPRETATION, 1)[0]
         codes = list(_CODE.finditer(observations))
