@@ -3,12 +3,15 @@ alone and averaged with partner classifiers of the same interface (ONNX files), 
 correction (``class_balance``), on FER+ Valid and Test; no torch (onnxruntime).
 
     .venv/bin/python benchmarks/prior_ensemble.py --partners DIR/nano_encoder_w32.onnx
+    .venv/bin/python benchmarks/prior_ensemble.py --views shifts rotations
 
 Prints, per split, set of classifiers and ``class_balance``, the accuracy and UAR of the best
 class (face + mirror probabilities, averaged over the classifiers). Choose on Valid, report
 Test (printed last): ``class_balance``, the smallest correction whose UAR reaches ``--uar-bar``,
 and ``transfer_balance``, the one of the best UAR (balanced accuracy: the correction for faces
-of another dataset, whose class frequencies are unknown).
+of another dataset, whose class frequencies are unknown). ``--views`` adds test-time views of
+each face to the face + mirror average of every classifier: ``shifts`` (2 px left, right, up,
+down) and ``rotations`` (+-4 degrees about the centre), each with its mirror.
 """
 
 from __future__ import annotations
@@ -17,15 +20,22 @@ import argparse
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.classifiers import NanoPredictor
 from engine.model.config import SHIPPED_MODEL, ModelConfig
-from engine.model.encoder import NANO_ENCODER
+from engine.model.encoder import INPUT_SIZE, NANO_ENCODER, encoder_session, grey_faces, softmax
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
+
+#: Test-time views (x shift px, y shift px, rotation degrees) by name, beside the face itself.
+VIEWS = {
+    "shifts": [(2, 0, 0), (-2, 0, 0), (0, 2, 0), (0, -2, 0)],
+    "rotations": [(0, 0, -4), (0, 0, 4)],
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "--balances", type=float, nargs="+", default=[round(0.1 * i, 1) for i in range(11)]
     )
     parser.add_argument("--uar-bar", type=float, default=0.72)
+    parser.add_argument("--views", nargs="*", choices=sorted(VIEWS), default=[])
     args = parser.parse_args(argv)
     frequencies = np.asarray(ModelConfig.read(args.model).decoding.class_frequencies)
     if frequencies.shape != (len(EMOTIONS),):
@@ -48,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         records = read_dataset(f"ferplus:{args.ferplus}", split).records
         labels = np.array([EMOTIONS.index(r.label) for r in records])
         faces = [load_image(r) for r in records]
-        each = [classifier.classify(faces) for classifier in classifiers]  # face + mirror
+        views = [view for name in args.views for view in VIEWS[name]]
+        each = [
+            _with_views(classifier.classify(faces), path, faces, views)  # face + mirror
+            for classifier, path in zip(classifiers, [args.encoder, *args.partners], strict=True)
+        ]
         sets = {"encoder": each[:1]}
         if args.partners:
             sets["ensemble"] = each
@@ -68,6 +83,31 @@ def main(argv: list[str] | None = None) -> int:
     choice = {"class_balance": chosen, "uar_bar": args.uar_bar, "transfer_balance": transfer[0]}
     print(json.dumps({"chosen_on_valid": choice}))
     return 0
+
+
+def _with_views(probabilities: np.ndarray, path: Path, faces, views) -> np.ndarray:
+    """The mean of the face + mirror ``probabilities`` (weight 2) and those of each of
+    ``views`` of the faces and its mirror, by the classifier at ``path``."""
+    if not views:
+        return probabilities
+    session = encoder_session(path)
+    batch = grey_faces(faces, INPUT_SIZE)
+    centre = ((INPUT_SIZE[1] - 1) / 2, (INPUT_SIZE[0] - 1) / 2)
+    total = 2 * probabilities
+    for dx, dy, angle in views:
+        matrix = cv2.getRotationMatrix2D(centre, angle, 1.0) + np.array([[0, 0, dx], [0, 0, dy]])
+        size = (INPUT_SIZE[1], INPUT_SIZE[0])
+        moved = np.stack(
+            [cv2.warpAffine(g[0], matrix, size, borderMode=cv2.BORDER_REFLECT_101) for g in batch]
+        )[:, None]
+        for image in (moved, moved[..., ::-1].copy()):
+            total += np.concatenate(
+                [
+                    softmax(session.run(["logits"], {"image": image[i : i + 256]})[0])
+                    for i in range(0, len(image), 256)
+                ]
+            )
+    return total / (2 + 2 * len(views))
 
 
 if __name__ == "__main__":
