@@ -104,6 +104,19 @@ def test_decoding_refuses_a_cue_the_rules_do_not_read(rules, face):
     assert grounding.allows(OBSERVATIONS + together)
     assert not grounding.allows(OBSERVATIONS + together.replace("4+15", "1+4+15"))
     assert not grounding.allows(OBSERVATIONS + "Consistent with anger is AU06")
+    # a consistent claim begun for an emotion no measured cue is consistent with: a dead end,
+    # refused at its emotion (the templates say "No measured movement is typical of surprise.")
+    assert misstated_cues(OBSERVATIONS + "Consistent with surprise", face, partial=True) == (
+        "no measured cue is consistent with surprise",
+    )
+    assert not misstated_cues(OBSERVATIONS + "Consistent with surprise", face)  # no claim yet
+    assert not grounding.allows(OBSERVATIONS + "Consistent with surprise")
+    assert grounding.allows(OBSERVATIONS + "Consistent with sadness")
+    # a code begun in a claim can only become a code the claim allows
+    contrary = OBSERVATIONS + "The strongest contrary cue is AU"
+    assert not grounding.allows(contrary + "0")  # no AU0x weighs against any reading
+    assert grounding.continuations(contrary + "1") == ["2"]
+    assert grounding.continuations(OBSERVATIONS + "Consistent with anger is AU0") == ["4"]
     # claims in the stated facts are the renderer's, not checked again
     stated = AUGrounding.from_intensities(
         FACE, rules, evidence=face.scores, rules_reading=face, stated=10_000

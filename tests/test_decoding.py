@@ -87,6 +87,7 @@ def test_every_prefix_of_a_faithful_template_cot_is_allowed(rules):
         CUE + "AU12D",
         CUE + "AU1_",
         CUE + "AU6 ",
+        CUE + "AU 4",
         CUE + "AU12 (upper lip raiser)",
     ],
 )
@@ -573,3 +574,48 @@ def test_a_planned_conclusion_that_only_one_ending_fits_is_finished_at_once(rule
         assert grounding.ending(head + conclusion) is None  # nothing left to write
     free = AUGrounding.from_intensities(SMILE, rules, evidence=evidence.scores, reading="sadness")
     assert free.ending(head + conclusions[0][:40]) is None
+
+
+def test_the_lms_own_verdict_keeps_to_the_cues_its_text_has_named(rules):
+    """Without a planned reading, a verdict slot offers only the emotions that the cues the
+    text has named allow: after "the strongest contrary cue ... towards happiness" the verdict
+    cannot be happiness, where the text would end cut off at "**h"."""
+    pytest.importorskip("torch")
+    from engine.model.guide import TokenGuide
+
+    evidence = rules.evaluate(AUReading(SMILE, "test", ""))
+    grounding = AUGrounding.from_intensities(
+        SMILE, rules, evidence=evidence.scores, rules_reading=evidence
+    )
+    text = (
+        f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** The strongest contrary cue is "
+        "AU12 (lip corner puller) at pronounced intensity, which weighs most towards happiness."
+        f"{VERDICT_OPENING}"
+    )
+    assert grounding.allows(text) and not grounding.allows(text + "happiness**")
+    # "happiness" is "h" + "appiness", as in SmolLM2's vocabulary: "**h" is still grounded
+    tokenizer = FakeTokenizer([*(e for e in EMOTIONS if e != "happiness"), "h", "appiness"])
+    assert grounding.allows(text + "h")
+    guide = TokenGuide(tokenizer, DecodingSettings(grounded=True), [grounding], None)
+    chosen = _step(tokenizer, guide, text, ["h", "anger", "sadness"])
+    assert chosen == "anger" and grounding.allows(text + "anger**")
+    # a competing reading is the evidence's lead, so a verdict that is the lead names none
+    plain = f"{OBSERVATION}.\n\n**Overall Emotional Interpretation:** It is clear.{VERDICT_OPENING}"
+    assert grounding.allows(plain + "happiness**.")
+    assert not grounding.allows(plain + "happiness**, with")
+    assert grounding.allows(text + "anger**, with")
+    assert _step(tokenizer, guide, text + "anger**, with", [" sadness", " h"]) == " h"
+
+
+def test_a_text_that_nothing_keeps_grounded_ends_where_it_is(smile):
+    """Where no candidate keeps a text grounded it ends, complete or not, instead of running
+    on unguided: nothing after it could be grounded again."""
+    pytest.importorskip("torch")
+    from engine.model.guide import TokenGuide
+
+    tokenizer = FakeTokenizer(["raised", "the"])
+    guide = TokenGuide(tokenizer, DecodingSettings(grounded=True), [smile], None)
+    stuck = "**Key Observations:** AU04 (brow lowerer) is"  # AU04 is not active
+    assert not any(smile.allows(stuck + t) for t in (" raised", " the", "."))
+    assert _step(tokenizer, guide, stuck, [" raised", " the"]) == "<eos>"
+    assert _step(tokenizer, guide, INTERPRETATION + "The cheeks are", [" raised"]) == " raised"

@@ -28,6 +28,8 @@ _BOLD_EMOTION = re.compile(rf"\*\*{_EMOTION}\b")
 @dataclass(frozen=True)
 class _Phrases:
     consistent: tuple[re.Pattern, ...]
+    #: each consistent phrase's words up to its emotion ("Consistent with sadness")
+    consistent_openings: tuple[re.Pattern, ...]
     contrary: tuple[re.Pattern, ...]
     same_movement: tuple[re.Pattern, ...]
     quiet: dict[str, str]  # Support property -> the phrase that needs it
@@ -42,8 +44,10 @@ def _phrases() -> _Phrases:
     def compiled(kind: str) -> tuple[re.Pattern, ...]:
         return tuple(re.compile(p.replace("{emotion}", emotion)) for p in raw[kind])
 
+    openings = [p[: p.index("{emotion}")] + emotion + r"\b" for p in raw["consistent"]]
     return _Phrases(
         compiled("consistent"),
+        tuple(map(re.compile, openings)),
         compiled("contrary"),
         compiled("same_movement"),
         dict(raw["quiet"]),
@@ -74,7 +78,8 @@ def misstated_cues(
     (``evidence``) does not bear out, as short reasons; empty when all hold. ``reading``: the
     emotion the text reasons towards (default: ``reading_of(text)``; a contrary cue in a text
     with none need only be some reading's); ``partial``: ``text`` is unfinished, so a prototype
-    at its end need only begin a matched one."""
+    at its end need only begin a matched one, and a consistent claim begun ("Consistent with
+    sadness") must name an emotion some measured cue is consistent with."""
     phrases = _phrases()
 
     def found(patterns: tuple[re.Pattern, ...], since: int = start) -> list[re.Match]:
@@ -82,8 +87,9 @@ def misstated_cues(
 
     contrary, consistent = found(phrases.contrary), found(phrases.consistent)
     same, prototypes = found(phrases.same_movement), found(phrases.prototype)
+    openings = found(phrases.consistent_openings) if partial else []
     quiet = [prop for prop, phrase in phrases.quiet.items() if text.find(phrase, start) >= 0]
-    if not (quiet or contrary or consistent or same or prototypes):
+    if not (quiet or contrary or consistent or same or prototypes or openings):
         return ()
     reading = reading or reading_of(text)
     supports = cache(lambda emotion: support(evidence, emotion))  # only as claims need them
@@ -96,6 +102,9 @@ def misstated_cues(
         wrong += _contrary(supports, match["code"], reading)
     for match in consistent:
         wrong += _consistent(supports(match["emotion"]), _CODE.findall(match["cues"]))
+    for match in openings:
+        if not _consistent_cues(supports(match["emotion"])):
+            wrong.append(f"no measured cue is consistent with {match['emotion']}")
     stated = {m["code"] for m in found(phrases.contrary, 0)} if same else set()
     for match in same:
         if not (stated and stated <= {a.au for a in supports(match["emotion"]).consistent}):
@@ -126,12 +135,16 @@ def _contrary(supports: Callable[[str], Support], code: str, reading: str | None
     )
 
 
+def _consistent_cues(target: Support) -> set[str]:
+    """The measured AUs a text may call consistent with ``target.emotion``: those adding
+    evidence for it, its strongest contrary cue excepted."""
+    against = target.contrary.au if target.contrary else None
+    return {a.au for a in target.consistent} - {against}
+
+
 def _consistent(target: Support, codes: list[str]) -> list[str]:
     """Reasons why the ``codes`` a text names as consistent with ``target.emotion`` are not."""
-    pulls = {a.au for a in target.consistent}
-    against = target.contrary.au if target.contrary else None
+    allowed = _consistent_cues(target)
     return [
-        f"{code} is not consistent with {target.emotion}"
-        for code in codes
-        if code not in pulls or code == against
+        f"{code} is not consistent with {target.emotion}" for code in codes if code not in allowed
     ]

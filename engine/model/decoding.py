@@ -16,8 +16,8 @@
   with sadness is AU01 ..." names cues that add evidence for sadness).
   At each step the best token that keeps the text so is taken, among the ``CANDIDATES`` best,
   the tokens that continue a header, code, name, word or quote begun, and then the
-  ``FALLBACK_CANDIDATES`` best. Every word is a known one (``engine.cot.vocabulary``:
-  English, the templates' and the data's words).
+  ``FALLBACK_CANDIDATES`` best; where none does, the text ends as written. Every word is a
+  known one (``engine.cot.vocabulary``: English, the templates' and the data's words).
 * **Stated facts** (``DecodingSettings.stated_facts``): the text may begin with the
   measurements as the CoT templates state them, which the model then reasons from; with a
   **planned reading** (``DecodingSettings.planned_reading``) the emotion is decided first and
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 
 from engine.cot.au_references import misnamed_aus
-from engine.cot.cue_claims import misstated_cues
+from engine.cot.cue_claims import misstated_cues, reading_of
 from engine.cot.format import HEADERS, SECTION_OPENINGS, CoT, exact_format_prefix
 from engine.cot.rules import EmotionEvidence, RuleBook, ranked_emotions
 from engine.cot.verify import (
@@ -64,15 +64,16 @@ __all__ = ["AUGrounding", "label_slot"]
 
 #: How many of the best tokens grounding tries first.
 CANDIDATES = 64
-#: How many of the best tokens it tries at most before it leaves a step unguided.
+#: How many of the best tokens it tries at most before it ends the text where it is.
 FALLBACK_CANDIDATES = 2048
 
 _PARTIAL_CODE = re.compile(r"AU(\d?)$")
 _CODE = re.compile(r"\bAU\d{2}\b")
 #: "AU" that is not a code, and code look-alikes ("U16", "AE10").
 _NOT_A_CODE = re.compile(r"\bAU(?!\d{2}\b)|(?i:\bau\b)|\b(?!AU\d)[A-Za-z]+\d")
-#: A code glued to more ("AU05B", "AU1_25") or of one digit: the templates write neither.
-_GLUED_CODE = re.compile(r"\bAU(?:\d{2}\w|\d(?!\d))")
+#: A code glued to more ("AU05B", "AU1_25"), of one digit or spaced ("AU 4"): the templates
+#: write none of them.
+_GLUED_CODE = re.compile(r"\bAU(?:\d{2}\w|\d(?!\d)|\s+\d)")
 #: An intensity word or a parenthesis; in the observations only within the clause of a code.
 _INTENSITY_CUE = re.compile(r"(?i)intensit|\(")
 _INTERPRETATION = f"**{HEADERS[1]}"
@@ -213,13 +214,21 @@ class AUGrounding:
             rests += shares
             ok = ok and self._claims_hold(text)
         if ok and self.rules_reading is not None:
-            ok = not misstated_cues(
-                text, self.rules_reading, self.reading, partial=True, start=self.stated
-            )
+            ok = self._cues_hold(text)
+            code = _PARTIAL_CODE.search(text)
+            if ok and code and code[1]:  # a code begun: only codes its claim allows
+                rests = [rest for rest in rests if self._cues_hold(text + rest)]
+                ok = bool(rests)
         if ok and self.conclusions:
             ok, planned = self._planned_conclusion(text)
             rests += planned
         return ok, (header_rest + closing + rests if ok else [])
+
+    def _cues_hold(self, text: str) -> bool:
+        """Whether the cue claims of the model's own words in ``text`` hold on the rules."""
+        return not misstated_cues(
+            text, self.rules_reading, self.reading, partial=True, start=self.stated
+        )
 
     def _planned_conclusion(self, text: str) -> tuple[bool, list[str]]:
         """Whether the Conclusion begun in ``text`` (if any) begins one of ``conclusions``,
@@ -262,6 +271,8 @@ class AUGrounding:
             _CONTRARY.search(own) or (_CONCLUSION_MARK not in text and _VERDICT_GOES_ON.search(own))
         ):
             return False  # the reading leads the evidence: nothing speaks against it
+        if COMPETING_CUE.search(text) and reading_of(text) == self.lead:
+            return False  # the evidence's lead is the verdict: no competing reading to name
         claimed = evidence_claims(tail)
         return not claimed or set(claimed) == {self.lead}
 

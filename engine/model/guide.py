@@ -16,7 +16,7 @@ from engine.model.decoding import (
     LAST_WORD,
     AUGrounding,
 )
-from engine.model.labels import emotion_token_families, label_choices, label_slot_at
+from engine.model.labels import LabelSlot, emotion_token_families, label_choices, label_slot_at
 from engine.model.settings import DecodingSettings
 from engine.types import EMOTIONS
 
@@ -87,8 +87,8 @@ class TokenGuide:
 
         settings = self.settings
         slot = label_slot_at(text, settings.label_cue, self.allowed, settings.conclusion_follows)
-        if slot is None and self.readings and COMPETING_CUE.search(text):
-            lead = self.groundings[row].lead if self.groundings else None
+        if slot is None and self.groundings and COMPETING_CUE.search(text):
+            lead = self.groundings[row].lead
             if lead:  # the competing reading is the one the evidence leads with
                 _keep(row_scores, self._encode(f" {lead}")[:1])
             return
@@ -103,7 +103,7 @@ class TokenGuide:
             if not slot.cued:
                 return
             family = self.families[1] if text[-1:] in ("", " ", "*") else self.families[0]
-        choices = (self.readings[row],) if self.readings else slot.choices
+        choices = (self.readings[row],) if self.readings else self._groundable(row, text, slot)
         wanted = {EMOTIONS.index(e) for e in choices}
         weighted = slot.weighted and self.weight
         guided = torch.full_like(row_scores, float("-inf"))
@@ -112,6 +112,17 @@ class TokenGuide:
                 prior = float(self.log_priors[row, emotion]) if weighted else 0.0
                 guided[token] = row_scores[token] + self.weight * prior
         row_scores.copy_(guided)
+
+    def _groundable(self, row: int, text: str, slot: LabelSlot) -> tuple[str, ...]:
+        """The choices of ``slot`` that keep ``text`` grounded once written (a bold one closed:
+        a verdict must agree with the cues the text has named), or all where none does."""
+        if self.groundings is None:
+            return slot.choices
+        space = "" if text[-1:] in ("", " ", "*") else " "
+        close = "**" if text.endswith("**") else ""
+        grounding = self.groundings[row]
+        kept = tuple(e for e in slot.choices if grounding.allows(f"{text}{space}{e}{close}"))
+        return kept or slot.choices
 
     def _ground(self, ids, text, grounding, row_scores, best: list[int]) -> None:
         eos = self.tokenizer.eos_token_id
@@ -125,8 +136,9 @@ class TokenGuide:
                 # tie with it: bfloat16 scores often do)
                 _keep(row_scores, [token])
                 return
-        if grounding.may_end(text):  # nothing keeps the text grounded, but it is complete
-            _keep(row_scores, [eos])
+        # nothing keeps the text grounded: it ends as written (complete or cut short), since
+        # whatever follows a text that is no longer grounded cannot be grounded either
+        _keep(row_scores, [eos])
 
     def _candidates(self, row_scores, text, grounding, best: list[int]):
         """The best tokens; only if none of them will do, those continuing a header, code,
