@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.data.datasets import TEST_OR_ALL
 from flows.cli_options import from_args
 
 #: The option a bare ``NAME=VALUE`` in ``--peers`` sets, per predictor.
@@ -129,7 +130,11 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         help="option of the model's predictor, e.g. grounded=false or label_guidance=0",
     )
     ev.add_argument("--data", required=True, help="KIND:PATH, e.g. ferplus:../shared/data/ferplus")
-    ev.add_argument("--split", default="test", help="train, valid or test (default: test)")
+    ev.add_argument(
+        "--split",
+        default=TEST_OR_ALL,
+        help="train, valid or test (default: test, or every face of a dataset without splits)",
+    )
     ev.add_argument("--protocol", default="majority", choices=["majority", "plurality"])
     ev.add_argument("--limit", type=int, help="deterministic stratified sample of N faces")
     ev.add_argument(

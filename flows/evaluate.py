@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
-from engine.data.datasets import read_dataset
+from engine.data.datasets import TEST_OR_ALL, read_dataset
 from engine.evaluation.report import (
     Scored,
     plot_confusion,
@@ -98,7 +98,7 @@ def evaluate(
     out: str,
     model: PredictorSpec,
     peers: tuple[PredictorSpec, ...] = (),
-    split: str | None = "test",
+    split: str | None = TEST_OR_ALL,
     protocol: str = "majority",
     limit: int | None = None,
     chunk_size: int = 512,
@@ -112,7 +112,8 @@ def evaluate(
     measure AUs for the CoT faithfulness of predictors that give CoT text (none given: the
     model's own AU back end where it measures AUs, as its CoTs cite them; else the default).
     ``classes`` is the class set the answers are held to (``allowed_classes``: ``all``,
-    ``dataset`` or a comma list). ``progress`` shows a bar over faces. Returns the
+    ``dataset`` or a comma list). ``split``: one of the dataset's splits, or by default its test
+    split, or every face where it has no splits. ``progress`` shows a bar over faces. Returns the
     ``metrics.json`` contents.
     """
     logger = get_run_logger()
@@ -173,7 +174,7 @@ def evaluate(
     ]
     context = {
         "dataset": data,
-        "split": split,
+        "split": "+".join(sorted({r.split for r in records})) or split,
         "protocol": protocol,
         "limit": limit,
         "n": len(records),

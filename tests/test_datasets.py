@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.data.datasets import (
+    TEST_OR_ALL,
     Dataset,
     canonical_label,
     dataset_kinds,
@@ -318,6 +319,17 @@ def test_ckplus_split_folders(tmp_path: Path, faces: list[Path]) -> None:
         ("test", "surprise", "test/surprise/c.png"),
     ]
     assert len(read_dataset(f"ckplus:{root}")) == 4
+    # scoring's default split: the test split where there is one, else every face (CK+48's
+    # class folders have no splits)
+    assert read_dataset(f"ckplus:{root}", split=TEST_OR_ALL).records == data.records
+    flat = tmp_path / "CK+48"
+    for face, relpath in zip(faces, ["anger/a.png", "happy/b.png"], strict=False):
+        (flat / relpath).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(face, flat / relpath)
+    every = read_dataset(f"ckplus:{flat}", split=TEST_OR_ALL)
+    assert [(r.split, r.label) for r in every] == [("unsplit", "anger"), ("unsplit", "happiness")]
+    with pytest.raises(ValueError, match="split 'test' not found"):
+        read_dataset(f"ckplus:{flat}", split="test")
 
 
 def test_folder_errors(tmp_path: Path, faces: list[Path]) -> None:

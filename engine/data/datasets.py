@@ -22,6 +22,9 @@ from engine.resources import data_file
 from engine.types import EMOTIONS, FaceRecord
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test", "unsplit")
+#: ``read_dataset``'s split for scoring: the test split where the dataset has one, else every
+#: record (a dataset of class folders without splits, such as CK+48).
+TEST_OR_ALL = "test-or-all"
 PROTOCOLS: tuple[str, ...] = ("majority", "plurality")
 
 
@@ -88,7 +91,8 @@ def read_dataset(
 ) -> Dataset:
     """Read the dataset named by ``spec`` (``KIND:PATH``).
 
-    ``split`` is one of ``SPLITS`` (synonyms such as ``val`` accepted) or None for all;
+    ``split`` is one of ``SPLITS`` (synonyms such as ``val`` accepted), ``TEST_OR_ALL`` or None
+    for all;
     ``protocol`` applies to vote-labelled kinds (``ferplus``) and is ignored elsewhere.
     ``limit`` keeps a deterministic stratified sample: records are grouped by (split, label),
     each group sorted by relpath, and the groups are interleaved round-robin before taking the
@@ -108,11 +112,13 @@ def read_dataset(
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for kind {kind!r}; accepted: {accepted}")
-    wanted = None if split is None else normalise_split(split)
+    wanted = None if split in (None, TEST_OR_ALL) else normalise_split(split)
     dataset = reader(root, protocol=protocol, **options)
     records = sorted(dataset.records, key=_order)
+    present = sorted({record.split for record in records}, key=SPLITS.index)
+    if split == TEST_OR_ALL and "test" in present:
+        wanted = "test"
     if wanted is not None:
-        present = sorted({record.split for record in records}, key=SPLITS.index)
         if wanted not in present:
             raise ValueError(f"split {wanted!r} not found in {root}; splits present: {present}")
         records = [record for record in records if record.split == wanted]
