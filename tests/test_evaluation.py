@@ -384,3 +384,18 @@ def test_records_written_by_csv_round_trip(tmp_path):
     assert create_predictor("csv", path=str(tmp_path / "p.csv")).predict(records)[0].label == (
         "sadness"
     )
+
+
+def test_per_class_tables_show_the_classes_the_faces_have():
+    """A set without neutral (CK+) has no neutral column, even where a predictor said it."""
+    from engine.evaluation.report import Scored, tables
+
+    truth = ["anger", "happiness", "fear"]
+    metrics = classification_metrics(truth, ["anger", "neutral", "fear"], "m")
+    by_title = {
+        title: (header, rows) for title, header, rows in tables([Scored("m", "", [], metrics)])
+    }
+    for title in ("F1 per class (%)", "Recall per class (%)"):
+        header, rows = by_title[title]
+        assert header == ["predictor", "happiness", "anger", "fear"]
+        assert rows[0][1] == "0.00" and rows[0][2] == "100.00"

@@ -128,13 +128,15 @@ def tables(scored: Sequence[Scored]) -> list[tuple[str, list[str], list[list[str
         cells += [str(m.outside_classes)] if outside else []
         rows.append([*cells, _rate(m.faces_per_second), s.description])
     result = [(text["overall"]["title"], overall, rows)]
+    # the classes the faces have (CK+ has no neutral): a class without faces has no recall
+    present = [e for e in EMOTIONS if any(s.metrics.per_class[e].support for s in scored)]
     for key, attribute in (("f1", "f1"), ("recall", "recall")):
         result.append(
             (
                 text[key]["title"],
-                [*text[key]["header"], *EMOTIONS],
+                [*text[key]["header"], *present],
                 [
-                    [s.label, *(_pct(getattr(s.metrics.per_class[e], attribute)) for e in EMOTIONS)]
+                    [s.label, *(_pct(getattr(s.metrics.per_class[e], attribute)) for e in present)]
                     for s in scored
                 ],
             )
