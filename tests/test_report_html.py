@@ -291,3 +291,15 @@ def test_evaluation_page_draws_confusions_side_by_side(browser, tmp_path):
     page = target.read_text()  # the tables stay in the page, for readers without JavaScript
     assert "<td>model</td>" in page and "<td>peer</td>" in page and "href=" not in page
     browser.screenshot(SCREENSHOTS / "evaluate.png")
+    # a set without neutral (CK+): no neutral row, no neutral bars; a neutral answer still shows
+    seven = [r for r in records if r.label != "neutral"]
+    answers = [
+        Prediction(r.record_id, "neutral" if i == 0 else r.label) for i, r in enumerate(seven)
+    ]
+    metrics = evaluate_predictions("model", seven, answers, None)
+    write_evaluation(target, "Evaluation", context, [Scored("m", "m", answers, metrics)], png)
+    browser.open(target.as_uri(), ready=READY)
+    assert browser.evaluate("document.querySelectorAll('#chart-confusion-0 rect.cell').length") == (
+        7 * 8
+    )
+    assert browser.evaluate("document.querySelectorAll('#chart-f1 rect.bar').length") == 7

@@ -106,6 +106,12 @@ def _rate(value: float | None) -> str:
     return wording()["missing"] if value is None else f"{value:.1f}"
 
 
+def present_classes(scored: Sequence[Scored]) -> list[str]:
+    """The classes the scored faces have (CK+ has no neutral), in ``EMOTIONS`` order: the
+    per-class tables and bars show these (a class without faces has no recall)."""
+    return [e for e in EMOTIONS if any(s.metrics.per_class[e].support for s in scored)]
+
+
 def tables(scored: Sequence[Scored]) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables as (title, header, rows) of text cells; the overall table counts the
     answers outside the class set when any predictor gave one."""
@@ -128,8 +134,7 @@ def tables(scored: Sequence[Scored]) -> list[tuple[str, list[str], list[list[str
         cells += [str(m.outside_classes)] if outside else []
         rows.append([*cells, _rate(m.faces_per_second), s.description])
     result = [(text["overall"]["title"], overall, rows)]
-    # the classes the faces have (CK+ has no neutral): a class without faces has no recall
-    present = [e for e in EMOTIONS if any(s.metrics.per_class[e].support for s in scored)]
+    present = present_classes(scored)
     for key, attribute in (("f1", "f1"), ("recall", "recall")):
         result.append(
             (
@@ -203,7 +208,12 @@ def write_html(
         no_label=NO_LABEL,
         confusion_png=page.safe(base64.b64encode(confusion_png.read_bytes()).decode("ascii")),
         engine_version=__version__,
-        page_data={"emotions": list(EMOTIONS), "no_label": NO_LABEL, "predictors": predictors},
+        page_data={
+            "emotions": list(EMOTIONS),
+            "present": present_classes(scored),
+            "no_label": NO_LABEL,
+            "predictors": predictors,
+        },
     )
 
 
