@@ -64,22 +64,24 @@ def write_predictions(path: Path, records: Sequence[FaceRecord], scored: Sequenc
 
 
 def plot_confusion(path: Path, metrics: Metrics) -> None:
-    """Row-normalised confusion matrix as a PNG (true class by predicted class)."""
+    """Row-normalised confusion matrix as a PNG (true class by predicted class; rows: the
+    classes the faces have)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     look = wording()["confusion_png"]
-    matrix = metrics.confusion_normalised
+    rows = [i for i, e in enumerate(EMOTIONS) if metrics.per_class[e].support]  # faces' classes
+    matrix = [metrics.confusion_normalised[i] for i in rows]
     columns = [*EMOTIONS, NO_LABEL]
     if not any(row[-1] for row in metrics.confusion):
         matrix = [row[:-1] for row in matrix]
         columns = list(EMOTIONS)
-    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 6.4))
+    figure, axes = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 1.6 + 0.6 * len(rows)))
     image = axes.imshow(matrix, cmap=look["colour_map"], vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
-    axes.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    axes.set_yticks(range(len(rows)), [EMOTIONS[i] for i in rows])
     axes.set_xlabel(look["xlabel"])
     axes.set_ylabel(look["ylabel"])
     for i, row in enumerate(matrix):
