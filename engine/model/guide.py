@@ -102,7 +102,7 @@ class TokenGuide:
         if family is None:
             if not slot.cued:
                 return
-            family = self.families[1] if text[-1:] in ("", " ", "*") else self.families[0]
+            family = self.families[1] if _word_joins(text) else self.families[0]
         choices = (self.readings[row],) if self.readings else self._groundable(row, text, slot)
         wanted = {EMOTIONS.index(e) for e in choices}
         weighted = slot.weighted and self.weight
@@ -118,7 +118,7 @@ class TokenGuide:
         a verdict must agree with the cues the text has named), or all where none does."""
         if self.groundings is None:
             return slot.choices
-        space = "" if text[-1:] in ("", " ", "*") else " "
+        space = "" if _word_joins(text) else " "
         close = "**" if text.endswith("**") else ""
         grounding = self.groundings[row]
         kept = tuple(e for e in slot.choices if grounding.allows(f"{text}{space}{e}{close}"))
@@ -166,6 +166,12 @@ def _fast_decoder(tokenizer):
     if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
         return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
     return lambda ids: backend.decode(ids, skip_special_tokens=True)
+
+
+def _word_joins(text: str) -> bool:
+    """Whether a word written after ``text`` takes no space of its own (at the start, after a
+    space or bold marks)."""
+    return text[-1:] in ("", " ", "*")
 
 
 def _keep(row_scores, tokens: Sequence[int]) -> None:
