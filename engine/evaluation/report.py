@@ -72,7 +72,7 @@ def plot_confusion(path: Path, metrics: Metrics) -> None:
     import matplotlib.pyplot as plt
 
     look = wording()["confusion_png"]
-    rows = [i for i, e in enumerate(EMOTIONS) if metrics.per_class[e].support]  # faces' classes
+    rows = [EMOTIONS.index(e) for e in present_classes([metrics])]
     matrix = [metrics.confusion_normalised[i] for i in rows]
     columns = [*EMOTIONS, NO_LABEL]
     if not any(row[-1] for row in metrics.confusion):
@@ -108,10 +108,11 @@ def _rate(value: float | None) -> str:
     return wording()["missing"] if value is None else f"{value:.1f}"
 
 
-def present_classes(scored: Sequence[Scored]) -> list[str]:
+def present_classes(metrics: Sequence[Metrics]) -> list[str]:
     """The classes the scored faces have (CK+ has no neutral), in ``EMOTIONS`` order: the
-    per-class tables and bars show these (a class without faces has no recall)."""
-    return [e for e in EMOTIONS if any(s.metrics.per_class[e].support for s in scored)]
+    per-class tables, bars and confusion rows show these (a class without faces has no
+    recall)."""
+    return [e for e in EMOTIONS if any(m.per_class[e].support for m in metrics)]
 
 
 def tables(scored: Sequence[Scored]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -136,7 +137,7 @@ def tables(scored: Sequence[Scored]) -> list[tuple[str, list[str], list[list[str
         cells += [str(m.outside_classes)] if outside else []
         rows.append([*cells, _rate(m.faces_per_second), s.description])
     result = [(text["overall"]["title"], overall, rows)]
-    present = present_classes(scored)
+    present = present_classes([s.metrics for s in scored])
     for key, attribute in (("f1", "f1"), ("recall", "recall")):
         result.append(
             (
@@ -212,7 +213,7 @@ def write_html(
         engine_version=__version__,
         page_data={
             "emotions": list(EMOTIONS),
-            "present": present_classes(scored),
+            "present": present_classes([s.metrics for s in scored]),
             "no_label": NO_LABEL,
             "predictors": predictors,
         },
