@@ -27,7 +27,7 @@ from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.classifiers import NanoPredictor
 from engine.model.config import SHIPPED_MODEL, ModelConfig
-from engine.model.encoder import INPUT_SIZE, NANO_ENCODER, encoder_session, grey_faces, softmax
+from engine.model.encoder import NANO_ENCODER, grey_faces, mirror_average
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -54,16 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     if frequencies.shape != (len(EMOTIONS),):
         parser.error(f"{args.model}: no class_frequencies for the {len(EMOTIONS)} classes")
     classifiers = [NanoPredictor(path) for path in [args.encoder, *args.partners]]
+    views = [view for name in args.views for view in VIEWS[name]]
     chosen, transfer = None, (None, -1.0)
     for split in ("valid", "test"):
         records = read_dataset(f"ferplus:{args.ferplus}", split).records
         labels = np.array([EMOTIONS.index(r.label) for r in records])
         faces = [load_image(r) for r in records]
-        views = [view for name in args.views for view in VIEWS[name]]
-        each = [
-            _with_views(classifier.classify(faces), path, faces, views)  # face + mirror
-            for classifier, path in zip(classifiers, [args.encoder, *args.partners], strict=True)
-        ]
+        each = [_with_views(classifier, faces, views) for classifier in classifiers]
         sets = {"encoder": each[:1]}
         if args.partners:
             sets["ensemble"] = each
@@ -85,28 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _with_views(probabilities: np.ndarray, path: Path, faces, views) -> np.ndarray:
-    """The mean of the face + mirror ``probabilities`` (weight 2) and those of each of
-    ``views`` of the faces and its mirror, by the classifier at ``path``."""
+def _with_views(classifier: NanoPredictor, faces, views) -> np.ndarray:
+    """The classifier's face + mirror probabilities of ``faces`` (weight 2) averaged with those
+    of each of ``views`` of the faces and its mirror (``mirror_average``)."""
+    probabilities = classifier.classify(faces)
     if not views:
         return probabilities
-    session = encoder_session(path)
-    batch = grey_faces(faces, INPUT_SIZE)
-    centre = ((INPUT_SIZE[1] - 1) / 2, (INPUT_SIZE[0] - 1) / 2)
+    height, width = classifier.size
+    batch = grey_faces(faces, classifier.size)
+    centre = ((width - 1) / 2, (height - 1) / 2)
     total = 2 * probabilities
     for dx, dy, angle in views:
         matrix = cv2.getRotationMatrix2D(centre, angle, 1.0) + np.array([[0, 0, dx], [0, 0, dy]])
-        size = (INPUT_SIZE[1], INPUT_SIZE[0])
         moved = np.stack(
-            [cv2.warpAffine(g[0], matrix, size, borderMode=cv2.BORDER_REFLECT_101) for g in batch]
+            [
+                cv2.warpAffine(g[0], matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101)
+                for g in batch
+            ]
         )[:, None]
-        for image in (moved, moved[..., ::-1].copy()):
-            total += np.concatenate(
-                [
-                    softmax(session.run(["logits"], {"image": image[i : i + 256]})[0])
-                    for i in range(0, len(image), 256)
-                ]
-            )
+        for start in range(0, len(moved), 256):
+            chunk = moved[start : start + 256]
+            logits = classifier.session.run(["logits"], {"image": chunk})[0]
+            total[start : start + 256] += 2 * mirror_average(classifier.session, chunk, logits)
     return total / (2 + 2 * len(views))
 
 
