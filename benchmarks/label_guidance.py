@@ -5,12 +5,13 @@ Valid (choose the weight here, never on Test); with ``--split test --limit 64`` 
 
 Samples ``--limit`` faces of ``--split`` (majority protocol, seed 0), measures them once, and
 decodes each with AU grounding and every weight ``w`` (0: the LM's own reading); prints the
-encoder head's accuracy and UAR on the same faces, then per weight the accuracy and UAR of the
-label read from the Conclusion, the share of CoTs in the exact format, the mean AU faithfulness,
-the share of complete CoTs (every active AU cited, strongest first, up to the table's cap),
-the shares of CoTs stating AU intensities, AU evidence and cues as measured, the CoT wording
-figures (``engine.evaluation.cot_quality``: the Conclusion following the Interpretation's lead,
-non-word tokens, annotation wording) and seconds per face.
+encoder head's accuracy and UAR on the same faces (with ``--lm-answer`` also the LM's own
+answer to the label-only question, ``engine.model.answers``), then per weight the accuracy
+and UAR of the label read from the Conclusion, the share of CoTs in the exact format, the mean
+AU faithfulness, the share of complete CoTs (every active AU cited, strongest first, up to the
+table's cap), the shares of CoTs stating AU intensities, AU evidence and cues as measured, the
+CoT wording figures (``engine.evaluation.cot_quality``: the Conclusion following the
+Interpretation's lead, non-word tokens, annotation wording) and seconds per face.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.cot_quality import wording
 from engine.model import load_model
+from engine.model.answers import label_answers
 from engine.model.config import GENERATION_BATCH
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 3.0])
     parser.add_argument("--batch-size", type=int, default=GENERATION_BATCH)
+    parser.add_argument(
+        "--lm-answer",
+        action="store_true",
+        help="also score the LM's answer to the label-only question (no CoT)",
+    )
     parser.add_argument("--out", type=Path, help="CSV of every CoT (image, label, weight, cot)")
     parser.add_argument(
         "--option",
@@ -71,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     head = [EMOTIONS[int(np.argmax(v.log_prior))] for v in visuals]
     head_balanced = [EMOTIONS[int(np.argmax(row))] for row in balanced]
     heads = {"encoder_head": _scores(head, labels), "balanced": _scores(head_balanced, labels)}
+    if args.lm_answer:
+        answers = label_answers(model, visuals).argmax(axis=1)
+        heads["lm_answer"] = _scores([EMOTIONS[i] for i in answers], labels)
     print(json.dumps(heads | {"split": args.split}), flush=True)
     rows = []
     for weight in args.weights:

@@ -63,6 +63,40 @@ def test_nano_save_load_round_trip(tmp_path):
         loaded.save(tmp_path / "again")
 
 
+def test_label_answers_are_the_lm_log_likelihoods_of_each_name():
+    """The LM's answer to the label-only question: each class name's log-likelihood as the whole
+    answer, the sum of its tokens' log-probabilities (computed here from the logits)."""
+    import torch
+
+    from engine.model import create_model
+    from engine.model.answers import label_answers
+
+    torch.manual_seed(0)
+    model = create_model("nano")
+    visuals = model.visual_inputs(faces(2), [{"AU12": 3.5}, {}])
+    scores = label_answers(model, visuals, ("happiness", "anger"))
+    assert scores.shape == (2, 2) and (scores < 0).all()
+    messages = build_sample({**ROW, "label": "anger"}, "fer").messages
+    batch = model.collate([(visuals[1], messages)])
+    with torch.no_grad():
+        embeds, mask = model.module.embed(
+            *(batch[k] for k in ("features", "aus", "input_ids", "attention_mask", "positions"))
+        )
+        logits = model.module.lm(inputs_embeds=embeds, attention_mask=mask).logits[0]
+    inserted = embeds.shape[1] - batch["input_ids"].shape[1]
+    labels = batch["labels"][0]
+    at = int(batch["positions"][0])
+    labels = torch.cat([labels[:at], labels.new_full((inserted,), -100), labels[at:]])
+    steps = (labels[1:] != -100).nonzero()[:, 0]
+    expected = torch.log_softmax(logits[steps].float(), -1)[
+        torch.arange(len(steps)), labels[1:][steps]
+    ]
+    assert scores[1, 1] == pytest.approx(float(expected.sum()), abs=1e-3)
+    assert scores[0, 0] != scores[1, 0]  # each face read from its own visual tokens
+    with pytest.raises(ValueError, match="no classes"):
+        label_answers(model, visuals, ())
+
+
 def test_load_model_names_the_problem(tmp_path):
     from engine.model import load_model
 

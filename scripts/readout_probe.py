@@ -1,0 +1,126 @@
+"""Does the nano ExpLLM's LM read the face? Train its answer to the label-only question on one
+half of FER+ Valid (faces its encoder never saw) or on FER+ Train faces, and score it on the
+other half of Valid against the encoder head (issue 13: the LM's own reading).
+
+    python scripts/readout_probe.py --train-on valid-a --steps 200 --out DIR   # ~35 min, 2 cores
+    python scripts/readout_probe.py --train-on train --steps 200 --out DIR
+
+Valid is split in two halves by seed 0 (a permutation of its majority-protocol faces): ``A``
+for training, ``B`` for scoring (its first ``--eval-faces``). Trained are the projectors and the
+LoRA of ``--model`` (a warm start), on label-only turns (``engine.model.conversations``' ``fer``
+turns): AdamW, ``--lr`` with a 10-step warm-up and a cosine decay, batch 16, clipping 1.0,
+bfloat16 autocast, seed 0. Prints JSON: the LM's answer (``engine.model.answers``) before and
+after, and the encoder head, on the same faces; writes the trained model to ``--out``.
+Needs torch (``pip install 'expllm[train,openface]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.datasets import read_dataset
+from engine.data.images import load_image
+from engine.model import load_model
+from engine.model.answers import label_answers
+from engine.model.config import SHIPPED_MODEL
+from engine.model.conversations import prompts
+from engine.resources import shared_dir
+from engine.types import EMOTIONS
+
+BATCH = 16
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=SHIPPED_MODEL)
+    parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
+    parser.add_argument("--train-on", choices=("valid-a", "train"), default="valid-a")
+    parser.add_argument("--train-faces", type=int, default=4800, help="with --train-on train")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--eval-faces", type=int, default=160)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.manual_seed(0)
+    valid = read_dataset(f"ferplus:{args.ferplus}", split="valid").records
+    order = np.random.default_rng(0).permutation(len(valid))
+    half_a = [valid[i] for i in order[: len(valid) // 2]]
+    scored = [valid[i] for i in order[len(valid) // 2 :][: args.eval_faces]]
+    if args.train_on == "valid-a":
+        faces = half_a
+    else:
+        train = read_dataset(f"ferplus:{args.ferplus}", split="train").records
+        pick = np.random.default_rng(0).choice(len(train), args.train_faces, replace=False)
+        faces = [train[i] for i in pick]
+
+    model = load_model(args.model, trainable=True)
+    visuals = []
+    for start in range(0, len(faces), 256):
+        visuals += model.visual_inputs([load_image(r) for r in faces[start : start + 256]])
+    scored_visuals = model.visual_inputs([load_image(r) for r in scored])
+    labels = np.array([EMOTIONS.index(r.label) for r in scored])
+    figures = {"train_on": args.train_on, "train_faces": len(faces), "steps": args.steps}
+    figures["head"] = _scores(np.stack([v.log_prior for v in scored_visuals]), labels)
+    figures["lm_answer_before"] = _scores(label_answers(model, scored_visuals), labels)
+    print(json.dumps(figures), flush=True)
+
+    words = prompts()
+    question = [
+        {"role": "system", "content": words.system},
+        {"role": "user", "content": words.label_prompt},
+    ]
+    examples = [
+        (visual, [*question, {"role": "assistant", "content": record.label}])
+        for visual, record in zip(visuals, faces, strict=True)
+    ]
+    parameters = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * s / args.steps)),
+    )
+    shuffled = np.random.default_rng(1).permutation(len(examples))
+    model.module.train()
+    losses, start = [], time.perf_counter()
+    for step in range(args.steps):
+        at = (step * BATCH) % len(examples)
+        batch = model.collate([examples[i] for i in shuffled[at : at + BATCH]])
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = model.module(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    model.save(args.out)
+    trained = load_model(args.out)
+    figures["seconds"] = round(time.perf_counter() - start)
+    figures["loss_first_last_20"] = [np.mean(losses[:20]), np.mean(losses[-20:])]
+    figures["lm_answer_after"] = _scores(label_answers(trained, scored_visuals), labels)
+    print(json.dumps(figures), flush=True)
+    (args.out / "readout_probe.json").write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def _scores(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and UAR (mean recall over the classes present) of each row's best class."""
+    best = scores.argmax(axis=1)
+    recalls = [float((best[labels == c] == c).mean()) for c in np.unique(labels)]
+    return {
+        "accuracy": round(float((best == labels).mean()), 4),
+        "uar": round(float(np.mean(recalls)), 4),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
