@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.model.base import IGNORE, VisionLM, import_training
 from engine.model.conversations import prompts
+from engine.model.nano_module import with_visual_gaps
 from engine.types import EMOTIONS
 
 
@@ -38,25 +39,13 @@ def label_answers(
             batch = model.collate([(visual, answer) for answer in answers])
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model.module(**batch).logits.float()
-            labels = _aligned(batch, logits.shape[1])
+            labels = batch["labels"]
+            if "positions" in batch:  # the visual tokens inserted into the text (nano)
+                labels = with_visual_gaps(
+                    labels, batch["positions"], logits.shape[1] - labels.shape[1]
+                )
             log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
             targets = labels[:, 1:]
             taken = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
             scores[row] = (taken * (targets != IGNORE)).sum(dim=1).cpu().numpy()
     return scores
-
-
-def _aligned(batch: dict, length: int):
-    """The batch's labels aligned with logits of ``length`` tokens: where the model inserts its
-    visual tokens into the text (``positions``), none is trained there."""
-    labels = batch["labels"]
-    inserted = length - labels.shape[1]
-    if not inserted:
-        return labels
-    torch = import_training()[0]
-    gap = labels.new_full((inserted,), IGNORE)
-    rows = [
-        torch.cat([labels[i, :at], gap, labels[i, at:]])
-        for i, at in enumerate(batch["positions"].tolist())
-    ]
-    return torch.stack(rows)

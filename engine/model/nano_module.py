@@ -82,14 +82,7 @@ def nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
 
         def forward(self, features, aus, input_ids, attention_mask, labels, positions):
             embeds, mask = self.embed(features, aus, input_ids, attention_mask, positions)
-            count = embeds.shape[1] - input_ids.shape[1]
-            ignore = labels.new_full((labels.shape[0], count), IGNORE)
-            full = torch.stack(
-                [
-                    torch.cat([labels[i, :at], ignore[i], labels[i, at:]])
-                    for i, at in enumerate(positions.tolist())
-                ]
-            )
+            full = with_visual_gaps(labels, positions, embeds.shape[1] - input_ids.shape[1])
             return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=full)
 
     module = NanoModule()
@@ -102,3 +95,14 @@ def nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
         module.projector.load_state_dict(load_file(str(path)))
         module.projector.requires_grad_(trainable)
     return module, tokenizer
+
+
+def with_visual_gaps(labels, positions, count: int):
+    """``labels`` [rows, tokens] with ``count`` untrained places (``IGNORE``) at each row's
+    position of the visual tokens: aligned with the sequence the LM reads."""
+    torch = import_training()[0]
+    gap = labels.new_full((count,), IGNORE)
+    rows = [
+        torch.cat([labels[i, :at], gap, labels[i, at:]]) for i, at in enumerate(positions.tolist())
+    ]
+    return torch.stack(rows)
