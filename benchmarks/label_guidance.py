@@ -32,6 +32,7 @@ from engine.cot.verify import conclusion_label, verify
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.cot_quality import wording
+from engine.evaluation.scoring import classification_metrics
 from engine.model import load_model
 from engine.model.answers import label_answers
 from engine.model.config import GENERATION_BATCH
@@ -142,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scores(predicted: list[str | None], labels: list[str]) -> dict[str, float]:
     """Accuracy and UAR (mean recall over the classes present) of ``predicted``."""
-    hits = np.array([p == y for p, y in zip(predicted, labels, strict=True)])
-    recalls = [hits[[y == e for y in labels]].mean() for e in EMOTIONS if e in labels]
-    return {"accuracy": round(float(hits.mean()), 4), "uar": round(float(np.mean(recalls)), 4)}
+    metrics = classification_metrics(labels, predicted)
+    return {"accuracy": round(metrics.accuracy, 4), "uar": round(metrics.uar, 4)}
 
 
 if __name__ == "__main__":

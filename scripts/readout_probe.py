@@ -27,10 +27,11 @@ import numpy as np
 
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
+from engine.evaluation.scoring import classification_metrics
 from engine.model import load_model
 from engine.model.answers import label_answers
 from engine.model.config import SHIPPED_MODEL
-from engine.model.conversations import prompts
+from engine.model.conversations import label_conversation
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -67,19 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     for start in range(0, len(faces), 256):
         visuals += model.visual_inputs([load_image(r) for r in faces[start : start + 256]])
     scored_visuals = model.visual_inputs([load_image(r) for r in scored])
-    labels = np.array([EMOTIONS.index(r.label) for r in scored])
+    labels = [r.label for r in scored]
     figures = {"train_on": args.train_on, "train_faces": len(faces), "steps": args.steps}
     figures["head"] = _scores(np.stack([v.log_prior for v in scored_visuals]), labels)
     figures["lm_answer_before"] = _scores(label_answers(model, scored_visuals), labels)
     print(json.dumps(figures), flush=True)
 
-    words = prompts()
-    question = [
-        {"role": "system", "content": words.system},
-        {"role": "user", "content": words.label_prompt},
-    ]
     examples = [
-        (visual, [*question, {"role": "assistant", "content": record.label}])
+        (visual, label_conversation(record.label))
         for visual, record in zip(visuals, faces, strict=True)
     ]
     parameters = model.trainable_parameters()
@@ -112,14 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _scores(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def _scores(scores: np.ndarray, labels: list[str]) -> dict[str, float]:
     """Accuracy and UAR (mean recall over the classes present) of each row's best class."""
-    best = scores.argmax(axis=1)
-    recalls = [float((best[labels == c] == c).mean()) for c in np.unique(labels)]
-    return {
-        "accuracy": round(float((best == labels).mean()), 4),
-        "uar": round(float(np.mean(recalls)), 4),
-    }
+    metrics = classification_metrics(labels, [EMOTIONS[i] for i in scores.argmax(axis=1)])
+    return {"accuracy": round(metrics.accuracy, 4), "uar": round(metrics.uar, 4)}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from engine.model.base import IGNORE, VisionLM, import_training
-from engine.model.conversations import prompts
+from engine.model.conversations import label_conversation
 from engine.model.nano_module import with_visual_gaps
 from engine.types import EMOTIONS
 
@@ -24,19 +24,13 @@ def label_answers(
     if not classes:
         raise ValueError("no classes to score")
     torch = import_training()[0]
-    words = prompts()
-    question = [
-        {"role": "system", "content": words.system},
-        {"role": "user", "content": words.label_prompt},
-    ]
     device = next(model.module.parameters()).device
     half = device.type == "cuda" or model.config.decoding.cpu_bfloat16
     model.module.eval()
     scores = np.zeros((len(visuals), len(classes)))
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
         for row, visual in enumerate(visuals):
-            answers = [[*question, {"role": "assistant", "content": name}] for name in classes]
-            batch = model.collate([(visual, answer) for answer in answers])
+            batch = model.collate([(visual, label_conversation(name)) for name in classes])
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model.module(**batch).logits.float()
             labels = batch["labels"]

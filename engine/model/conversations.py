@@ -96,6 +96,17 @@ def prompts() -> Prompts:
     )
 
 
+def label_conversation(label: str) -> list[dict[str, str]]:
+    """The label-only conversation of training (the ``fer`` turns): the system prompt, the label
+    question and ``label`` as the answer."""
+    words = prompts()
+    return [
+        {"role": "system", "content": words.system},
+        {"role": "user", "content": words.label_prompt},
+        {"role": "assistant", "content": label},
+    ]
+
+
 def build_sample(row: dict, kind: str) -> Sample:
     """The ``kind`` conversation of one shard row."""
     words = prompts()
@@ -109,11 +120,7 @@ def build_sample(row: dict, kind: str) -> Sample:
             {"role": "assistant", "content": row["label"]},
         ]
     elif kind == "fer":
-        messages = [
-            system,
-            {"role": "user", "content": words.label_prompt},
-            {"role": "assistant", "content": row["label"]},
-        ]
+        messages = label_conversation(row["label"])
     else:
         raise ValueError(f"sample kind must be 'cot' or 'fer', got {kind!r}")
     return Sample(
