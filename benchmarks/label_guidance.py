@@ -6,7 +6,9 @@ Valid (choose the weight here, never on Test); with ``--split test --limit 64`` 
 Samples ``--limit`` faces of ``--split`` (majority protocol, seed 0), measures them once, and
 decodes each with AU grounding and every weight ``w`` (0: the LM's own reading); prints the
 encoder head's accuracy and UAR on the same faces (with ``--lm-answer`` also the LM's own
-answer to the label-only question, ``engine.model.answers``), then per weight the accuracy
+answer to the label-only question, ``engine.model.answers``, and with ``--answer-weights`` that
+answer + each weight x the prior-corrected head: the planned reading of
+``reading_by_answer=true``), then per weight the accuracy
 and UAR of the label read from the Conclusion, the share of CoTs in the exact format, the mean
 AU faithfulness, the share of complete CoTs (every active AU cited, strongest first, up to the
 table's cap), the shares of CoTs stating AU intensities, AU evidence and cues as measured, the
@@ -49,12 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--balance", type=float, default=None, help="prior correction (default: the model's)"
     )
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0, 3.0])
+    parser.add_argument(
+        "--weights", type=float, nargs="*", default=[0.0, 1.0, 3.0], help="none: no CoTs"
+    )
     parser.add_argument("--batch-size", type=int, default=GENERATION_BATCH)
     parser.add_argument(
         "--lm-answer",
         action="store_true",
         help="also score the LM's answer to the label-only question (no CoT)",
+    )
+    parser.add_argument(
+        "--answer-weights",
+        type=float,
+        nargs="*",
+        default=[],
+        help="with --lm-answer: also the LM's answer + W x the prior-corrected head, the "
+        "reading of reading_by_answer=true at label guidance W (no CoT)",
     )
     parser.add_argument("--out", type=Path, help="CSV of every CoT (image, label, weight, cot)")
     parser.add_argument(
@@ -80,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     head_balanced = [EMOTIONS[int(np.argmax(row))] for row in balanced]
     heads = {"encoder_head": _scores(head, labels), "balanced": _scores(head_balanced, labels)}
     if args.lm_answer:
-        answers = label_answers(model, visuals).argmax(axis=1)
-        heads["lm_answer"] = _scores([EMOTIONS[i] for i in answers], labels)
+        answers = label_answers(model, visuals)
+        heads["lm_answer"] = _scores([EMOTIONS[i] for i in answers.argmax(axis=1)], labels)
+        for weight in args.answer_weights:
+            joint = (answers + weight * balanced).argmax(axis=1)
+            heads[f"lm_answer_and_head_{weight:g}"] = _scores([EMOTIONS[i] for i in joint], labels)
     print(json.dumps(heads | {"split": args.split}), flush=True)
     rows = []
     for weight in args.weights:

@@ -99,3 +99,36 @@ def test_a_row_with_one_ending_left_is_finished_without_decoding_it():
         )
     assert ended == [row[:3] + [1, 2] for row in free]
     assert len(calls) == 3 < free_calls
+
+
+@pytest.mark.parametrize("with_prefixes", [False, True])
+def test_a_beginning_read_already_is_not_read_again(with_prefixes):
+    """Rows whose prompt beginnings were read already (for another question about the same
+    input) write what they write when the whole prompt is read."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import Beginning, cache_keyword, greedy_decode
+
+    lm = _tiny_llama(torch, transformers, seed=3)
+    embeds = torch.randn(5, 7, 32)
+    prefixes = [[int(t) for t in torch.randint(0, 40, (n,))] for n in (0, 3, 1, 4, 2)]
+    prefixes = prefixes if with_prefixes else None
+    with torch.inference_mode():
+        whole = greedy_decode(lm, embeds, 10, eos_token_id=7, prefixes=prefixes)
+        cache = transformers.DynamicCache()
+        lm(inputs_embeds=embeds[:, :4], use_cache=True, **{cache_keyword(lm): cache})
+        calls, forward = [], lm.forward
+
+        @functools.wraps(forward)
+        def recorded(*args, **kwargs):
+            calls.append(kwargs)
+            return forward(*args, **kwargs)
+
+        lm.forward = recorded
+        again = greedy_decode(
+            lm, embeds, 10, eos_token_id=7, prefixes=prefixes, read=Beginning(cache, 4)
+        )
+    assert again == whole
+    assert calls[0]["inputs_embeds"].shape[1] == 3 + (4 if with_prefixes else 0)
+    with pytest.raises(ValueError, match="read beginning"):
+        greedy_decode(lm, embeds, 10, eos_token_id=7, read=Beginning(cache, 7))

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache, partial
+from typing import Any
 
 #: How many rows the first pass reads at once (rows of similar prefix lengths together).
 PREFILL_GROUP = 8
@@ -37,11 +39,14 @@ def greedy_decode(
     guide: Guide | None = None,
     prefixes: Sequence[list[int]] | None = None,
     ending: Ending | None = None,
+    read: Beginning | None = None,
 ) -> list[list[int]]:
     """The generated token ids of each row of ``embeds`` [rows, prompt, hidden] (without the
     end-of-sequence token), greedy under ``guide``; ``prefixes``: per row, the tokens its
     answer begins with (returned as its first tokens); ``ending``: the tokens that finish a
-    row where only one ending remains (the row is then done without decoding them)."""
+    row where only one ending remains (the row is then done without decoding them);
+    ``read``: the keys and values of each row's prompt beginning, read already (for another
+    question about the same face), which are not read again."""
     import torch
     from transformers import DynamicCache
 
@@ -54,9 +59,8 @@ def greedy_decode(
     kv.layer_class_to_replicate = partial(
         _reserved_layer(), embeds.shape[1] + span + max_new_tokens
     )
-    # the cache's keyword: ``cache`` from transformers 5.2x on, ``past_key_values`` before
-    name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
-    window = _Window(lm, embeds, generated, span) if span else None
+    name = cache_keyword(lm)
+    window = _Window(lm, embeds, generated, span, read) if span or read else None
     if window:
         logits = window.prefill(kv, name)
     else:
@@ -93,20 +97,41 @@ def greedy_decode(
     return generated
 
 
+def cache_keyword(lm) -> str:
+    """The keyword ``lm.forward`` takes its KV cache by: ``cache`` from transformers 5.2x on,
+    ``past_key_values`` before (of the base model under a LoRA wrapper)."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+@dataclass(frozen=True)
+class Beginning:
+    """The first ``length`` positions of each row's prompt, read: their keys and values
+    (``cache``, a ``transformers`` cache of the batch's rows)."""
+
+    cache: Any
+    length: int
+
+
 class _Window:
     """Attention mask and positions of a batch whose rows begin with prefixes of different
     lengths: ``[head][gap][rest of the prompt][prefix]`` per row, the gap masked and skipped
     by the positions. The head is the prompt's beginning that every row shares (the chat
-    template before the visual tokens): it is read once and its keys and values copied to
-    every row."""
+    template before the visual tokens), read once and its keys and values copied to every
+    row, or each row's own beginning read already (``read``)."""
 
-    def __init__(self, lm, embeds, prefixes: Sequence[list[int]], span: int):
+    def __init__(self, lm, embeds, prefixes: Sequence[list[int]], span: int, read=None):
         import torch
 
         self.lm, self.embeds, self.prefixes, self.span = lm, embeds, prefixes, span
+        self.read = read
         rows, prompt = embeds.shape[:2]
         same = (embeds == embeds[:1]).all(dim=2).all(dim=0).tolist()
         self.head = min(same.index(False) if False in same else prompt, prompt - 1)
+        if read is not None:
+            if not 0 < read.length < prompt:
+                raise ValueError(f"a read beginning of {read.length} of {prompt} positions")
+            self.head = read.length
         self.mask = torch.ones((rows, prompt + span), dtype=torch.long, device=embeds.device)
         self.positions = torch.arange(prompt + span, device=embeds.device).repeat(rows, 1)
         for row, gap in enumerate(span - len(prefix) for prefix in prefixes):
@@ -127,7 +152,7 @@ class _Window:
 
         rows, prompt, _ = self.embeds.shape
         head = DynamicCache()
-        if self.head:
+        if self.head and self.read is None:
             self.lm(
                 inputs_embeds=self.embeds[:1, : self.head],
                 use_cache=True,
@@ -140,6 +165,10 @@ class _Window:
             group = order[start : start + PREFILL_GROUP]
             width = prompt - self.head + max(len(self.prefixes[row]) for row in group)
             cache = DynamicCache()
+            if self.read is not None:  # each row's own beginning
+                rows_of = torch.tensor(group, device=self.embeds.device)
+                for index, layer in enumerate(self.read.cache.layers):
+                    cache.update(layer.keys[rows_of], layer.values[rows_of], index)
             for index, layer in enumerate(head.layers):
                 size = (len(group), *layer.keys.shape[1:])
                 cache.update(layer.keys.expand(size), layer.values.expand(size), index)

@@ -11,13 +11,13 @@ decodes AU-grounded; the label-guidance weight is chosen on validation faces
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.cot.writers.local_chat import DEFAULT_GGUF
+from engine.model.answers import label_answers
 from engine.model.base import BASES, IGNORE, Generation, VisionLM, import_training
 from engine.model.config import (
     ADAPTER_DIR,
@@ -26,7 +26,7 @@ from engine.model.config import (
     LoraSettings,
     ModelConfig,
 )
-from engine.model.conversations import IMAGE_TOKEN, answer_segments
+from engine.model.conversations import IMAGE_TOKEN, answer_segments, label_conversation
 from engine.model.decoding import AUGrounding
 from engine.model.encoder import (
     NANO_ENCODER,
@@ -36,46 +36,14 @@ from engine.model.encoder import (
     feature_shape,
     pinned,
 )
-from engine.model.greedy import bfloat16_copy, greedy_decode
+from engine.model.greedy import Beginning, bfloat16_copy, cache_keyword, greedy_decode
 from engine.model.guide import TokenGuide
 from engine.model.labels import label_choices
 from engine.model.nano_module import nano_module
 from engine.model.settings import DecodingSettings
+from engine.model.visuals import AUMeter, NanoVisual
 from engine.resources import sha256_file
 from engine.types import EMOTIONS, AUReading
-
-
-@dataclass(frozen=True)
-class NanoVisual:
-    """What the nano base sees of one face: encoder feature tokens and AU intensities."""
-
-    features: np.ndarray  # [visual_tokens, feature_dim] float32
-    aus: np.ndarray  # [len(au_codes)] float32 on the FACS 0-5 scale, 0 where not measured
-    #: [8] log-probabilities (face + mirror) of the encoder's classifier or of the model's
-    #: ``prior_classifiers``
-    log_prior: np.ndarray
-    #: AU code -> (left, right) intensities where the AU back end measured sides (the rule
-    #: tables weigh one-sided movements, e.g. contempt's AU14); not model input
-    sides: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-
-
-class _AUMeter:
-    """AU readings of bare face crops with an AU back end (none where it finds no face)."""
-
-    def __init__(self, backend: str):
-        from engine.aus import create_estimator
-
-        self.estimator = create_estimator(backend)
-
-    def __call__(self, face: np.ndarray) -> AUReading:
-        from engine.types import Face, FaceRecord, StageError
-
-        height, width = face.shape[:2]
-        record = FaceRecord("face", "expllm", "", Path("."), "face", None)
-        try:
-            return self.estimator.estimate(Face((0, 0, width, height), face, "dataset"), record)
-        except StageError:
-            return AUReading({}, self.estimator.name, "")
 
 
 @BASES.register()
@@ -93,7 +61,7 @@ class NanoVisionLM(VisionLM):
         self.encoder_path = encoder
         self._prior = PriorClassifiers(priors, encoder) if priors else None
         self._session = None
-        self._au_meter: _AUMeter | None = None
+        self._au_meter: AUMeter | None = None
         self._rules = None
         self._renderer = None
         self._half_lm = None
@@ -149,7 +117,7 @@ class NanoVisionLM(VisionLM):
             self._session = encoder_session(self.encoder_path)
         if aus is None and self.config.au_codes:
             if self._au_meter is None:
-                self._au_meter = _AUMeter(self.config.au_backend)
+                self._au_meter = AUMeter(self.config.au_backend)
             readings = [self._au_meter(face) for face in faces]
             aus = [reading.intensities for reading in readings]
             sides = [reading.sides for reading in readings]
@@ -233,28 +201,33 @@ class NanoVisionLM(VisionLM):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         self.module.eval()
         decoding = how.decoding
-        readings = self.readings(visuals, decoding, how.allowed_labels)
+        half = device.type == "cuda" or decoding.cpu_bfloat16
+        lm = self.decoding_lm(half, device)
+        by_answer = decoding.planned_reading and decoding.reading_by_answer
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
+            embeds, _ = self.module.embed(**batch)
+            read = self._shared_beginning(lm, embeds, row) if by_answer else None
+        readings = self.readings(visuals, decoding, how.allowed_labels, read)
         facts = (
             self.stated_facts(visuals, decoding.stated_facts, readings)
             if decoding.stated_facts
             else None
         )
-        half = device.type == "cuda" or decoding.cpu_bfloat16
         guide = self._guide(visuals, how, readings, facts)
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
-            embeds, _ = self.module.embed(**batch)
             generated = greedy_decode(
-                self._decoder(half, device),
+                lm,
                 embeds,
                 how.max_new_tokens,
                 self.tokenizer.eos_token_id,
                 guide,
                 [self._encode(text) for text in facts] if facts else None,
                 guide.ending if guide else None,
+                read,
             )
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
 
-    def _decoder(self, half: bool, device):
+    def decoding_lm(self, half: bool, device):
         """The LM that decodes: for bfloat16 decoding of a model loaded for inference (LoRA
         merged), its ``bfloat16_copy``, made once per device."""
         lm = self.module.lm
@@ -263,6 +236,25 @@ class NanoVisionLM(VisionLM):
         if self._half_lm is None or self._half_lm[0] != device:
             self._half_lm = (device, bfloat16_copy(lm))
         return self._half_lm[1]
+
+    def _shared_beginning(self, lm, embeds, prompt: tuple[list[int], list[int], int]) -> Beginning:
+        """The keys and values of the CoT prompt's beginning (``embeds``; ``prompt``: its ids,
+        labels and visual tokens' position) that the label-only question shares (with the
+        same visual tokens): read once for both questions."""
+        torch = import_training()[0]
+        from transformers import DynamicCache
+
+        question = self._tokens(label_conversation("")[:-1], True)[0]
+        ids, _, position = prompt
+        shared = next(
+            (i for i, (a, b) in enumerate(zip(ids, question, strict=False)) if a != b),
+            min(len(ids), len(question)) - 1,
+        )
+        length = shared + (embeds.shape[1] - len(ids) if position < shared else 0)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            lm(inputs_embeds=embeds[:, :length], use_cache=True, **{cache_keyword(lm): cache})
+        return Beginning(cache, length)
 
     def _guide(
         self,
@@ -288,17 +280,22 @@ class NanoVisionLM(VisionLM):
         visuals: Sequence[NanoVisual],
         decoding: DecodingSettings,
         allowed_labels: Sequence[str] | None = None,
+        read: Beginning | None = None,
     ) -> list[str] | None:
         """The emotion each face is read as before its text is written
         (``DecodingSettings.planned_reading``): the encoder classifier's best allowed class,
-        prior-corrected (``transfer_balance`` where fewer classes are allowed); else None (the
-        LM's text decides)."""
+        prior-corrected (``transfer_balance`` where fewer classes are allowed), or with
+        ``reading_by_answer`` the LM's answer weighed with it (``read``: the label question's
+        beginning read already); else None (the text decides)."""
         if not decoding.planned_reading:
             return None
-        choices = [EMOTIONS.index(e) for e in label_choices(allowed_labels)]
+        names = label_choices(allowed_labels)
         priors = decoding.balanced(np.stack([v.log_prior for v in visuals]), allowed_labels)
-        priors = priors[:, choices]
-        return [EMOTIONS[choices[i]] for i in priors.argmax(axis=1)]
+        scores = priors[:, [EMOTIONS.index(name) for name in names]]
+        if decoding.reading_by_answer:
+            answers = label_answers(self, visuals, names, read)
+            scores = answers + decoding.label_guidance * scores
+        return [names[i] for i in scores.argmax(axis=1)]
 
     def groundings(
         self,

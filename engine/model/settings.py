@@ -48,6 +48,11 @@ class DecodingSettings:
     #: facts include the measured cue that weighs most against it, and a text whose reading
     #: leads the evidence speaks of no contrary or competing evidence.
     planned_reading: bool = False
+    #: Decide the planned reading by the LM's own answer to the label-only question
+    #: (``engine.model.answers``: each allowed class name's log-likelihood) + ``label_guidance``
+    #: x the encoder classifier's prior-corrected log-probability, a product of experts whose
+    #: weight 0 leaves the reading to the LM alone; else by the classifier alone.
+    reading_by_answer: bool = False
     #: With a planned reading, the Conclusion is one of the CoT templates' Conclusions for
     #: that reading (``CoTRenderer.conclusions``; the model picks among them) instead of a
     #: sentence of its own words (``engine.model.closing.CONCLUSION_CHARACTERS``).
