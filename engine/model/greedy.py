@@ -5,11 +5,12 @@ faces whose CoT is done cost nothing while the longest one is still being writte
 All rows of a batch share one prompt length (the nano base's prompts differ only in their
 visual tokens). A row may begin its answer with given tokens (``prefixes``, e.g. the measured
 facts a CoT states): they are read in the first pass with the prompt, in groups of rows of
-similar lengths, each row padded to its group's longest after the prompt's beginning that
-all rows share (read once), the gap masked and skipped by the positions. A model may decode
-with a ``bfloat16_copy`` of its LM. A row whose text only one ending fits (``ending``) gets
-it at once, without a step per token. Finished rows leave the batch once they are an eighth
-of it (each removal copies the cache's filled part). The cache reserves the prompt plus
+similar lengths, each row padded to its group's longest after the prompt's beginning that all
+rows share (read once), the gap masked and skipped by the positions; or after each row's own
+beginning where it was read already for another question (``Beginning``). A model may decode
+with a ``bfloat16_copy`` of its LM. A row whose text only one ending fits (``ending``) gets it
+at once, without a step per token. Finished rows leave the batch once they are an eighth of it
+(each removal copies the cache's filled part). The cache reserves the prompt plus
 ``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per token).
 """
 
