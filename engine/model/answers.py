@@ -13,6 +13,7 @@ import numpy as np
 from engine.model.base import IGNORE, VisionLM, import_training
 from engine.model.conversations import label_conversation
 from engine.model.greedy import Beginning, cache_keyword
+from engine.model.settings import DecodingSettings
 from engine.types import EMOTIONS
 
 #: How many faces one pass reads.
@@ -24,13 +25,15 @@ def label_answers(
     visuals: Sequence[Any],
     classes: Sequence[str] = EMOTIONS,
     read: Beginning | None = None,
+    decoding: DecodingSettings | None = None,
 ) -> np.ndarray:
     """``[faces, classes]``: the log-likelihood of each class name as the model's whole answer
     (end of turn included) to the label-only question about each face (``model.visual_inputs``
     of a nano model); the model's answer is the row's best class. The question is read once
     per face (a KV cache), then every class name after it, in one pass; ``read``: the keys and
     values of the question's beginning for every face (shared with another question, e.g.
-    the CoT prompt's system prompt, visual tokens and task), read already."""
+    the CoT prompt's system prompt, visual tokens and task), read already; ``decoding``: the
+    settings it is read under (bfloat16 or not; default the model's)."""
     if not classes:
         raise ValueError("no classes to score")
     torch = import_training()[0]
@@ -40,7 +43,7 @@ def label_answers(
         return np.zeros((0, len(classes)))
     question, answers = _answer_tokens(model, visuals[0], classes)
     device = next(model.module.parameters()).device
-    half = device.type == "cuda" or model.config.decoding.cpu_bfloat16
+    half = (decoding or model.config.decoding).bfloat16(device.type)
     lm = model.decoding_lm(half, device)
     keyword = cache_keyword(lm)
     names = None

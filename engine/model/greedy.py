@@ -127,12 +127,13 @@ class _Window:
         self.lm, self.embeds, self.prefixes, self.span = lm, embeds, prefixes, span
         self.read = read
         rows, prompt = embeds.shape[:2]
-        same = (embeds == embeds[:1]).all(dim=2).all(dim=0).tolist()
-        self.head = min(same.index(False) if False in same else prompt, prompt - 1)
-        if read is not None:
-            if not 0 < read.length < prompt:
-                raise ValueError(f"a read beginning of {read.length} of {prompt} positions")
+        if read is None:
+            same = (embeds == embeds[:1]).all(dim=2).all(dim=0).tolist()
+            self.head = min(same.index(False) if False in same else prompt, prompt - 1)
+        elif 0 < read.length < prompt:
             self.head = read.length
+        else:
+            raise ValueError(f"a read beginning of {read.length} of {prompt} positions")
         self.mask = torch.ones((rows, prompt + span), dtype=torch.long, device=embeds.device)
         self.positions = torch.arange(prompt + span, device=embeds.device).repeat(rows, 1)
         for row, gap in enumerate(span - len(prefix) for prefix in prefixes):

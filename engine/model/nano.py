@@ -201,7 +201,7 @@ class NanoVisionLM(VisionLM):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         self.module.eval()
         decoding = how.decoding
-        half = device.type == "cuda" or decoding.cpu_bfloat16
+        half = decoding.bfloat16(device.type)
         lm = self.decoding_lm(half, device)
         by_answer = decoding.planned_reading and decoding.reading_by_answer
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
@@ -293,7 +293,7 @@ class NanoVisionLM(VisionLM):
         priors = decoding.balanced(np.stack([v.log_prior for v in visuals]), allowed_labels)
         scores = priors[:, [EMOTIONS.index(name) for name in names]]
         if decoding.reading_by_answer:
-            answers = label_answers(self, visuals, names, read)
+            answers = label_answers(self, visuals, names, read, decoding)
             scores = answers + decoding.label_guidance * scores
         return [names[i] for i in scores.argmax(axis=1)]
 

@@ -89,6 +89,10 @@ class DecodingSettings:
         frequencies = np.asarray(self.class_frequencies, np.float64)
         return log_priors - balance * np.log(np.maximum(frequencies, 1e-6))
 
+    def bfloat16(self, device_type: str) -> bool:
+        """Whether the LM's matrix products run in bfloat16 on a device of ``device_type``."""
+        return device_type == "cuda" or self.cpu_bfloat16
+
     @property
     def guided(self) -> bool:
         """Whether decoding is guided at all (else plain greedy)."""
