@@ -132,3 +132,33 @@ def test_a_beginning_read_already_is_not_read_again(with_prefixes):
     assert calls[0]["inputs_embeds"].shape[1] == 3 + (4 if with_prefixes else 0)
     with pytest.raises(ValueError, match="read beginning"):
         greedy_decode(lm, embeds, 10, eos_token_id=7, read=Beginning(cache, 7))
+
+
+def test_a_beginning_read_in_groups_holds_the_keys_of_one_pass():
+    """``read_beginning`` reads the positions all rows share once and the rest in groups of
+    ``PREFILL_GROUP`` rows, and keeps the keys and values one pass over every row gives."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import PREFILL_GROUP, cache_keyword, read_beginning
+
+    lm = _tiny_llama(torch, transformers, seed=4)
+    rows = PREFILL_GROUP * 2 + 3
+    embeds = torch.randn(rows, 9, 32)
+    embeds[:, :3] = embeds[:1, :3]  # a beginning every row shares
+    with torch.inference_mode():
+        whole = transformers.DynamicCache()
+        lm(inputs_embeds=embeds[:, :6], use_cache=True, **{cache_keyword(lm): whole})
+        calls, forward = [], lm.forward
+
+        @functools.wraps(forward)
+        def recorded(*args, **kwargs):
+            calls.append(kwargs["inputs_embeds"].shape[:2])
+            return forward(*args, **kwargs)
+
+        lm.forward = recorded
+        read = read_beginning(lm, embeds, 6)
+    assert read.length == 6
+    assert calls == [(1, 3), (PREFILL_GROUP, 3), (PREFILL_GROUP, 3), (3, 3)]
+    for mine, theirs in zip(read.cache.layers, whole.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)

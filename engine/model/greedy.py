@@ -114,6 +114,35 @@ class Beginning:
     length: int
 
 
+def read_beginning(lm, embeds, length: int) -> Beginning:
+    """The ``Beginning`` of each row's first ``length`` positions of ``embeds`` [rows, prompt,
+    hidden]: the positions every row shares read once, the rest in groups of
+    ``PREFILL_GROUP`` rows (as the first pass reads them)."""
+    import torch
+    from transformers import DynamicCache
+
+    name = cache_keyword(lm)
+    same = (embeds[:, :length] == embeds[:1, :length]).all(dim=2).all(dim=0).tolist()
+    head = min(same.index(False) if False in same else length, length - 1)
+    shared = DynamicCache()
+    if head:
+        lm(inputs_embeds=embeds[:1, :head], use_cache=True, logits_to_keep=1, **{name: shared})
+    groups = []
+    for start in range(0, len(embeds), PREFILL_GROUP):
+        rows = embeds[start : start + PREFILL_GROUP, head:length]
+        cache = DynamicCache()
+        for index, layer in enumerate(shared.layers):
+            size = (len(rows), *layer.keys.shape[1:])
+            cache.update(layer.keys.expand(size), layer.values.expand(size), index)
+        lm(inputs_embeds=rows, use_cache=True, logits_to_keep=1, **{name: cache})
+        groups.append(cache.layers)
+    joined = DynamicCache()
+    for index, layers in enumerate(zip(*groups, strict=True)):
+        keys = torch.cat([layer.keys for layer in layers])
+        joined.update(keys, torch.cat([layer.values for layer in layers]), index)
+    return Beginning(joined, length)
+
+
 class _Window:
     """Attention mask and positions of a batch whose rows begin with prefixes of different
     lengths: ``[head][gap][rest of the prompt][prefix]`` per row, the gap masked and skipped

@@ -36,7 +36,12 @@ from engine.model.encoder import (
     feature_shape,
     pinned,
 )
-from engine.model.greedy import Beginning, bfloat16_copy, cache_keyword, greedy_decode
+from engine.model.greedy import (
+    Beginning,
+    bfloat16_copy,
+    greedy_decode,
+    read_beginning,
+)
 from engine.model.guide import TokenGuide
 from engine.model.labels import label_choices
 from engine.model.nano_module import nano_module
@@ -241,9 +246,6 @@ class NanoVisionLM(VisionLM):
         """The keys and values of the CoT prompt's beginning (``embeds``; ``prompt``: its ids,
         labels and visual tokens' position) that the label-only question shares (with the
         same visual tokens): read once for both questions."""
-        torch = import_training()[0]
-        from transformers import DynamicCache
-
         question = self._tokens(label_conversation("")[:-1], True)[0]
         ids, _, position = prompt
         shared = next(
@@ -251,10 +253,8 @@ class NanoVisionLM(VisionLM):
             min(len(ids), len(question)) - 1,
         )
         length = shared + (embeds.shape[1] - len(ids) if position < shared else 0)
-        cache = DynamicCache()
-        with torch.inference_mode():
-            lm(inputs_embeds=embeds[:, :length], use_cache=True, **{cache_keyword(lm): cache})
-        return Beginning(cache, length)
+        with import_training()[0].inference_mode():
+            return read_beginning(lm, embeds, length)
 
     def _guide(
         self,
