@@ -57,10 +57,8 @@ def label_answers(
             batch["attention_mask"] = batch["attention_mask"][:, :question]
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             embeds, mask = model.module.embed(**batch)
-            cache, skip = DynamicCache(), read.length if read else 0
-            for index, layer in enumerate(read.cache.layers if read else ()):
-                end = start + len(chunk)
-                cache.update(layer.keys[start:end], layer.values[start:end], index)
+            cache = read.rows(slice(start, start + len(chunk))) if read else DynamicCache()
+            skip = read.length if read else 0
             first = lm(
                 inputs_embeds=embeds[:, skip:],
                 attention_mask=mask,

@@ -113,6 +113,15 @@ class Beginning:
     cache: Any
     length: int
 
+    def rows(self, rows):
+        """A new cache of the keys and values of ``rows`` (a slice or an index tensor)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for index, layer in enumerate(self.cache.layers):
+            cache.update(layer.keys[rows], layer.values[rows], index)
+        return cache
+
 
 def read_beginning(lm, embeds, length: int) -> Beginning:
     """The ``Beginning`` of each row's first ``length`` positions of ``embeds`` [rows, prompt,
@@ -122,18 +131,12 @@ def read_beginning(lm, embeds, length: int) -> Beginning:
     from transformers import DynamicCache
 
     name = cache_keyword(lm)
-    same = (embeds[:, :length] == embeds[:1, :length]).all(dim=2).all(dim=0).tolist()
-    head = min(same.index(False) if False in same else length, length - 1)
-    shared = DynamicCache()
-    if head:
-        lm(inputs_embeds=embeds[:1, :head], use_cache=True, logits_to_keep=1, **{name: shared})
+    head = _shared_positions(embeds, length)
+    shared = _read_head(lm, embeds, head, name)
     groups = []
     for start in range(0, len(embeds), PREFILL_GROUP):
         rows = embeds[start : start + PREFILL_GROUP, head:length]
-        cache = DynamicCache()
-        for index, layer in enumerate(shared.layers):
-            size = (len(rows), *layer.keys.shape[1:])
-            cache.update(layer.keys.expand(size), layer.values.expand(size), index)
+        cache = _copy_head(shared, len(rows), DynamicCache())
         lm(inputs_embeds=rows, use_cache=True, logits_to_keep=1, **{name: cache})
         groups.append(cache.layers)
     joined = DynamicCache()
@@ -141,6 +144,32 @@ def read_beginning(lm, embeds, length: int) -> Beginning:
         keys = torch.cat([layer.keys for layer in layers])
         joined.update(keys, torch.cat([layer.values for layer in layers]), index)
     return Beginning(joined, length)
+
+
+def _shared_positions(embeds, length: int) -> int:
+    """How many of the first ``length`` positions of ``embeds`` every row shares (at most
+    ``length - 1``: each row has one left to read)."""
+    same = (embeds[:, :length] == embeds[:1, :length]).all(dim=2).all(dim=0).tolist()
+    return min(same.index(False) if False in same else length, length - 1)
+
+
+def _read_head(lm, embeds, head: int, name: str):
+    """The keys and values of the first ``head`` positions of ``embeds``, which every row
+    shares, read once (from the first row); an empty cache where ``head`` is 0."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if head:
+        lm(inputs_embeds=embeds[:1, :head], use_cache=True, logits_to_keep=1, **{name: cache})
+    return cache
+
+
+def _copy_head(head, rows: int, cache):
+    """``cache`` with the keys and values of the one-row cache ``head`` for ``rows`` rows."""
+    for index, layer in enumerate(head.layers):
+        size = (rows, *layer.keys.shape[1:])
+        cache.update(layer.keys.expand(size), layer.values.expand(size), index)
+    return cache
 
 
 class _Window:
@@ -157,8 +186,7 @@ class _Window:
         self.read = read
         rows, prompt = embeds.shape[:2]
         if read is None:
-            same = (embeds == embeds[:1]).all(dim=2).all(dim=0).tolist()
-            self.head = min(same.index(False) if False in same else prompt, prompt - 1)
+            self.head = _shared_positions(embeds, prompt)
         elif 0 < read.length < prompt:
             self.head = read.length
         else:
@@ -182,27 +210,17 @@ class _Window:
         from transformers import DynamicCache
 
         rows, prompt, _ = self.embeds.shape
-        head = DynamicCache()
-        if self.head and self.read is None:
-            self.lm(
-                inputs_embeds=self.embeds[:1, : self.head],
-                use_cache=True,
-                logits_to_keep=1,
-                **{name: head},
-            )
+        head = _read_head(self.lm, self.embeds, 0 if self.read else self.head, name)
         order = sorted(range(rows), key=lambda row: len(self.prefixes[row]))
         logits = None
         for start in range(0, rows, PREFILL_GROUP):
             group = order[start : start + PREFILL_GROUP]
             width = prompt - self.head + max(len(self.prefixes[row]) for row in group)
-            cache = DynamicCache()
-            if self.read is not None:  # each row's own beginning
-                rows_of = torch.tensor(group, device=self.embeds.device)
-                for index, layer in enumerate(self.read.cache.layers):
-                    cache.update(layer.keys[rows_of], layer.values[rows_of], index)
-            for index, layer in enumerate(head.layers):
-                size = (len(group), *layer.keys.shape[1:])
-                cache.update(layer.keys.expand(size), layer.values.expand(size), index)
+            cache = (  # each row's own beginning, or the head every row shares
+                self.read.rows(torch.tensor(group, device=self.embeds.device))
+                if self.read is not None
+                else _copy_head(head, len(group), DynamicCache())
+            )
             mask = self.mask[group]
             out = self.lm(
                 inputs_embeds=self._joined(group, width),

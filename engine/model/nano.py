@@ -253,8 +253,7 @@ class NanoVisionLM(VisionLM):
             min(len(ids), len(question)) - 1,
         )
         length = shared + (embeds.shape[1] - len(ids) if position < shared else 0)
-        with import_training()[0].inference_mode():
-            return read_beginning(lm, embeds, length)
+        return read_beginning(lm, embeds, length)
 
     def _guide(
         self,
