@@ -8,6 +8,8 @@ faces against the encoder head (issue 13: the LM's own reading).
     python scripts/train_readout.py --train-on valid-a --steps 200 --out DIR   # the diagnosis
     python scripts/train_readout.py --train-faces 6400 --face-seed 1 --steps 400 --lr 1e-4 \
         --eval-faces 800 --out DIR     # version 4 trained on (tried, not shipped: the card)
+    python scripts/train_readout.py --train-faces 3200 --face-seed 2 --steps 200 --lr 1e-4 \
+        --eval-faces 800 --target votes+head --out DIR   # distilled (tried, not shipped)
 
 ``train-augmented``: ``--train-faces`` FER+ Train faces (drawn by ``--face-seed``, 0), each seen
 once through the encoder's wide training augmentation (``scripts/train_nano_encoder.py``:
@@ -18,9 +20,13 @@ the Train faces themselves). ``train``: the Train faces as they are; ``valid-a``
 FER+ Valid (faces the encoder never saw; then only the other half is a fair test). Valid is
 split in halves by seed 0 (a permutation of its majority-protocol faces); the first
 ``--eval-faces`` of half B are scored. Trained are the projectors and the LoRA of ``--model`` (a
-warm start) on label-only turns (``engine.model.conversations.label_conversation``): AdamW,
-``--lr`` with a 10-step warm-up and a cosine decay, batch 16, clipping 1.0, bfloat16 autocast,
-seeds 0 (torch), ``--face-seed`` (the faces, the views) and 1 (the order). Prints JSON: the LM's
+warm start) on label-only turns (``engine.model.conversations.label_conversation``), by
+``--target``: ``label``, the LM's loss of the label's answer tokens; ``votes``, ``head`` or
+``votes+head``, the answer's cross-entropy over the class names against FER+'s vote shares,
+the encoder head's probabilities on the view the LM sees, or their mean (distillation), plus
+the label's answer loss; AdamW, ``--lr`` with a 10-step warm-up and a cosine decay, batch 16,
+clipping 1.0, bfloat16 autocast, seeds 0 (torch), ``--face-seed`` (the faces, the views) and 1
+(the order). Prints JSON: the LM's
 answer before and after and the encoder head on the scored faces; writes the trained model and
 ``training_log.json`` (the settings, every step's loss, the figures) to ``--out``. Needs torch
 (``pip install 'expllm[train,openface]'``).
@@ -41,7 +47,7 @@ from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.scoring import classification_metrics
 from engine.model import load_model
-from engine.model.answers import label_answers
+from engine.model.answers import answer_scores, label_answers
 from engine.model.config import SHIPPED_MODEL
 from engine.model.conversations import label_conversation
 from engine.resources import shared_dir
@@ -60,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-faces", type=int, default=3200, help="with --train-on train*")
     parser.add_argument(
         "--face-seed", type=int, default=0, help="draws the Train faces and their views"
+    )
+    parser.add_argument(
+        "--target",
+        choices=("label", "votes", "head", "votes+head"),
+        default="label",
+        help="what the answer learns: the label's tokens (the LM's loss), or a distribution",
     )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures), flush=True)
 
     examples = [
-        (visual, label_conversation(record.label))
+        (visual, label_conversation(record.label), _target(args.target, visual, record))
         for visual, record in zip(visuals, faces, strict=True)
     ]
     parameters = model.trainable_parameters()
@@ -110,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     losses, start = [], time.perf_counter()
     for step in range(args.steps):
         at = (step * BATCH) % len(examples)
-        batch = model.collate([examples[i] for i in shuffled[at : at + BATCH]])
+        chosen = [examples[i] for i in shuffled[at : at + BATCH]]
         with torch.autocast("cpu", torch.bfloat16):
-            loss = model.module(**batch).loss
+            if args.target == "label":
+                loss = model.module(**model.collate([e[:2] for e in chosen])).loss
+            else:
+                loss = _distribution_loss(model, chosen)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -129,6 +144,33 @@ def main(argv: list[str] | None = None) -> int:
     log = {"config": settings | {"batch_size": BATCH}, "steps": losses, "figures": figures}
     (args.out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
     return 0
+
+
+def _target(kind: str, visual, record) -> np.ndarray | None:
+    """The class distribution the answer learns for one face: FER+'s vote shares, the encoder
+    head's probabilities on the view the LM sees (face + mirror), or their mean; ``None`` for
+    ``label`` (the label's tokens)."""
+    votes = np.array([record.soft_label[e] for e in EMOTIONS]) if record.soft_label else None
+    head = np.exp(visual.log_prior - visual.log_prior.max())
+    head /= head.sum()
+    if kind != "label" and votes is None:
+        raise ValueError(f"{record.image_path}: no vote shares for --target {kind}")
+    return {"label": None, "votes": votes, "head": head, "votes+head": (votes + head) / 2}[kind]
+
+
+def _distribution_loss(model, chosen):
+    """Cross-entropy of the answer over the class names (``engine.model.answers``'s scores,
+    normalised over the classes) against each face's target distribution, plus the LM's loss
+    of the label's own answer tokens (the whole name and the end of turn), so that the name
+    stays the answer the LM writes."""
+    import torch
+    from transformers import DynamicCache
+
+    scores = answer_scores(model, model.module.lm, [e[0] for e in chosen], EMOTIONS, DynamicCache())
+    targets = torch.tensor(np.stack([e[2] for e in chosen]), dtype=torch.float32)
+    labels = torch.tensor([EMOTIONS.index(e[1][-1]["content"]) for e in chosen])
+    spread = -(targets * torch.log_softmax(scores, dim=1)).sum(1).mean()
+    return spread - scores.gather(1, labels[:, None]).mean()
 
 
 def _augmented(images: list[np.ndarray], seed: int) -> list[np.ndarray]:

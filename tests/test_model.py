@@ -97,6 +97,32 @@ def test_label_answers_are_the_lm_log_likelihoods_of_each_name():
         label_answers(model, visuals, ())
 
 
+def test_answer_scores_carry_gradients_to_what_training_changes():
+    """The training form of the LM's answer (``scripts/train_readout.py --target``): the same
+    log-likelihoods as ``label_answers``, differentiable down to the projectors."""
+    import torch
+    from transformers import DynamicCache
+
+    from engine.model import create_model
+    from engine.model.answers import answer_scores, label_answers
+
+    torch.manual_seed(0)
+    model = create_model("nano")
+    visuals = model.visual_inputs(faces(2), [{"AU12": 3.5}, {}])
+    classes = ("happiness", "anger", "neutral")
+    expected = label_answers(model, visuals, classes)
+    model.module.train()
+    scores = answer_scores(model, model.module.lm, visuals, classes, DynamicCache())
+    assert scores.shape == (2, 3) and scores.requires_grad
+    model.module.eval()
+    with torch.no_grad():
+        again = answer_scores(model, model.module.lm, visuals, classes, DynamicCache())
+    assert again.numpy() == pytest.approx(expected, abs=1e-3)
+    torch.log_softmax(scores, 1)[:, 0].sum().backward()
+    grads = [p.grad for p in model.trainable_parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_load_model_names_the_problem(tmp_path):
     from engine.model import load_model
 

@@ -41,47 +41,59 @@ def label_answers(
 
     if not visuals:
         return np.zeros((0, len(classes)))
-    question, answers = _answer_tokens(model, visuals[0], classes)
     device = next(model.module.parameters()).device
     half = (decoding or model.config.decoding).bfloat16(device.type)
     lm = model.decoding_lm(half, device)
-    keyword = cache_keyword(lm)
-    names = None
     model.module.eval()
     scores = []
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
         for start in range(0, len(visuals), FACES_PER_PASS):
-            chunk = visuals[start : start + FACES_PER_PASS]
-            batch = model.collate([(visual, label_conversation(classes[0])) for visual in chunk])
-            batch["input_ids"] = batch["input_ids"][:, :question]
-            batch["attention_mask"] = batch["attention_mask"][:, :question]
-            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-            embeds, mask = model.module.embed(**batch)
-            cache = read.rows(slice(start, start + len(chunk))) if read else DynamicCache()
-            skip = read.length if read else 0
-            first = lm(
-                inputs_embeds=embeds[:, skip:],
-                attention_mask=mask,
-                use_cache=True,
-                logits_to_keep=1,
-                **{keyword: cache},
-            ).logits[:, -1]
-            rows = len(chunk)
-            names = names or _side_by_side(torch, answers, embeds.shape[1], device)
-            rest = lm(
-                input_ids=names.tokens.expand(rows, -1),
-                attention_mask=names.mask.expand(rows, -1, -1, -1),
-                position_ids=names.positions.expand(rows, -1),
-                use_cache=True,
-                **{keyword: cache},
-            ).logits
-            steps = torch.cat([first[:, None], rest[:, :-1]], dim=1)[:, names.before]
-            taken = torch.log_softmax(steps.float(), -1).gather(
-                -1, names.tokens.expand(rows, -1)[..., None]
-            )[..., 0]
-            summed = taken.new_zeros((rows, len(classes))).index_add_(1, names.segment, taken)
-            scores.append(summed.cpu().numpy())
+            rows = slice(start, start + FACES_PER_PASS)
+            cache = read.rows(rows) if read else DynamicCache()
+            scored = answer_scores(
+                model, lm, visuals[rows], classes, cache, read.length if read else 0
+            )
+            scores.append(scored.float().cpu().numpy())
     return np.concatenate(scores).astype(np.float64)
+
+
+def answer_scores(
+    model: VisionLM, lm: Any, visuals: Sequence[Any], classes: Sequence[str], cache, skip: int = 0
+):
+    """Torch ``[faces, classes]``: ``label_answers``'s log-likelihoods of one pass of faces
+    read by ``lm`` (the model's LM or its decoding copy) into ``cache`` (a ``DynamicCache``
+    holding the first ``skip`` positions already, or empty), with gradients where the caller
+    allows them (training the LM to answer: ``scripts/train_readout.py``)."""
+    torch = import_training()[0]
+    question, answers = _answer_tokens(model, visuals[0], classes)
+    device = next(model.module.parameters()).device
+    batch = model.collate([(visual, label_conversation(classes[0])) for visual in visuals])
+    batch["input_ids"] = batch["input_ids"][:, :question]
+    batch["attention_mask"] = batch["attention_mask"][:, :question]
+    batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+    embeds, mask = model.module.embed(**batch)
+    keyword = cache_keyword(lm)
+    first = lm(
+        inputs_embeds=embeds[:, skip:],
+        attention_mask=mask,
+        use_cache=True,
+        logits_to_keep=1,
+        **{keyword: cache},
+    ).logits[:, -1]
+    rows = len(visuals)
+    names = _side_by_side(torch, answers, embeds.shape[1], device)
+    rest = lm(
+        input_ids=names.tokens.expand(rows, -1),
+        attention_mask=names.mask.expand(rows, -1, -1, -1),
+        position_ids=names.positions.expand(rows, -1),
+        use_cache=True,
+        **{keyword: cache},
+    ).logits
+    steps = torch.cat([first[:, None], rest[:, :-1]], dim=1)[:, names.before]
+    taken = torch.log_softmax(steps.float(), -1).gather(
+        -1, names.tokens.expand(rows, -1)[..., None]
+    )[..., 0]
+    return taken.new_zeros((rows, len(classes))).index_add(1, names.segment, taken)
 
 
 @dataclass(frozen=True)
