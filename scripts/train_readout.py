@@ -24,11 +24,12 @@ warm start) on label-only turns (``engine.model.conversations.label_conversation
 ``--target``: ``label``, the LM's loss of the label's answer tokens; ``votes``, ``head`` or
 ``votes+head``, the answer's cross-entropy over the class names against FER+'s vote shares,
 the encoder head's probabilities on the view the LM sees, or their mean (distillation), plus
-the label's answer loss; AdamW, ``--lr`` with a 10-step warm-up and a cosine decay, batch 16,
-clipping 1.0, bfloat16 autocast, seeds 0 (torch), ``--face-seed`` (the faces, the views) and 1
-(the order). Prints JSON: the LM's
-answer before and after and the encoder head on the scored faces; writes the trained model and
-``training_log.json`` (the settings, every step's loss, the figures) to ``--out``. Needs torch
+the label's answer loss. ``--widen-lora`` adds LM modules to the warm start's LoRA (a copy in
+``--out``/warm_start; the new ones start at zero, so the copy reads as the warm start). AdamW,
+``--lr`` with a 10-step warm-up and a cosine decay, batch 16, clipping 1.0, bfloat16 autocast,
+seeds 0 (torch), ``--face-seed`` (the faces, the views) and 1 (the order). Prints JSON: the
+LM's answer before and after and the encoder head on the scored faces; writes the trained model
+and ``training_log.json`` (the settings, every step's loss, the figures) to ``--out``. Needs torch
 (``pip install 'expllm[train,openface]'``).
 """
 
@@ -73,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         default="label",
         help="what the answer learns: the label's tokens (the LM's loss), or a distribution",
     )
+    parser.add_argument(
+        "--widen-lora",
+        nargs="*",
+        default=[],
+        metavar="MODULE",
+        help="more LM modules for the LoRA (e.g. o_proj up_proj); new ones start at zero",
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-faces", type=int, default=160)
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         pick = draw.choice(len(train), args.train_faces, replace=False)
         faces = [train[i] for i in pick]
 
-    model = load_model(args.model, trainable=True)
+    model = load_model(_widened(args.model, args.widen_lora, args.out), trainable=True)
     images = [load_image(r) for r in faces]
     if args.train_on == "train-augmented":
         images = _augmented(images, args.face_seed)
@@ -144,6 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     log = {"config": settings | {"batch_size": BATCH}, "steps": losses, "figures": figures}
     (args.out / "training_log.json").write_text(json.dumps(log, indent=1) + "\n")
     return 0
+
+
+def _widened(folder: Path, modules: list[str], out: Path) -> Path:
+    """``folder``, or with ``modules`` its copy (``out``/warm_start) whose LoRA also adapts
+    ``modules``: peft gives the new ones their zero start (B = 0), so the copy reads as
+    ``folder`` until trained."""
+    if not modules:
+        return folder
+    import shutil
+
+    copy = out / "warm_start"
+    shutil.copytree(folder, copy, dirs_exist_ok=True)
+    for name, keys in (("adapter/adapter_config.json", ()), ("expllm_model.json", ("lora",))):
+        settings = json.loads((copy / name).read_text())
+        inner = settings[keys[0]] if keys else settings
+        field = "targets" if keys else "target_modules"
+        inner[field] = sorted(set(inner[field]) | set(modules))
+        (copy / name).write_text(json.dumps(settings, indent=1) + "\n")
+    return copy
 
 
 def _target(kind: str, visual, record) -> np.ndarray | None:
