@@ -49,7 +49,7 @@ from engine.data.images import load_image
 from engine.evaluation.scoring import classification_metrics
 from engine.model import load_model
 from engine.model.answers import answer_scores, label_answers
-from engine.model.config import SHIPPED_MODEL
+from engine.model.config import ADAPTER_DIR, CONFIG_FILE, SHIPPED_MODEL
 from engine.model.conversations import label_conversation
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
@@ -164,12 +164,12 @@ def _widened(folder: Path, modules: list[str], out: Path) -> Path:
 
     copy = out / "warm_start"
     shutil.copytree(folder, copy, dirs_exist_ok=True)
-    for name, keys in (("adapter/adapter_config.json", ()), ("expllm_model.json", ("lora",))):
-        settings = json.loads((copy / name).read_text())
-        inner = settings[keys[0]] if keys else settings
-        field = "targets" if keys else "target_modules"
-        inner[field] = sorted(set(inner[field]) | set(modules))
-        (copy / name).write_text(json.dumps(settings, indent=1) + "\n")
+    adapter = json.loads((copy / ADAPTER_DIR / "adapter_config.json").read_text())
+    adapter["target_modules"] = sorted(set(adapter["target_modules"]) | set(modules))
+    (copy / ADAPTER_DIR / "adapter_config.json").write_text(json.dumps(adapter, indent=1) + "\n")
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    config["lora"]["targets"] = adapter["target_modules"]
+    (copy / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     return copy
 
 
@@ -177,12 +177,16 @@ def _target(kind: str, visual, record) -> np.ndarray | None:
     """The class distribution the answer learns for one face: FER+'s vote shares, the encoder
     head's probabilities on the view the LM sees (face + mirror), or their mean; ``None`` for
     ``label`` (the label's tokens)."""
-    votes = np.array([record.soft_label[e] for e in EMOTIONS]) if record.soft_label else None
+    if kind == "label":
+        return None
     head = np.exp(visual.log_prior - visual.log_prior.max())
     head /= head.sum()
-    if kind != "label" and votes is None:
+    if kind == "head":
+        return head
+    if not record.soft_label:
         raise ValueError(f"{record.image_path}: no vote shares for --target {kind}")
-    return {"label": None, "votes": votes, "head": head, "votes+head": (votes + head) / 2}[kind]
+    votes = np.array([record.soft_label[e] for e in EMOTIONS])
+    return votes if kind == "votes" else (votes + head) / 2
 
 
 def _distribution_loss(model, chosen):

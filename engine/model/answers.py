@@ -44,15 +44,14 @@ def label_answers(
     device = next(model.module.parameters()).device
     half = (decoding or model.config.decoding).bfloat16(device.type)
     lm = model.decoding_lm(half, device)
+    tokens, skip = _answer_tokens(model, visuals[0], classes), read.length if read else 0
     model.module.eval()
     scores = []
     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=half):
         for start in range(0, len(visuals), FACES_PER_PASS):
             rows = slice(start, start + FACES_PER_PASS)
             cache = read.rows(rows) if read else DynamicCache()
-            scored = answer_scores(
-                model, lm, visuals[rows], classes, cache, read.length if read else 0
-            )
+            scored = _scores(model, lm, visuals[rows], classes, tokens, cache, skip)
             scores.append(scored.float().cpu().numpy())
     return np.concatenate(scores).astype(np.float64)
 
@@ -64,8 +63,15 @@ def answer_scores(
     read by ``lm`` (the model's LM or its decoding copy) into ``cache`` (a ``DynamicCache``
     holding the first ``skip`` positions already, or empty), with gradients where the caller
     allows them (training the LM to answer: ``scripts/train_readout.py``)."""
+    tokens = _answer_tokens(model, visuals[0], classes)
+    return _scores(model, lm, visuals, classes, tokens, cache, skip)
+
+
+def _scores(model: VisionLM, lm: Any, visuals, classes, tokens, cache, skip: int):
+    """``answer_scores`` with the question's length and the class names' answer tokens
+    (``tokens``: ``_answer_tokens``) known already."""
     torch = import_training()[0]
-    question, answers = _answer_tokens(model, visuals[0], classes)
+    question, answers = tokens
     device = next(model.module.parameters()).device
     batch = model.collate([(visual, label_conversation(classes[0])) for visual in visuals])
     batch["input_ids"] = batch["input_ids"][:, :question]

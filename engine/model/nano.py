@@ -36,12 +36,7 @@ from engine.model.encoder import (
     feature_shape,
     pinned,
 )
-from engine.model.greedy import (
-    Beginning,
-    bfloat16_copy,
-    greedy_decode,
-    read_beginning,
-)
+from engine.model.greedy import Beginning, bfloat16_copy, greedy_decode, read_beginning
 from engine.model.guide import TokenGuide
 from engine.model.labels import label_choices
 from engine.model.nano_module import nano_module
