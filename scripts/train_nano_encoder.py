@@ -20,6 +20,8 @@ Seeds fixed; deterministic algorithms where the backend has them.
 the export folds into the convolutions, are rebuilt from statistics on training faces);
 ``--swa`` keeps the learning rate constant after warm-up and returns the average of the weights
 at each epoch's end (stochastic weight averaging, batch-norm statistics measured again).
+``--train-on train+valid`` trains on FER+ Train and Valid together (30,336 faces; the final
+model of a recipe chosen on Valid with Train alone): Valid is then not monitored.
 
     python scripts/train_nano_encoder.py                       # CPU or GPU, reads ../shared
     python scripts/train_nano_encoder.py --pack .work/ferplus.xz   # write a compact data pack
@@ -80,6 +82,11 @@ def read_pack(path: Path) -> dict[str, dict[str, np.ndarray]]:
             split, name = key.split("_", 1)
             data.setdefault(split, {})[name] = arrays[key]
     return data
+
+
+def joined_splits(*splits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One split of the faces, labels and vote distributions of ``splits``, in order."""
+    return {key: np.concatenate([split[key] for split in splits]) for key in splits[0]}
 
 
 def training_targets(split: dict[str, np.ndarray], kind: str) -> np.ndarray:
@@ -456,6 +463,12 @@ def main() -> None:
         action="store_true",
         help="constant learning rate after warm-up; keep the average of the epochs' weights",
     )
+    parser.add_argument(
+        "--train-on",
+        choices=["train", "train+valid"],
+        default="train",
+        help="FER+ Train alone (Valid monitors) or Train and Valid together (nothing monitors)",
+    )
     parser.add_argument("--name", default="nano_encoder", help="file stem of the outputs")
     parser.add_argument("--out", type=Path, default=REPO / "engine" / "weights")
     args = parser.parse_args()
@@ -466,6 +479,9 @@ def main() -> None:
         data = read_pack(args.packed)
     else:
         data = {split: load_split(args.data, split) for split in ("train", "valid", "test")}
+    if args.train_on == "train+valid":
+        valid = data.pop("valid")  # trained on: not monitored
+        data["train"] = joined_splits(data["train"], valid)
     model, summary = train(data, args)
     summary["config"] = {k: str(v) for k, v in vars(args).items()}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -176,6 +176,10 @@ def test_model_config_reads_decoding_and_defaults_to_plain_greedy(tmp_path):
     assert config.decoding.grounded and config.decoding.label_guidance == 2.0
     config.write(tmp_path)
     assert ModelConfig.read(tmp_path) == config
+    for bad in ({"no_repeat_ngram_size": -1}, {"temperature": 0.7}):
+        (tmp_path / CONFIG_FILE).write_text(json.dumps({**data, "format": FORMAT, "decoding": bad}))
+        with pytest.raises(ValueError, match=r"expllm_model.json: decoding: .*(>= 0|temperature)"):
+            ModelConfig.read(tmp_path)
 
 
 def test_reading_type_is_what_grounding_takes(rules):
@@ -476,6 +480,9 @@ def test_decoding_options_are_read_as_their_settings_types():
         DecodingSettings().with_options({"label_guidance": "strong"})
     with pytest.raises(ValueError, match="conclusion_follows"):
         DecodingSettings().with_options({"conclusion_follows": "majority"})
+    assert DecodingSettings().with_options({"no_repeat_ngram_size": "8"}).no_repeat_ngram_size == 8
+    with pytest.raises(ValueError, match="no_repeat_ngram_size must be >= 0"):
+        DecodingSettings().with_options({"no_repeat_ngram_size": "-2"})
 
 
 def test_the_emotion_said_to_lead_the_evidence_is_the_measured_lead(rules):

@@ -48,6 +48,65 @@ def test_greedy_decode_matches_transformers_generate():
     assert any(len(row) < 20 for row in ours) and any(len(row) > 5 for row in ours)
 
 
+def test_repeating_names_the_tokens_that_would_repeat_a_run():
+    from engine.model.greedy import repeating
+
+    assert repeating([5, 6, 7, 5, 6], 3) == [7]
+    assert repeating([5, 6, 7, 5, 6, 9, 5, 6], 3) == [7, 9]
+    assert repeating([5, 6, 7, 5], 1) == [5, 6, 7]
+    assert repeating([5, 6], 3) == [] and repeating([5, 6, 5], 0) == []
+
+
+@pytest.mark.filterwarnings("ignore:Passing `no_repeat_ngram_size`")
+def test_no_repeat_matches_transformers_no_repeat_ngram_size():
+    """A row's own words repeat no run of ``no_repeat`` tokens, as ``transformers.generate``'s
+    ``no_repeat_ngram_size`` decodes (the same tokens); without it the rows do repeat."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import greedy_decode, repeating
+
+    lm = _tiny_llama(torch, transformers, seed=5)
+    embeds = torch.randn(12, 7, 32)
+    with torch.inference_mode():
+        free = greedy_decode(lm, embeds, 24, eos_token_id=-1)
+        ours = greedy_decode(lm, embeds, 24, eos_token_id=-1, no_repeat=3)
+        theirs = lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+            max_new_tokens=24,
+            do_sample=False,
+            no_repeat_ngram_size=3,
+            eos_token_id=None,
+            pad_token_id=0,
+        ).tolist()
+    assert any(row[-1] in repeating(row[:-1], 3) for row in free)
+    assert ours == theirs
+    assert not any(row[i] in repeating(row[:i], 3) for row in ours for i in range(len(row)))
+
+
+def test_no_repeat_looks_at_the_words_after_the_prefix_only():
+    """A prefix's runs of tokens may be repeated: rows decode as if each prefix were prompt."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.greedy import greedy_decode
+
+    lm = _tiny_llama(torch, transformers, seed=6)
+    embeds = torch.randn(6, 5, 32)
+    with torch.inference_mode():
+        free = greedy_decode(lm, embeds, 8, eos_token_id=-1)
+        prefixes = [row[:length] for row, length in zip(free, range(2, 8), strict=True)]
+        batched = greedy_decode(lm, embeds, 10, eos_token_id=-1, prefixes=prefixes, no_repeat=2)
+        alone = []
+        for row, prefix in enumerate(prefixes):
+            tokens = lm.get_input_embeddings()(torch.tensor([prefix], dtype=torch.long))
+            joined = torch.cat([embeds[row : row + 1], tokens], dim=1)
+            alone.append(prefix + greedy_decode(lm, joined, 10, eos_token_id=-1, no_repeat=2)[0])
+    assert batched == alone
+    runs = [set(zip(p, p[1:], strict=False)) for p in prefixes]  # each prefix's pairs
+    own = [row[len(p) :] for p, row in zip(prefixes, batched, strict=True)]
+    assert any(set(zip(o, o[1:], strict=False)) & r for o, r in zip(own, runs, strict=True))
+
+
 @pytest.mark.parametrize("shared", [0, 3])
 def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone(shared):
     """Rows that begin their answers with given tokens (shorter ones padded, masked and skipped

@@ -85,3 +85,11 @@ def test_class_weights_lift_rare_classes_and_keep_the_mean_loss_scale(script):
     assert weights[7] > weights[1] > weights[0]
     assert np.isclose((targets @ weights).mean(), 1.0)
     np.testing.assert_allclose(weights[1] / weights[0], 2**0.5, rtol=1e-5)
+
+
+def test_train_and_valid_are_joined_face_by_face(script):
+    train = {"x": np.zeros((3, 48, 48), np.uint8), "y": np.array([0, 1, 2])}
+    valid = {"x": np.ones((2, 48, 48), np.uint8), "y": np.array([7, 6])}
+    joined = script.joined_splits(train, valid)
+    assert joined["y"].tolist() == [0, 1, 2, 7, 6]
+    assert joined["x"].shape == (5, 48, 48) and joined["x"][3:].all() and not joined["x"][:3].any()

@@ -75,7 +75,10 @@ class ModelConfig:
             raise ValueError(f"{path}: prior_classifiers must map file names to sha256 strings")
         decoding = data.get("decoding", {})
         decoding["class_frequencies"] = tuple(decoding.get("class_frequencies", ()))
-        data["decoding"] = DecodingSettings(**decoding)
+        try:
+            data["decoding"] = DecodingSettings(**decoding)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: decoding: {exc}") from exc
         return cls(**data)
 
     def write(self, folder: Path) -> None:

@@ -9,7 +9,9 @@ similar lengths, each row padded to its group's longest after the prompt's begin
 rows share (read once), the gap masked and skipped by the positions; or after each row's own
 beginning where it was read already for another question (``Beginning``). A model may decode
 with a ``bfloat16_copy`` of its LM. A row whose text only one ending fits (``ending``) gets it
-at once, without a step per token. Finished rows leave the batch once they are an eighth of it
+at once, without a step per token. With ``no_repeat`` n, a row's own words (after its prefix)
+never repeat a run of n tokens unless its guide allows nothing else (the tokens that would
+repeat one rank below all others). Finished rows leave the batch once they are an eighth of it
 (each removal copies the cache's filled part). The cache reserves the prompt plus
 ``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per token).
 """
@@ -24,6 +26,9 @@ from typing import Any
 
 #: How many rows the first pass reads at once (rows of similar prefix lengths together).
 PREFILL_GROUP = 8
+#: What a token that would repeat a run of the row's own words loses from its logit: it ranks
+#: below every other token, yet a guide that allows nothing else may still take it.
+REPEAT_PENALTY = 1e4
 #: ``guide(rows, ids, scores)``: the scores of the next token of each row still being written
 #: (``rows``: their indices in the batch, ``ids``: the tokens each has so far), guided.
 Guide = Callable[[Sequence[int], Sequence[list[int]], object], object]
@@ -41,13 +46,15 @@ def greedy_decode(
     prefixes: Sequence[list[int]] | None = None,
     ending: Ending | None = None,
     read: Beginning | None = None,
+    no_repeat: int = 0,
 ) -> list[list[int]]:
     """The generated token ids of each row of ``embeds`` [rows, prompt, hidden] (without the
     end-of-sequence token), greedy under ``guide``; ``prefixes``: per row, the tokens its
     answer begins with (returned as its first tokens); ``ending``: the tokens that finish a
     row where only one ending remains (the row is then done without decoding them);
     ``read``: the keys and values of each row's prompt beginning, read already (for another
-    question about the same face), which are not read again."""
+    question about the same face), which are not read again; ``no_repeat``: the length of
+    the runs of tokens a row's own words may not repeat (0: any)."""
     import torch
     from transformers import DynamicCache
 
@@ -56,6 +63,7 @@ def greedy_decode(
     active = list(range(rows))  # the batch rows of the cache, finished or not
     done: set[int] = set()
     span = max(map(len, generated))
+    given = [len(row) for row in generated]
     kv = DynamicCache()
     kv.layer_class_to_replicate = partial(
         _reserved_layer(), embeds.shape[1] + span + max_new_tokens
@@ -69,6 +77,10 @@ def greedy_decode(
     for step in range(max_new_tokens):
         writing = [i for i, row in enumerate(active) if row not in done]
         scores = logits[writing, -1].float()
+        if no_repeat:
+            for place, i in enumerate(writing):
+                own = generated[active[i]][given[active[i]] :]
+                scores[place, repeating(own, no_repeat)] -= REPEAT_PENALTY
         if guide is not None:
             scores = guide(
                 [active[i] for i in writing], [generated[active[i]] for i in writing], scores
@@ -96,6 +108,20 @@ def greedy_decode(
         extra = window.step() if window else {}
         logits = lm(input_ids=tokens, use_cache=True, **extra, **{name: kv}).logits
     return generated
+
+
+def repeating(tokens: list[int], n: int) -> list[int]:
+    """The tokens that would end a run of ``n`` tokens already in ``tokens`` if written next."""
+    if n < 1 or len(tokens) < n:
+        return []
+    context = tokens[len(tokens) - n + 1 :] if n > 1 else []
+    return sorted(
+        {
+            tokens[start + n - 1]
+            for start in range(len(tokens) - n + 1)
+            if tokens[start : start + n - 1] == context
+        }
+    )
 
 
 def cache_keyword(lm) -> str:

@@ -224,6 +224,7 @@ class NanoVisionLM(VisionLM):
                 [self._encode(text) for text in facts] if facts else None,
                 guide.ending if guide else None,
                 read,
+                decoding.no_repeat_ngram_size,
             )
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
 

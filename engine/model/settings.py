@@ -60,6 +60,14 @@ class DecodingSettings:
     #: Run the LM's matrix products in bfloat16 on the CPU too (autocast; fast where the CPU
     #: has AMX or AVX512-BF16); on GPUs always.
     cpu_bfloat16: bool = False
+    #: The model's own words (after any stated facts) never repeat a run of this many tokens,
+    #: unless grounding or a label slot allows nothing else (transformers'
+    #: ``no_repeat_ngram_size``; 0: off): a text that loops on a sentence moves on instead.
+    no_repeat_ngram_size: int = 0
+
+    def __post_init__(self):
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be >= 0, not {self.no_repeat_ngram_size}")
 
     def with_options(self, options: Mapping[str, object]) -> DecodingSettings:
         """These settings with ``options`` (setting name -> value, e.g. from
