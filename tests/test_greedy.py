@@ -21,10 +21,27 @@ def _tiny_llama(torch, transformers, seed: int):
     return transformers.LlamaForCausalLM(config).eval()
 
 
-def test_greedy_decode_matches_transformers_generate():
+def _generate(torch, lm, embeds, max_new_tokens: int, **options) -> list[list[int]]:
+    """``transformers``' own greedy generation from ``embeds`` (no padding)."""
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+    out = lm.generate(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        **options,
+    )
+    return out.tolist()
+
+
+@pytest.mark.filterwarnings("ignore:Passing `no_repeat_ngram_size`")
+@pytest.mark.parametrize("no_repeat", [0, 3])
+def test_greedy_decode_matches_transformers_generate(no_repeat):
+    """The same tokens as ``transformers.generate``, also with its ``no_repeat_ngram_size``
+    (a row's own words repeat no run of ``no_repeat`` tokens; without it they do)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from engine.model.greedy import greedy_decode
+    from engine.model.greedy import greedy_decode, repeating
 
     lm = _tiny_llama(torch, transformers, seed=0)
     embeds = torch.randn(12, 7, 32)
@@ -33,19 +50,25 @@ def test_greedy_decode_matches_transformers_generate():
         # an end token that some rows write early and others late or never
         counts = torch.bincount(torch.tensor([row[5] for row in free]), minlength=40)
         eos = int(counts.argmax())
-        ours = greedy_decode(lm, embeds, 20, eos_token_id=eos)
-        theirs = lm.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
-            max_new_tokens=20,
-            do_sample=False,
+        ours = greedy_decode(lm, embeds, 20, eos_token_id=eos, no_repeat=no_repeat)
+        theirs = _generate(
+            torch,
+            lm,
+            embeds,
+            20,
             eos_token_id=eos,
             pad_token_id=eos,
-        ).tolist()
+            no_repeat_ngram_size=no_repeat,
+        )
     expected = [row[: row.index(eos)] if eos in row else row for row in theirs]
     assert all(len(row) == 20 for row in free)
     assert ours == expected
     assert any(len(row) < 20 for row in ours) and any(len(row) > 5 for row in ours)
+    if no_repeat:
+        assert any(row[i] in repeating(row[:i], no_repeat) for row in free for i in range(len(row)))
+        assert not any(
+            row[i] in repeating(row[:i], no_repeat) for row in ours for i in range(len(row))
+        )
 
 
 def test_repeating_names_the_tokens_that_would_repeat_a_run():
@@ -57,61 +80,12 @@ def test_repeating_names_the_tokens_that_would_repeat_a_run():
     assert repeating([5, 6], 3) == [] and repeating([5, 6, 5], 0) == []
 
 
-@pytest.mark.filterwarnings("ignore:Passing `no_repeat_ngram_size`")
-def test_no_repeat_matches_transformers_no_repeat_ngram_size():
-    """A row's own words repeat no run of ``no_repeat`` tokens, as ``transformers.generate``'s
-    ``no_repeat_ngram_size`` decodes (the same tokens); without it the rows do repeat."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from engine.model.greedy import greedy_decode, repeating
-
-    lm = _tiny_llama(torch, transformers, seed=5)
-    embeds = torch.randn(12, 7, 32)
-    with torch.inference_mode():
-        free = greedy_decode(lm, embeds, 24, eos_token_id=-1)
-        ours = greedy_decode(lm, embeds, 24, eos_token_id=-1, no_repeat=3)
-        theirs = lm.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
-            max_new_tokens=24,
-            do_sample=False,
-            no_repeat_ngram_size=3,
-            eos_token_id=None,
-            pad_token_id=0,
-        ).tolist()
-    assert any(row[-1] in repeating(row[:-1], 3) for row in free)
-    assert ours == theirs
-    assert not any(row[i] in repeating(row[:i], 3) for row in ours for i in range(len(row)))
-
-
-def test_no_repeat_looks_at_the_words_after_the_prefix_only():
-    """A prefix's runs of tokens may be repeated: rows decode as if each prefix were prompt."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from engine.model.greedy import greedy_decode
-
-    lm = _tiny_llama(torch, transformers, seed=6)
-    embeds = torch.randn(6, 5, 32)
-    with torch.inference_mode():
-        free = greedy_decode(lm, embeds, 8, eos_token_id=-1)
-        prefixes = [row[:length] for row, length in zip(free, range(2, 8), strict=True)]
-        batched = greedy_decode(lm, embeds, 10, eos_token_id=-1, prefixes=prefixes, no_repeat=2)
-        alone = []
-        for row, prefix in enumerate(prefixes):
-            tokens = lm.get_input_embeddings()(torch.tensor([prefix], dtype=torch.long))
-            joined = torch.cat([embeds[row : row + 1], tokens], dim=1)
-            alone.append(prefix + greedy_decode(lm, joined, 10, eos_token_id=-1, no_repeat=2)[0])
-    assert batched == alone
-    runs = [set(zip(p, p[1:], strict=False)) for p in prefixes]  # each prefix's pairs
-    own = [row[len(p) :] for p, row in zip(prefixes, batched, strict=True)]
-    assert any(set(zip(o, o[1:], strict=False)) & r for o, r in zip(own, runs, strict=True))
-
-
-@pytest.mark.parametrize("shared", [0, 3])
-def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone(shared):
+@pytest.mark.parametrize(("shared", "no_repeat"), [(0, 0), (3, 0), (0, 2)])
+def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone(shared, no_repeat):
     """Rows that begin their answers with given tokens (shorter ones padded, masked and skipped
     by the positions) write what each would write alone, its prompt + prefix unpadded; a
-    prompt beginning that all rows share (``shared`` positions) is read once for all."""
+    prompt beginning that all rows share (``shared`` positions) is read once for all. With
+    ``no_repeat``, runs of the prefix's tokens may be repeated (as a prompt's may)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from engine.model.greedy import greedy_decode
@@ -121,13 +95,19 @@ def test_prefixes_of_different_lengths_decode_as_if_each_row_were_alone(shared):
     embeds[:, :shared] = embeds[:1, :shared]
     prefixes = [[int(t) for t in torch.randint(0, 40, (length,))] for length in range(9)]
     with torch.inference_mode():
-        batched = greedy_decode(lm, embeds, 12, eos_token_id=7, prefixes=prefixes)
+        batched = greedy_decode(lm, embeds, 12, 7, prefixes=prefixes, no_repeat=no_repeat)
         alone = []
         for row, prefix in enumerate(prefixes):
             tokens = lm.get_input_embeddings()(torch.tensor([prefix], dtype=torch.long))
             joined = torch.cat([embeds[row : row + 1], tokens], dim=1)
-            alone.append(prefix + greedy_decode(lm, joined, 12, eos_token_id=7)[0])
+            alone.append(prefix + greedy_decode(lm, joined, 12, 7, no_repeat=no_repeat)[0])
     assert batched == alone
+    if no_repeat:  # some row's own words repeat a pair of its prefix
+        own = [
+            (set(zip(p, p[1:], strict=False)), row[len(p) :])
+            for p, row in zip(prefixes, batched, strict=True)
+        ]
+        assert any(set(zip(o, o[1:], strict=False)) & pairs for pairs, o in own)
     assert any(len(row) < len(prefix) + 12 for row, prefix in zip(batched, prefixes, strict=True))
 
 
