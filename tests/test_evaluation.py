@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from engine.data.datasets import read_dataset
-from engine.evaluation.rules_peer import RuleReading
+from engine.evaluation.rules_peer import RuleEvidence, RuleReading
 from engine.evaluation.scoring import (
     NO_LABEL,
     PREDICTORS,
@@ -276,6 +276,12 @@ def test_rules_peer_from_shards_and_from_an_au_backend(table_shards):
         "rules", au_backend="table", au_options={"path": str(table)}
     ).predict(records)
     assert [p.label for p in measured] == [r.label for r in records]
+    assert all(p.error is None for p in measured)
+    # measured or read back, a reading knows what a complete CoT cites
+    live = RuleEvidence(au_backend="table", au_options={"path": str(table)}).read(records)
+    stored = RuleEvidence(shards=str(shards)).read(records)
+    assert all(r.cited and r.error is None for r in live)
+    assert [[c for c, _ in r.cited] for r in live] == [[c for c, _ in r.cited] for r in stored]
     frame = pd.read_parquet(shards)
     assert set(frame["dominant_emotion"]) == {"happiness", "sadness"}
     with pytest.raises(FileNotFoundError, match="nowhere"):

@@ -125,7 +125,9 @@ class RuleEvidence:
         cited = tuple((a.au, a.intensity) for a in evidence.active[: self.rules.max_cited_aus])
         seconds = time.perf_counter() - started
         scores = dict(evidence.scores)
-        return RuleReading(evidence.dominant, active, scores, seconds, cited, evidence=evidence)
+        return RuleReading(
+            evidence.dominant, active, scores, seconds, cited=cited, evidence=evidence
+        )
 
     def describe(self) -> str:
         return f"shards {self.shards}" if self.shards else f"{self.au_backend} AU back end"
