@@ -51,6 +51,7 @@ from engine.model import load_model
 from engine.model.answers import answer_scores, label_answers
 from engine.model.config import ADAPTER_DIR, CONFIG_FILE, SHIPPED_MODEL
 from engine.model.conversations import label_conversation
+from engine.model.encoder import softmax
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -179,12 +180,11 @@ def _target(kind: str, visual, record) -> np.ndarray | None:
     ``label`` (the label's tokens)."""
     if kind == "label":
         return None
-    head = np.exp(visual.log_prior - visual.log_prior.max())
-    head /= head.sum()
+    head = softmax(visual.log_prior[None])[0]
     if kind == "head":
         return head
     if not record.soft_label:
-        raise ValueError(f"{record.image_path}: no vote shares for --target {kind}")
+        raise ValueError(f"{record.path}: no vote shares for --target {kind}")
     votes = np.array([record.soft_label[e] for e in EMOTIONS])
     return votes if kind == "votes" else (votes + head) / 2
 
