@@ -33,9 +33,7 @@ model of a recipe chosen on Valid with Train alone): Valid is then not monitored
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import lzma
 import math
 import os
 import time
@@ -62,25 +60,25 @@ def load_split(spec: str, split: str) -> dict[str, np.ndarray]:
 
 
 def write_pack(path: Path, spec: str, splits: tuple[str, ...]) -> None:
+    """One xz pack of ``splits``' faces (coded losslessly, ``scripts._packs``), labels and votes."""
+    from scripts._packs import write_pack as write_arrays
+
     arrays = {}
     for split in splits:
         for key, value in load_split(spec, split).items():
             arrays[f"{split}_{key}"] = value
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with lzma.open(path, "wb", preset=6) as fh:
-        fh.write(buffer.getvalue())
+    write_arrays(path, arrays, faces=tuple(f"{split}_x" for split in splits))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {sorted(arrays)}")
 
 
 def read_pack(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    with lzma.open(path, "rb") as fh:
-        arrays = np.load(io.BytesIO(fh.read()))
-        data: dict[str, dict[str, np.ndarray]] = {}
-        for key in arrays.files:
-            split, name = key.split("_", 1)
-            data.setdefault(split, {})[name] = arrays[key]
+    """``{split: {"x", "y", "soft"}}`` of a pack written by ``write_pack``."""
+    from scripts._packs import read_pack as read_arrays
+
+    data: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in read_arrays(path).items():
+        split, name = key.split("_", 1)
+        data.setdefault(split, {})[name] = value
     return data
 
 
