@@ -1,6 +1,7 @@
 """ExpLLM models: nano save/load, a real training step with checkpoint and resume, hf tiny LLaVA."""
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def faces(count: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def test_nano_save_load_round_trip(tmp_path):
+def test_nano_save_load_round_trip(tmp_path, monkeypatch):
     import torch
 
     from engine.model import create_model, load_model
@@ -48,7 +49,15 @@ def test_nano_save_load_round_trip(tmp_path):
     with torch.no_grad():  # a non-trivial projector, so that the round trip is tested
         model.module.projector["features"][1].weight.mul_(2)
         model.module.projector["aus"][0].weight.mul_(2)
+    lookups = []
+
+    def offline(host, *args, **kwargs):
+        lookups.append(host)
+        raise OSError(f"no network in this test ({host})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
     model.save(tmp_path)
+    assert not lookups  # saving asks no server anything (peft checks the hub for the base)
     size = sum(p.stat().st_size for p in Path(tmp_path).rglob("*") if p.is_file())
     assert size < 20e6
     config = json.loads((tmp_path / CONFIG_FILE).read_text())

@@ -384,5 +384,6 @@ class NanoVisionLM(VisionLM):
             )
         for settings in self.module.lm.peft_config.values():
             settings.base_model_name_or_path = self.config.lm  # not the GGUF's folder here
-        self.module.lm.save_pretrained(str(folder / ADAPTER_DIR))
+        # the embeddings are not trained: without this peft asks the hub whether they were
+        self.module.lm.save_pretrained(str(folder / ADAPTER_DIR), save_embedding_layers=False)
         self.config.write(folder)
