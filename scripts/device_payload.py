@@ -93,11 +93,13 @@ def join(parts: Path, into: Path) -> list[Path]:
         numbers = [int(p.name.rsplit("-", 1)[1]) for p in pieces]
         if numbers != list(range(len(pieces))) or not pieces:
             raise FileNotFoundError(f"{parts}: parts of {name} missing (found {numbers})")
-        target = into / name
+        target, checksum = into / name, hashlib.sha256()
         with target.open("wb") as fh:
             for piece in pieces:
-                fh.write(piece.read_bytes())
-        if hashlib.sha256(target.read_bytes()).hexdigest() != digest:
+                data = piece.read_bytes()
+                checksum.update(data)
+                fh.write(data)
+        if checksum.hexdigest() != digest:
             raise ValueError(f"{target}: sha256 differs from the manifest's (a part was stale)")
         joined.append(target)
     return joined

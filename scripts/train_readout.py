@@ -210,12 +210,11 @@ def _augmented(images: list[np.ndarray], seed: int) -> list[np.ndarray]:
     import cv2
     import torch
 
-    from scripts.train_nano_encoder import augment
+    from scripts.write_views import views_of
 
     grey = np.stack([cv2.resize(cv2.cvtColor(i, cv2.COLOR_RGB2GRAY), (48, 48)) for i in images])
-    batch = torch.from_numpy(grey).float().div(255).unsqueeze(1)
-    views = augment(batch, torch.Generator().manual_seed(seed), wide=True).squeeze(1).numpy()
-    return [np.repeat(np.round(v * 255).astype(np.uint8)[..., None], 3, axis=2) for v in views]
+    views = views_of(grey, torch.Generator().manual_seed(seed))
+    return [np.repeat(v[..., None], 3, axis=2) for v in views]
 
 
 def _scores(scores: np.ndarray, labels: list[str]) -> dict[str, float]:

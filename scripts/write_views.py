@@ -38,8 +38,6 @@ def write_views(ferplus: Path, split: str, seed: int, out: Path) -> int:
     import cv2
     import torch
 
-    from scripts.train_nano_encoder import augment
-
     folders = label_maps()["datasets"]["ferplus"]["splits"]
     folder = next((name for name, key in folders.items() if key == split), None)
     if folder is None:
@@ -55,12 +53,22 @@ def write_views(ferplus: Path, split: str, seed: int, out: Path) -> int:
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, len(names), CHUNK):
         chunk = names[start : start + CHUNK]
-        grey = np.stack([_grey48(source / name) for name in chunk])
-        batch = torch.from_numpy(grey).float().div(255).unsqueeze(1)
-        views = augment(batch, generator, wide=True).squeeze(1).numpy()
+        views = views_of(np.stack([_grey48(source / name) for name in chunk]), generator)
         for name, view in zip(chunk, views, strict=True):
-            cv2.imwrite(str(target / name), np.round(view * 255).astype(np.uint8))
+            cv2.imwrite(str(target / name), view)
     return len(names)
+
+
+def views_of(grey: np.ndarray, generator) -> np.ndarray:
+    """One view of each uint8 face ``[N, 48, 48]`` through the encoder's wide training
+    augmentation, drawn from the torch ``generator``; uint8 ``[N, 48, 48]``."""
+    import torch
+
+    from scripts.train_nano_encoder import augment
+
+    batch = torch.from_numpy(grey).float().div(255).unsqueeze(1)
+    views = augment(batch, generator, wide=True).squeeze(1).numpy()
+    return np.round(views * 255).astype(np.uint8)
 
 
 def _grey48(path: Path) -> np.ndarray:
