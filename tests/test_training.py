@@ -57,6 +57,16 @@ def test_training_set_holds_out_a_seeded_sample():
         training_set(rows, lambda row: None, FinetuneConfig(eval_samples=10))
 
 
+def test_a_smoke_run_keeps_the_class_frequencies_of_every_training_row():
+    """``max_samples`` trains on a few rows; the prior correction still needs the frequencies
+    of all training rows (a smoke run's first rows once gave a skewed prior)."""
+    rows = frame(10).assign(label=["sadness"] * 2 + ["neutral"] * 8)
+    config = FinetuneConfig(eval_samples=0, max_samples=2, mix=(0, 1))
+    data = training_set(rows, lambda row: np.zeros((48, 48, 3), np.uint8), config)
+    assert len(data.samples) == 2
+    assert data.class_frequencies[:4] == pytest.approx((0.8, 0.0, 0.0, 0.2))
+
+
 def test_unverified_rows_train_the_label_only():
     rows = frame(12).assign(verified=[True] * 6 + [False] * 6)
     config = FinetuneConfig(eval_samples=0, mix=(0, 1))

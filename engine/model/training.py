@@ -122,6 +122,8 @@ def training_set(
     order = np.random.default_rng(config.seed).permutation(len(frame))
     held = frame.iloc[order[: config.eval_samples]]
     train = frame.iloc[order[config.eval_samples :]]
+    # of every training row: a smoke run's ``max_samples`` rows would skew the prior correction
+    frequencies = train["label"].value_counts(normalize=True).reindex(EMOTIONS, fill_value=0.0)
     if config.max_samples is not None:
         train = train.iloc[: config.max_samples]
     if train.empty:
@@ -135,12 +137,7 @@ def training_set(
         held_aus=au_readings(held),
         held_labels=list(held["label"]),
         au_backend=_au_backend(frame),
-        class_frequencies=tuple(
-            float(share)
-            for share in train["label"]
-            .value_counts(normalize=True)
-            .reindex(EMOTIONS, fill_value=0.0)
-        ),
+        class_frequencies=tuple(float(share) for share in frequencies),
     )
 
 
