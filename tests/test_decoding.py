@@ -626,3 +626,16 @@ def test_a_text_that_nothing_keeps_grounded_ends_where_it_is(smile):
     assert not any(smile.allows(stuck + t) for t in (" raised", " the", "."))
     assert _step(tokenizer, guide, stuck, [" raised", " the"]) == "<eos>"
     assert _step(tokenizer, guide, INTERPRETATION + "The cheeks are", [" raised"]) == " raised"
+
+
+def test_cpu_bfloat16_only_where_the_cpu_does_it_natively(monkeypatch):
+    """Emulated bfloat16 (a CPU without AVX512-BF16 or AMX) is ~6x slower than float32: there
+    the shipped ``cpu_bfloat16`` falls back to float32; GPUs always use bfloat16."""
+    from engine.model import settings
+
+    asked = DecodingSettings(cpu_bfloat16=True)
+    for native in (True, False):
+        monkeypatch.setattr(settings, "native_cpu_bfloat16", lambda native=native: native)
+        assert asked.bfloat16("cpu") is native
+        assert DecodingSettings().bfloat16("cpu") is False
+        assert asked.bfloat16("cuda") and DecodingSettings().bfloat16("cuda")
