@@ -451,7 +451,7 @@ def main() -> None:
     parser.add_argument(
         "--cpu-bf16",
         action="store_true",
-        help="bf16 autocast on the CPU too (fast with AMX or AVX-512 BF16)",
+        help="bf16 autocast on the CPU too (fast with AMX or AVX-512 BF16; ~8x slower elsewhere)",
     )
     parser.add_argument(
         "--init", type=Path, help="start from an exported encoder (ONNX) instead of at random"

@@ -26,7 +26,8 @@ warm start) on label-only turns (``engine.model.conversations.label_conversation
 the encoder head's probabilities on the view the LM sees, or their mean (distillation), plus
 the label's answer loss. ``--widen-lora`` adds LM modules to the warm start's LoRA (a copy in
 ``--out``/warm_start; the new ones start at zero, so the copy reads as the warm start). AdamW,
-``--lr`` with a 10-step warm-up and a cosine decay, batch 16, clipping 1.0, bfloat16 autocast,
+``--lr`` with a 10-step warm-up and a cosine decay, batch 16, clipping 1.0, bfloat16 autocast
+(where the CPU does bfloat16 natively, else float32: torch's emulation is ~8x slower),
 seeds 0 (torch), ``--face-seed`` (the faces, the views) and 1 (the order). Prints JSON: the
 LM's answer before and after and the encoder head on the scored faces; writes the trained model
 and ``training_log.json`` (the settings, every step's loss, the figures) to ``--out``. Needs torch
@@ -52,6 +53,7 @@ from engine.model.answers import answer_scores, label_answers
 from engine.model.config import ADAPTER_DIR, CONFIG_FILE, SHIPPED_MODEL
 from engine.model.conversations import label_conversation
 from engine.model.encoder import softmax
+from engine.model.settings import native_cpu_bfloat16
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(args.steps):
         at = (step * BATCH) % len(examples)
         chosen = [examples[i] for i in shuffled[at : at + BATCH]]
-        with torch.autocast("cpu", torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=native_cpu_bfloat16()):
             if args.target == "label":
                 loss = model.module(**model.collate([e[:2] for e in chosen])).loss
             else:
