@@ -93,3 +93,20 @@ def test_prior_classifiers_round_trip_through_the_model_folder(tmp_path):
     listed = replace(config, prior_classifiers={NANO_ENCODER.name: config.encoder_sha256})
     listed.write(tmp_path)
     assert ModelConfig.read(tmp_path) == listed
+
+
+def test_the_nano_predictor_frames_detected_faces_as_the_encoder_learnt():
+    """A full frame's face is grown by FACE_MARGIN, not the pipeline's 0.2: framed that loosely
+    the encoder saw faces ~25 % smaller than its training crops (benchmarks/face_framing.py)."""
+    skimage = pytest.importorskip("skimage.data")
+    from engine.data.faces import FaceFinder
+    from engine.evaluation.face_batches import FacePredictor
+    from engine.model.encoder import FACE_MARGIN
+
+    image = np.pad(skimage.astronaut(), ((256, 256), (256, 256), (0, 0)))  # room to grow
+    nano = NanoPredictor(NANO_ENCODER, face_mode="detector")
+    assert nano.finder.margin == FACE_MARGIN < FaceFinder().margin
+    assert FacePredictor(face_mode="detector").finder.margin == FaceFinder().margin
+    tight = nano.finder.find(image).crop.shape[1]
+    loose = FaceFinder(mode="detector").find(image).crop.shape[1]
+    assert tight / loose == pytest.approx((1 + 2 * FACE_MARGIN) / (1 + 2 * 0.2), abs=0.02)

@@ -22,7 +22,7 @@ from engine.data.datasets import label_maps
 from engine.evaluation.face_batches import FacePredictor
 from engine.evaluation.scoring import PREDICTORS, Prediction, best_of
 from engine.model.config import WEIGHTS
-from engine.model.encoder import classify_faces
+from engine.model.encoder import FACE_MARGIN, classify_faces
 from engine.types import EMOTIONS
 
 NANO_FILE = "nano_encoder.onnx"
@@ -49,7 +49,8 @@ class NanoPredictor(ImageClassifier):
     """Our classifier: ``<path>/nano_encoder.onnx`` (or the .onnx file ``path``) on onnxruntime.
 
     ``tta``: average the probabilities of the face and its mirror image. ``threads``:
-    onnxruntime intra-op threads (0 = its default).
+    onnxruntime intra-op threads (0 = its default). Detected faces are framed as the encoder's
+    training crops (``engine.model.encoder.FACE_MARGIN``).
     """
 
     name = "nano"
@@ -62,7 +63,7 @@ class NanoPredictor(ImageClassifier):
         face_mode: str = "auto",
         batch_size: int = 256,
     ):
-        super().__init__(face_mode, batch_size)
+        super().__init__(face_mode, batch_size, margin=FACE_MARGIN)
         self.path = Path(path)
         model = self.path / NANO_FILE if self.path.is_dir() else self.path
         if not model.is_file():

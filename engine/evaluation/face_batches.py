@@ -25,10 +25,13 @@ class FacePredictor(Predictor):
 
     Subclasses implement ``answer(faces, classes) -> predictions`` for a batch of RGB face
     crops; a face that cannot be read becomes a failed prediction with its stage and reason.
+    ``margin``: how much a detected face box is grown (``FaceFinder.margin``; default its own),
+    e.g. to frame faces as a model's training crops were.
     """
 
-    def __init__(self, face_mode: str = "auto", batch_size: int = 256):
-        self.finder = FaceFinder(mode=face_mode)
+    def __init__(self, face_mode: str = "auto", batch_size: int = 256, margin: float | None = None):
+        framing = {} if margin is None else {"margin": margin}
+        self.finder = FaceFinder(mode=face_mode, **framing)
         self.batch_size = int(batch_size)
 
     def predict(

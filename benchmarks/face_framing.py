@@ -1,0 +1,122 @@
+"""How the nano encoder's training crops are framed, and what a detector's margin costs it.
+
+    .venv/bin/python benchmarks/face_framing.py            # ~15 min on 2 cores, no torch
+
+FER+ crops (FER2013's framing) are what the encoder learnt from; faces of full frames reach
+it through the Haar detector (``engine.data.faces``) grown by a margin. Prints, on FER+ Test:
+
+* ``haar_side``: the detector's box side over the FER+ crop's side (quantiles), each 48 px
+  crop placed in a mid-grey canvas (24 px per side) so that no box is clipped by the border;
+* per margin (``--margins``): the encoder's accuracy and UAR (face + mirror) on the faces
+  found again in the crop continued by reflection (24 px per side, a stand-in for the context
+  around a face in a full frame), against the crop itself: the faces the detector finds at the
+  centre under every margin, the same faces for every row.
+
+The margin that reproduces the training framing is ``(1 / median haar_side - 1) / 2``
+(``engine.model.encoder.FACE_MARGIN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.data.datasets import read_dataset
+from engine.data.faces import FaceFinder
+from engine.data.images import load_image
+from engine.evaluation.scoring import classification_metrics
+from engine.model.encoder import NANO_ENCODER, classify_faces, encoder_session
+from engine.resources import shared_dir
+from engine.types import EMOTIONS, StageError
+
+PAD = 24
+#: How far (px) a found box's centre may lie from the canvas centre to count as the face.
+CENTRED = 10
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1, 0.2])
+    args = parser.parse_args(argv)
+    records = read_dataset(f"ferplus:{args.ferplus}", args.split).records
+    labels = [r.label for r in records]
+    crops = [load_image(r) for r in records]
+
+    grey = [
+        cv2.copyMakeBorder(c, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=(128,) * 3)
+        for c in crops
+    ]
+    sides = [
+        box[2] / crop.shape[1]
+        for crop, box in zip(crops, _centred(grey, 0.0, pad=0.0), strict=True)
+        if box
+    ]
+    quantiles = np.quantile(sides, [0.1, 0.25, 0.5, 0.75, 0.9]).round(3).tolist()
+    print(
+        json.dumps(
+            {
+                "split": args.split,
+                "faces": len(crops),
+                "found": len(sides),
+                "haar_side_q10_q25_q50_q75_q90": quantiles,
+                "margin_of_the_crops": round((1 / quantiles[2] - 1) / 2, 3),
+            }
+        )
+    )
+
+    session = encoder_session(NANO_ENCODER)
+    mirrored = [cv2.copyMakeBorder(c, PAD, PAD, PAD, PAD, cv2.BORDER_REFLECT_101) for c in crops]
+    found = {m: _centred(mirrored, m, FaceFinder.pad, keep_crops=True) for m in args.margins}
+    common = [i for i in range(len(crops)) if all(found[m][i] is not None for m in args.margins)]
+    truth = [labels[i] for i in common]
+    rows = {"the crop itself": [crops[i] for i in common]}
+    rows.update({f"margin {m:g}": [found[m][i] for i in common] for m in args.margins})
+    for name, faces in rows.items():
+        predicted = _labels(classify_faces(session, faces))
+        scores = classification_metrics(truth, predicted)
+        print(
+            json.dumps(
+                {
+                    "framing": name,
+                    "n": len(common),
+                    "accuracy": round(scores.accuracy, 4),
+                    "uar": round(scores.uar, 4),
+                }
+            )
+        )
+    return 0
+
+
+def _centred(
+    canvases: list[np.ndarray], margin: float, pad: float, keep_crops: bool = False
+) -> list:
+    """Per canvas the detector's box (or, ``keep_crops``, its crop) at ``margin`` (``pad``:
+    ``FaceFinder.pad``) where the box is centred on the canvas (the face placed there), else
+    None."""
+    finder = FaceFinder(mode="detector", margin=margin, pad=pad)
+    out = []
+    for canvas in canvases:
+        try:
+            face = finder.find(canvas)
+        except StageError:
+            out.append(None)
+            continue
+        x, y, w, h = face.box
+        middle = canvas.shape[1] / 2
+        centred = abs(x + w / 2 - middle) <= CENTRED and abs(y + h / 2 - middle) <= CENTRED
+        out.append((face.crop if keep_crops else face.box) if centred else None)
+    return out
+
+
+def _labels(probabilities: np.ndarray) -> list[str]:
+    return [EMOTIONS[i] for i in probabilities.argmax(axis=1)]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
