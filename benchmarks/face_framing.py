@@ -31,7 +31,7 @@ from engine.data.images import load_image
 from engine.evaluation.scoring import classification_metrics
 from engine.model.encoder import NANO_ENCODER, classify_faces, encoder_session
 from engine.resources import shared_dir
-from engine.types import EMOTIONS, StageError
+from engine.types import EMOTIONS, Face, StageError
 
 PAD = 24
 #: How far (px) a found box's centre may lie from the canvas centre to count as the face.
@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         cv2.copyMakeBorder(c, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=(128,) * 3)
         for c in crops
     ]
+    unpadded = FaceFinder(mode="detector", margin=0.0, pad=0.0)
     sides = [
-        box[2] / crop.shape[1]
-        for crop, box in zip(crops, _centred(grey, 0.0, pad=0.0), strict=True)
-        if box
+        face.box[2] / crop.shape[1]
+        for crop, face in zip(crops, _centred(grey, unpadded), strict=True)
+        if face
     ]
     quantiles = np.quantile(sides, [0.1, 0.25, 0.5, 0.75, 0.9]).round(3).tolist()
     print(
@@ -72,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
 
     session = encoder_session(NANO_ENCODER)
     mirrored = [cv2.copyMakeBorder(c, PAD, PAD, PAD, PAD, cv2.BORDER_REFLECT_101) for c in crops]
-    found = {m: _centred(mirrored, m, FaceFinder.pad, keep_crops=True) for m in args.margins}
+    found = {m: _centred(mirrored, FaceFinder(mode="detector", margin=m)) for m in args.margins}
     common = [i for i in range(len(crops)) if all(found[m][i] is not None for m in args.margins)]
     truth = [labels[i] for i in common]
     rows = {"the crop itself": [crops[i] for i in common]}
-    rows.update({f"margin {m:g}": [found[m][i] for i in common] for m in args.margins})
+    rows.update({f"margin {m:g}": [found[m][i].crop for i in common] for m in args.margins})
     for name, faces in rows.items():
         predicted = _labels(classify_faces(session, faces))
         scores = classification_metrics(truth, predicted)
@@ -93,13 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _centred(
-    canvases: list[np.ndarray], margin: float, pad: float, keep_crops: bool = False
-) -> list:
-    """Per canvas the detector's box (or, ``keep_crops``, its crop) at ``margin`` (``pad``:
-    ``FaceFinder.pad``) where the box is centred on the canvas (the face placed there), else
-    None."""
-    finder = FaceFinder(mode="detector", margin=margin, pad=pad)
+def _centred(canvases: list[np.ndarray], finder: FaceFinder) -> list[Face | None]:
+    """Per canvas the face ``finder`` finds where its box is centred on the canvas (the face
+    placed there), else None."""
     out = []
     for canvas in canvases:
         try:
@@ -110,7 +107,7 @@ def _centred(
         x, y, w, h = face.box
         middle = canvas.shape[1] / 2
         centred = abs(x + w / 2 - middle) <= CENTRED and abs(y + h / 2 - middle) <= CENTRED
-        out.append((face.crop if keep_crops else face.box) if centred else None)
+        out.append(face if centred else None)
     return out
 
 

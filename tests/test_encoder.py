@@ -104,8 +104,11 @@ def test_the_nano_predictor_frames_detected_faces_as_the_encoder_learnt():
     from engine.model.encoder import FACE_MARGIN
 
     image = np.pad(skimage.astronaut(), ((256, 256), (256, 256), (0, 0)))  # room to grow
+    from engine.model.base import BASES
+
     nano = NanoPredictor(NANO_ENCODER, face_mode="detector")
     assert nano.finder.margin == FACE_MARGIN < FaceFinder().margin
+    assert BASES.get("nano").face_margin == FACE_MARGIN  # the nano ExpLLM's predictor's
     assert FacePredictor(face_mode="detector").finder.margin == FaceFinder().margin
     tight = nano.finder.find(image).crop.shape[1]
     loose = FaceFinder(mode="detector").find(image).crop.shape[1]

@@ -315,6 +315,7 @@ def test_expllm_peer_passes_the_class_set_to_generation(tmp_path, monkeypatch):
 
     class Model:
         config = SimpleNamespace(decoding=DecodingSettings(), base="stub")
+        face_margin = None  # VisionLM.face_margin: the pipeline's framing
         calls: list = []
 
         def to_device(self):

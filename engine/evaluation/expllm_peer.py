@@ -25,8 +25,8 @@ class ExpLLMPredictor(FacePredictor):
     the model's ``decoding`` settings say, but for the settings given as keywords (``grounded``,
     ``label_guidance``, ``class_balance``, ``stated_facts``, ...:
     ``engine.model.settings.DecodingSettings``), and held to the evaluation's class set
-    (``allowed_labels``). A ``nano`` model frames detected faces as its encoder's training
-    crops (``engine.model.encoder.FACE_MARGIN``).
+    (``allowed_labels``). Detected faces are framed as the model's training crops were
+    (``VisionLM.face_margin``).
     """
 
     name = "expllm"
@@ -40,12 +40,10 @@ class ExpLLMPredictor(FacePredictor):
         **decoding: object,
     ):
         from engine.model import load_model
-        from engine.model.encoder import FACE_MARGIN
 
         self.path = Path(path)
         self.model = load_model(self.path).to_device()
-        margin = FACE_MARGIN if self.model.config.base == "nano" else None
-        super().__init__(face_mode=face_mode, batch_size=batch_size, margin=margin)
+        super().__init__(face_mode, batch_size, margin=self.model.face_margin)
         self.max_new_tokens = max_new_tokens
         self.decoding = self.model.config.decoding.with_options(decoding)
 

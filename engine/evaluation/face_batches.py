@@ -30,8 +30,9 @@ class FacePredictor(Predictor):
     """
 
     def __init__(self, face_mode: str = "auto", batch_size: int = 256, margin: float | None = None):
-        framing = {} if margin is None else {"margin": margin}
-        self.finder = FaceFinder(mode=face_mode, **framing)
+        self.finder = FaceFinder(
+            mode=face_mode, margin=FaceFinder.margin if margin is None else margin
+        )
         self.batch_size = int(batch_size)
 
     def predict(

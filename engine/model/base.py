@@ -79,6 +79,9 @@ class VisionLM(ABC):
     """
 
     name: ClassVar[str]
+    #: How much a detected face box is grown to frame faces as the model's training crops were
+    #: (``FaceFinder.margin``); None: the pipeline's own.
+    face_margin: ClassVar[float | None] = None
     config: ModelConfig
     module: Any  # torch.nn.Module
     tokenizer: Any

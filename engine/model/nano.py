@@ -29,6 +29,7 @@ from engine.model.config import (
 from engine.model.conversations import IMAGE_TOKEN, answer_segments, label_conversation
 from engine.model.decoding import AUGrounding
 from engine.model.encoder import (
+    FACE_MARGIN,
     NANO_ENCODER,
     PriorClassifiers,
     encode_faces,
@@ -51,6 +52,7 @@ class NanoVisionLM(VisionLM):
     """The offline base: frozen ONNX face encoder and mesh AUs + projectors + SmolLM2 with LoRA."""
 
     name = "nano"
+    face_margin = FACE_MARGIN
 
     def __init__(
         self, config: ModelConfig, module, tokenizer, encoder: Path, priors: Sequence[Path] = ()
