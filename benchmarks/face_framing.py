@@ -28,10 +28,10 @@ import numpy as np
 from engine.data.datasets import read_dataset
 from engine.data.faces import FaceFinder
 from engine.data.images import load_image
-from engine.evaluation.scoring import classification_metrics
+from engine.evaluation.scoring import argmax_labels, classification_metrics
 from engine.model.encoder import NANO_ENCODER, classify_faces, encoder_session
 from engine.resources import shared_dir
-from engine.types import EMOTIONS, Face, StageError
+from engine.types import Face, StageError
 
 PAD = 24
 #: How far (px) a found box's centre may lie from the canvas centre to count as the face.
@@ -79,18 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"the crop itself": [crops[i] for i in common]}
     rows.update({f"margin {m:g}": [found[m][i].crop for i in common] for m in args.margins})
     for name, faces in rows.items():
-        predicted = _labels(classify_faces(session, faces))
-        scores = classification_metrics(truth, predicted)
-        print(
-            json.dumps(
-                {
-                    "framing": name,
-                    "n": len(common),
-                    "accuracy": round(scores.accuracy, 4),
-                    "uar": round(scores.uar, 4),
-                }
-            )
-        )
+        predicted = argmax_labels(classify_faces(session, faces))
+        scores = classification_metrics(truth, predicted).headline()
+        print(json.dumps({"framing": name, "n": len(common), **scores}))
     return 0
 
 
@@ -109,10 +100,6 @@ def _centred(canvases: list[np.ndarray], finder: FaceFinder) -> list[Face | None
         centred = abs(x + w / 2 - middle) <= CENTRED and abs(y + h / 2 - middle) <= CENTRED
         out.append(face if centred else None)
     return out
-
-
-def _labels(probabilities: np.ndarray) -> list[str]:
-    return [EMOTIONS[i] for i in probabilities.argmax(axis=1)]
 
 
 if __name__ == "__main__":

@@ -34,12 +34,11 @@ from engine.cot.verify import conclusion_label, verify
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.cot_quality import wording
-from engine.evaluation.scoring import classification_metrics
+from engine.evaluation.scoring import argmax_labels, classification_metrics
 from engine.model import load_model
 from engine.model.answers import label_answers
 from engine.model.config import GENERATION_BATCH
 from engine.resources import shared_dir
-from engine.types import EMOTIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,15 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.balance is not None:
         base = replace(base, class_balance=args.balance)
     balanced = base.balanced(np.stack([v.log_prior for v in visuals]))
-    head = [EMOTIONS[int(np.argmax(v.log_prior))] for v in visuals]
-    head_balanced = [EMOTIONS[int(np.argmax(row))] for row in balanced]
-    heads = {"encoder_head": _scores(head, labels), "balanced": _scores(head_balanced, labels)}
+    head = argmax_labels(np.stack([v.log_prior for v in visuals]))
+    head_balanced = argmax_labels(balanced)
+    heads = {
+        "encoder_head": classification_metrics(labels, head).headline(),
+        "balanced": classification_metrics(labels, head_balanced).headline(),
+    }
     if args.lm_answer:
         answers = label_answers(model, visuals)
-        heads["lm_answer"] = _scores([EMOTIONS[i] for i in answers.argmax(axis=1)], labels)
+        heads["lm_answer"] = classification_metrics(labels, argmax_labels(answers)).headline()
         for weight in args.answer_weights:
-            joint = (answers + weight * balanced).argmax(axis=1)
-            heads[f"lm_answer_and_head_{weight:g}"] = _scores([EMOTIONS[i] for i in joint], labels)
+            joint = argmax_labels(answers + weight * balanced)
+            heads[f"lm_answer_and_head_{weight:g}"] = classification_metrics(
+                labels, joint
+            ).headline()
     print(json.dumps(heads | {"split": args.split}), flush=True)
     rows = []
     for weight in args.weights:
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "weight": weight,
             "n": len(texts),
-            **_scores([conclusion_label(t) for t in texts], labels),
+            **classification_metrics(labels, [conclusion_label(t) for t in texts]).headline(),
             "exact_format": round(float(np.mean([c.format_ok for c in checks])), 4),
             "faithfulness": round(float(np.mean([c.faithfulness for c in checks])), 4),
             "complete": round(float(np.mean([bool(c.complete) for c in checks])), 4),
@@ -154,12 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         pd.DataFrame(rows).to_csv(args.out, index=False)
     return 0
-
-
-def _scores(predicted: list[str | None], labels: list[str]) -> dict[str, float]:
-    """Accuracy and UAR (mean recall over the classes present) of ``predicted``."""
-    metrics = classification_metrics(labels, predicted)
-    return {"accuracy": round(metrics.accuracy, 4), "uar": round(metrics.uar, 4)}
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from engine.cot.verify import conclusion_label
-from engine.evaluation.scoring import classification_metrics
+from engine.evaluation.scoring import argmax_labels, classification_metrics
 from engine.model.config import GENERATION_BATCH
 from engine.model.conversations import parse_mix
 from engine.model.training import (
@@ -47,7 +47,6 @@ from engine.model.training import (
     train_model,
     training_set,
 )
-from engine.types import EMOTIONS
 from scripts._packs import read_pack, write_pack
 
 ROW_COLUMNS = ["record_id", "image_path", "label", "cot_text", "verified"]
@@ -188,10 +187,12 @@ def readings(model, test: pd.DataFrame, test_x: np.ndarray, args: argparse.Names
     answers = label_answers(model, visuals)
     figures = {
         "faces": len(labels),
-        "encoder_head": _scores(head, labels),
-        "corrected_head": _scores(corrected, labels),
-        "lm_answer": _scores(answers, labels),
-        "lm_answer_and_4_corrected_head": _scores(answers + 4 * corrected, labels),
+        "encoder_head": classification_metrics(labels, argmax_labels(head)).headline(),
+        "corrected_head": classification_metrics(labels, argmax_labels(corrected)).headline(),
+        "lm_answer": classification_metrics(labels, argmax_labels(answers)).headline(),
+        "lm_answer_and_4_corrected_head": classification_metrics(
+            labels, argmax_labels(answers + 4 * corrected)
+        ).headline(),
         "reading_seconds": time.perf_counter() - started,
     }
     if not args.predictions:
@@ -209,19 +210,13 @@ def readings(model, test: pd.DataFrame, test_x: np.ndarray, args: argparse.Names
         writer.writerow(["image_path", "label", "cot"])
         for path, label, text in zip(test["image_path"][shown], predicted, texts, strict=True):
             writer.writerow([path, label or "", text])
-    metrics = classification_metrics(labels[shown], [p or "" for p in predicted])
     return figures | {
         "cot_faces": len(texts),
         "cot_options": args.option,
-        "cot_conclusion": {"accuracy": metrics.accuracy, "uar": metrics.uar},
+        "cot_conclusion": classification_metrics(labels[shown], predicted).headline(),
         "generation_seconds_per_face": generation / max(1, len(texts)),
         "generation_tokens_per_s": sum(model.count_tokens(t) for t in texts) / generation,
     }
-
-
-def _scores(scores: np.ndarray, labels: list[str]) -> dict[str, float]:
-    metrics = classification_metrics(labels, [EMOTIONS[i] for i in scores.argmax(axis=1)])
-    return {"accuracy": metrics.accuracy, "uar": metrics.uar}
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ import numpy as np
 
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
-from engine.evaluation.scoring import classification_metrics
+from engine.evaluation.scoring import argmax_labels, classification_metrics
 from engine.model import load_model
 from engine.model.answers import answer_scores, label_answers
 from engine.model.config import ADAPTER_DIR, CONFIG_FILE, SHIPPED_MODEL
@@ -114,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     scored_visuals = model.visual_inputs([load_image(r) for r in scored])
     labels = [r.label for r in scored]
     figures = {"train_on": args.train_on, "train_faces": len(faces), "steps": args.steps}
-    figures["head"] = _scores(np.stack([v.log_prior for v in scored_visuals]), labels)
-    figures["lm_answer_before"] = _scores(label_answers(model, scored_visuals), labels)
+    head = argmax_labels(np.stack([v.log_prior for v in scored_visuals]))
+    figures["head"] = classification_metrics(labels, head).headline()
+    before = argmax_labels(label_answers(model, scored_visuals))
+    figures["lm_answer_before"] = classification_metrics(labels, before).headline()
     print(json.dumps(figures), flush=True)
 
     examples = [
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_model(args.out)
     figures["seconds"] = round(time.perf_counter() - start)
     figures["loss_first_last_20"] = [np.mean(losses[:20]), np.mean(losses[-20:])]
-    figures["lm_answer_after"] = _scores(label_answers(trained, scored_visuals), labels)
+    after = argmax_labels(label_answers(trained, scored_visuals))
+    figures["lm_answer_after"] = classification_metrics(labels, after).headline()
     print(json.dumps(figures), flush=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     log = {"config": settings | {"batch_size": BATCH}, "steps": losses, "figures": figures}
@@ -217,12 +220,6 @@ def _augmented(images: list[np.ndarray], seed: int) -> list[np.ndarray]:
     grey = np.stack([cv2.resize(cv2.cvtColor(i, cv2.COLOR_RGB2GRAY), (48, 48)) for i in images])
     views = views_of(grey, torch.Generator().manual_seed(seed))
     return [np.repeat(v[..., None], 3, axis=2) for v in views]
-
-
-def _scores(scores: np.ndarray, labels: list[str]) -> dict[str, float]:
-    """Accuracy and UAR (mean recall over the classes present) of each row's best class."""
-    metrics = classification_metrics(labels, [EMOTIONS[i] for i in scores.argmax(axis=1)])
-    return {"accuracy": round(metrics.accuracy, 4), "uar": round(metrics.uar, 4)}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from engine.evaluation.scoring import (
     PREDICTORS,
     Prediction,
     allowed_classes,
+    argmax_labels,
     classification_metrics,
     cot_metrics,
     create_predictor,
@@ -78,6 +79,18 @@ def test_metrics_by_hand_with_a_class_never_predicted():
     assert m.macro_f1 == pytest.approx((0.8 + 0.5 + 0.0) / 3)  # absent classes left out
     assert m.faces_per_second == pytest.approx(2.0)
     assert m.per_class["fear"].support == 0 and m.per_class["fear"].f1 == 0
+
+
+def test_headline_figures_of_score_rows():
+    scores = np.zeros((3, len(EMOTIONS)))
+    scores[0, EMOTIONS.index("fear")] = 2.0
+    scores[1, EMOTIONS.index("happiness")] = -0.5  # every other class lower still
+    scores[1, [i for i, e in enumerate(EMOTIONS) if e != "happiness"]] = -1.0
+    scores[2, EMOTIONS.index("neutral")] = 1.0
+    labels = argmax_labels(scores)
+    assert labels == ["fear", "happiness", "neutral"]
+    headline = classification_metrics(["fear", "sadness", "neutral"], labels).headline()
+    assert headline == {"accuracy": 0.6667, "uar": 0.6667}
 
 
 def test_confusion_counts_and_row_normalisation():

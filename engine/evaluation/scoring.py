@@ -146,6 +146,15 @@ class Metrics:
         data["confusion_columns"] = [*EMOTIONS, NO_LABEL]
         return data
 
+    def headline(self) -> dict[str, float]:
+        """Accuracy and UAR, rounded to four places (the figures benchmarks print)."""
+        return {"accuracy": round(self.accuracy, 4), "uar": round(self.uar, 4)}
+
+
+def argmax_labels(scores: np.ndarray) -> list[str]:
+    """The best-scored emotion of each row of ``scores`` [faces, ``EMOTIONS``]."""
+    return [EMOTIONS[i] for i in np.asarray(scores).argmax(axis=1)]
+
 
 def classification_metrics(
     y_true: Sequence[str],
