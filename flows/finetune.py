@@ -2,9 +2,9 @@
 
 Orchestration only: ``prepare_data`` reads the labelled records of the shards (CoT turns from
 the verified ones) with their face boxes and AU readings
-(``engine.model.training.training_rows``) and cuts each face crop
-(``engine.model.training.face_of``); ``train`` runs ``engine.model.training.train_model``
-(checkpoints, resume, per-epoch evaluation).
+(``engine.model.training.training_rows``) and cuts each face crop, framed as the model frames
+faces at inference (``engine.model.training.face_of``); ``train`` runs
+``engine.model.training.train_model`` (checkpoints, resume, per-epoch evaluation).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from engine.model.training import (
     FinetuneConfig,
     TrainingSet,
     face_of,
+    model_face_margin,
     train_model,
     training_rows,
     training_set,
@@ -31,8 +32,8 @@ __all__ = ["FinetuneConfig", "finetune"]
 def prepare_data(shards: str, config: FinetuneConfig, data_root: str | None) -> TrainingSet:
     """Held-out and training rows of the shards, their samples, face crops and AU readings."""
     frame = training_rows(shards)
-    root = dataset_root(shards, data_root)
-    return training_set(frame, lambda row: face_of(row, root), config)
+    root, margin = dataset_root(shards, data_root), model_face_margin(config)
+    return training_set(frame, lambda row: face_of(row, root, margin), config)
 
 
 @task(name="finetune-train", cache_policy=NO_CACHE)

@@ -71,6 +71,7 @@ def pack(
     and ``test_faces`` faces of ``split`` (likewise), grey 48 x 48, with their rows."""
     from engine.data.datasets import read_dataset
     from engine.data.images import load_image
+    from engine.model.base import face_margin_of
     from engine.model.conversations import dataset_root
     from engine.model.training import face_of, training_rows
     from engine.store.stats import read_shards
@@ -79,7 +80,8 @@ def pack(
     frame = frame.iloc[_drawn(len(frame), train_faces)]
     root = dataset_root(shards)
     aus = [c for c in frame.columns if AU_COLUMN.match(c)]
-    train_x = np.stack([grey48(face_of(r, root)) for r in frame.to_dict("records")])
+    margin = face_margin_of("nano")
+    train_x = np.stack([grey48(face_of(r, root, margin)) for r in frame.to_dict("records")])
     records = read_dataset(test_data, split=split, protocol="majority").records
     records = [records[i] for i in _drawn(len(records), test_faces)]
     measured = read_shards(Path(test_shards), ["record_id", *aus]).set_index("record_id")

@@ -112,3 +112,31 @@ def test_generate_cots_batches_and_passes_the_allowed_labels_down():
     )
     assert len(texts) == GENERATION_BATCH + 1
     assert model.calls == [(GENERATION_BATCH, plain, ["fear"]), (1, plain, ["fear"])]
+
+
+def test_detected_training_faces_are_framed_as_the_model_frames_them(tmp_path):
+    """A face the pipeline's detector found (box grown by 20 %) is found again and grown by
+    the model's margin, as ``expllm evaluate`` frames it; other faces keep the row's box."""
+    skimage = pytest.importorskip("skimage.data")
+    import cv2
+
+    from engine.data.faces import DETECTOR_NAME, FaceFinder
+    from engine.model.base import face_margin_of
+    from engine.model.training import BOX_COLUMNS, face_of, model_face_margin
+
+    image = np.pad(skimage.astronaut(), ((256, 256), (256, 256), (0, 0)))
+    cv2.imwrite(str(tmp_path / "frame.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    found = FaceFinder(mode="detector").find(image)  # the pipeline's framing
+    row = {"image_path": "frame.png", "face_source": DETECTOR_NAME}
+    row |= dict(zip(BOX_COLUMNS, found.box, strict=True))
+    margin = model_face_margin(FinetuneConfig(base="nano"))
+    assert margin == face_margin_of("nano") < FaceFinder().margin
+    assert model_face_margin(FinetuneConfig(base="hf:any")) is None
+    assert np.array_equal(face_of(row, tmp_path), found.crop)
+    framed = face_of(row, tmp_path, margin)
+    assert np.array_equal(framed, FaceFinder(mode="detector", margin=margin).find(image).crop)
+    assert framed.shape[0] < found.crop.shape[0]
+    given = row | {"face_source": "dataset"}  # a dataset's box stays as it was
+    assert np.array_equal(face_of(given, tmp_path, margin), found.crop)
+    elsewhere = row | dict(zip(BOX_COLUMNS, (0, 0, 64, 64), strict=True))  # no face in it
+    assert face_of(elsewhere, tmp_path, margin).shape == (64, 64, 3)

@@ -47,6 +47,11 @@ def _base_class(base: str) -> tuple[type[VisionLM], str]:
     return BASES.get(kind), arg
 
 
+def face_margin_of(base: str) -> float | None:
+    """How a model of ``base`` frames detected faces (its ``VisionLM.face_margin``)."""
+    return _base_class(base)[0].face_margin
+
+
 def create_model(base: str = "nano", lora: LoraSettings | None = None, **options) -> VisionLM:
     """A fresh trainable model of ``base`` (``nano`` or ``hf:<id or path>``)."""
     cls, arg = _base_class(base)

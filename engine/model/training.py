@@ -31,13 +31,14 @@ import pandas as pd
 from engine.aus import au_definitions
 from engine.cot.format import CoT
 from engine.cot.verify import conclusion_label
+from engine.data.faces import DETECTOR_NAME, FaceFinder
 from engine.data.images import load_image
-from engine.model.base import create_model, load_model
-from engine.model.config import GENERATION_BATCH
+from engine.model.base import create_model, face_margin_of, load_model
+from engine.model.config import GENERATION_BATCH, ModelConfig
 from engine.model.conversations import Sample, build_samples, read_rows
 from engine.model.settings import DecodingSettings
 from engine.store.stats import read_shards
-from engine.types import EMOTIONS
+from engine.types import EMOTIONS, StageError
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -96,12 +97,16 @@ def training_rows(shards: str | Path) -> pd.DataFrame:
     """The labelled rows of an Exp-CoT output folder (``verified`` says which give CoT turns)
     with their face boxes and AU readings."""
     frame = read_rows(shards)
-    extra = read_shards(Path(shards), ["record_id", "au_backend", *BOX_COLUMNS, *au_definitions()])
+    columns = ["record_id", "au_backend", "face_source", *BOX_COLUMNS, *au_definitions()]
+    extra = read_shards(Path(shards), columns)
     return frame.merge(extra.drop_duplicates("record_id"), on="record_id", how="left")
 
 
-def face_of(row: dict, root: Path) -> np.ndarray:
-    """The RGB face crop of a shard row (its image, cut to the row's face box)."""
+def face_of(row: dict, root: Path, margin: float | None = None) -> np.ndarray:
+    """The RGB face crop of a shard row: its image cut to the row's face box. For a face the
+    detector found, with ``margin`` (the model's ``VisionLM.face_margin``), the detector's face
+    found again and grown by ``margin`` instead, framed as the model sees detected faces at
+    inference (the row's box where the detector finds no face centred in it)."""
     if row.get("image_bytes") is not None:
         import cv2
 
@@ -112,7 +117,23 @@ def face_of(row: dict, root: Path) -> np.ndarray:
     x, y, w, h = (row.get(k) for k in BOX_COLUMNS)
     if None in (x, y, w, h) or any(isinstance(v, float) and math.isnan(v) for v in (x, y, w, h)):
         return image
-    return image[int(y) : int(y) + int(h), int(x) : int(x) + int(w)]
+    x, y, w, h = int(x), int(y), int(w), int(h)
+    if margin is not None and row.get("face_source") == DETECTOR_NAME:
+        try:
+            face = FaceFinder(mode="detector", margin=margin).find(image)
+        except StageError:
+            face = None
+        if face is not None:
+            fx, fy, fw, fh = face.box
+            if x <= fx + fw / 2 <= x + w and y <= fy + fh / 2 <= y + h:
+                return face.crop
+    return image[y : y + h, x : x + w]
+
+
+def model_face_margin(config: FinetuneConfig) -> float | None:
+    """How the model that ``config`` trains frames detected faces (its base's margin)."""
+    base = ModelConfig.read(Path(config.init)).base if config.init else config.base
+    return face_margin_of(base)
 
 
 def training_set(
