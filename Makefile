@@ -9,7 +9,7 @@ OPENFACE_MIRROR ?= $(SHARED)/models/openface
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup models demo test test-all lint bench clean
+.PHONY: setup models demo test test-all lint bench device-prep clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ test-all: lint
 bench: setup
 	$(BIN)/python benchmarks/flow_throughput.py
 	$(BIN)/python benchmarks/describe_throughput.py
+
+#: What the prepared GPU jobs carry (scripts/device_prep.sh, ~20 min): needs a venv with
+#: expllm[train,openface] (TRAIN_VENV, default this one) and OpenFace's models (`make models`).
+TRAIN_VENV ?= $(VENV)
+device-prep: models
+	PYTHON=$(TRAIN_VENV)/bin/python EXPLLM=$(TRAIN_VENV)/bin/expllm SHARED=$(SHARED) \
+	  bash scripts/device_prep.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

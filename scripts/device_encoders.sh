@@ -8,6 +8,7 @@
 #   python benchmarks/prior_ensemble.py --partners DIR/nano_encoder_seed1.onnx ...
 #
 #   python scripts/train_nano_encoder.py --pack .work/ferplus_trainvalid.xz   # here, once
+#   (or `make device-prep`, which also builds what scripts/device_expllm.sh carries)
 #   device: run bash scripts/device_encoders.sh, carry .work/ferplus_trainvalid.xz
 # The pack (FER+ Train + Valid, faces coded losslessly by scripts/_packs.py) is 45.1 MB: with
 # the ~19.5 MB tree it fits the 64 MiB a call sends (`python scripts/device_payload.py --split

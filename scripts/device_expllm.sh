@@ -5,7 +5,8 @@
 # head, the LM's own answer (the bar: at least the head) and CoTs written without the head's plan.
 # The model (a tar), its figures (packed_run.json), the CoTs and the log land in $OUT (4 files).
 #
-# Here, once (~25 min on 2 cores; the pack and the wheels are ignored files under .work/):
+# Here, once: `make device-prep` (scripts/device_prep.sh) runs these steps (~25 min on 2 cores;
+# the pack and the wheels are ignored files under .work/):
 #   python scripts/write_views.py --split train --seed 0 --out runs/ferplus-views
 #   expllm exp-cot ferplus:runs/ferplus-views --split train --out runs/views-train --workers 2
 #   expllm exp-cot ferplus:../shared/data/ferplus --split valid --out runs/v13-valid --workers 2
