@@ -1,7 +1,8 @@
 """The layering of ``engine/`` and ``flows/``, read from the source with ``ast`` (nothing imported).
 
-Layers, arrows only downward: types/resources/registry/model_files (0) < data (1) < aus (2) <
-cot (3) < store (4) < pipeline (5); model (5, beside pipeline, not using it) < evaluation (6);
+Layers, arrows only downward: types/resources/registry/model_files/gguf_lm (0) < data (1) <
+aus (2) < cot (3) < store (4) < pipeline (5); model (5, beside pipeline, not using it) <
+evaluation (6);
 ``flows/`` above all, and never imported by ``engine/``. Every import counts, at the top of a
 module or inside a function (for cycles, not those under ``if TYPE_CHECKING:``, which never
 run). No import cycles between modules; no module over 400 lines.
@@ -24,6 +25,7 @@ LAYERS = {
     "engine.resources": 0,
     "engine.registry": 0,
     "engine.model_files": 0,
+    "engine.gguf_lm": 0,
     "engine.data": 1,
     "engine.aus": 2,
     "engine.cot": 3,
