@@ -1,10 +1,14 @@
 """How the nano encoder's training crops are framed, and what a detector's margin costs it.
 
     .venv/bin/python benchmarks/face_framing.py            # ~15 min on 2 cores, no torch
+    .venv/bin/python benchmarks/face_framing.py --no-detector   # the scales only, ~1 min
 
 FER+ crops (FER2013's framing) are what the encoder learnt from; faces of full frames reach
 it through the Haar detector (``engine.data.faces``) grown by a margin. Prints, on FER+ Test:
 
+* per scale (``--scales``): the encoder's accuracy and UAR (face + mirror) on every crop framed
+  tighter (its central part, ``scale`` of its side) or looser (continued by reflection to
+  ``scale`` of its side): how much a dataset framed unlike FER2013 costs it;
 * ``haar_side``: the detector's box side over the FER+ crop's side (quantiles), each 48 px
   crop placed in a mid-grey canvas (24 px per side) so that no box is clipped by the border;
 * per margin (``--margins``): the encoder's accuracy and UAR (face + mirror) on the faces
@@ -43,10 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ferplus", type=Path, default=shared_dir() / "data" / "ferplus")
     parser.add_argument("--split", default="test")
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1, 0.2])
+    parser.add_argument(
+        "--scales", type=float, nargs="*", default=[0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.2]
+    )
+    parser.add_argument("--no-detector", action="store_true", help="the scales only")
     args = parser.parse_args(argv)
     records = read_dataset(f"ferplus:{args.ferplus}", args.split).records
     labels = [r.label for r in records]
     crops = [load_image(r) for r in records]
+    session = encoder_session(NANO_ENCODER)
+    for scale in args.scales:
+        predicted = argmax_labels(classify_faces(session, [_scaled(c, scale) for c in crops]))
+        scores = classification_metrics(labels, predicted).headline()
+        print(json.dumps({"scale": scale, "n": len(crops), **scores}))
+    if args.no_detector:
+        return 0
 
     grey = [
         cv2.copyMakeBorder(c, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=(128,) * 3)
@@ -71,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
-    session = encoder_session(NANO_ENCODER)
     mirrored = [cv2.copyMakeBorder(c, PAD, PAD, PAD, PAD, cv2.BORDER_REFLECT_101) for c in crops]
     found = {m: _centred(mirrored, FaceFinder(mode="detector", margin=m)) for m in args.margins}
     common = [i for i in range(len(crops)) if all(found[m][i] is not None for m in args.margins)]
@@ -83,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
         scores = classification_metrics(truth, predicted).headline()
         print(json.dumps({"framing": name, "n": len(common), **scores}))
     return 0
+
+
+def _scaled(crop: np.ndarray, scale: float) -> np.ndarray:
+    """``crop`` framed tighter (its central part, ``scale`` < 1 of its side) or looser
+    (continued by reflection to ``scale`` > 1 of its side)."""
+    side = crop.shape[0]
+    if scale < 1:
+        kept = round(side * scale)
+        start = (side - kept) // 2
+        return crop[start : start + kept, start : start + kept]
+    pad = round(side * (scale - 1) / 2)
+    return cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REFLECT)
 
 
 def _centred(canvases: list[np.ndarray], finder: FaceFinder) -> list[Face | None]:
