@@ -22,13 +22,14 @@ from engine.resources import sha256_file
 CONVERTED_MARK = "expllm_converted.json"
 
 
-def _import():
+def import_transformers():
+    """(torch, transformers), or an ImportError saying how to install them."""
     try:
         import torch
         import transformers
     except ImportError as exc:
         raise ImportError(
-            f"reading a GGUF LM needs torch, transformers and gguf ({exc}): "
+            f"local transformers LMs need torch, transformers and gguf ({exc}): "
             "pip install 'expllm[local]'"
         ) from exc
     return torch, transformers
@@ -38,7 +39,7 @@ def load_gguf_lm(gguf: Path):
     """(tokenizer, float32 LM) of the GGUF file ``gguf``, from its converted folder where one
     was made, else from the file (then saved as that folder; where the cache cannot be
     written, the next load reads the file again)."""
-    torch, transformers = _import()
+    torch, transformers = import_transformers()
     folder = converted_lm_folder(gguf)
     if (folder / CONVERTED_MARK).is_file():
         source, kwargs = folder, {}
@@ -57,7 +58,7 @@ def load_gguf_lm(gguf: Path):
 def converted_lm_folder(gguf: Path) -> Path:
     """Where the LM of ``gguf`` converted by this version of transformers is kept: the user
     cache's ``converted/<file name>-<sha256 prefix>-transformers-<version>``."""
-    transformers = _import()[1]
+    transformers = import_transformers()[1]
     name = f"{gguf.stem}-{sha256_file(gguf)[:16]}-transformers-{transformers.__version__}"
     return cache_dir() / "converted" / name
 
@@ -66,7 +67,7 @@ def _save_converted(folder: Path, tokenizer, lm, gguf: Path) -> None:
     """Save ``tokenizer`` and ``lm``'s weights into ``folder`` through a temporary folder beside
     it, so that a folder with the mark is always complete (a concurrent save may win the
     rename)."""
-    transformers = _import()[1]
+    transformers = import_transformers()[1]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
     try:  # a model read from GGUF counts as quantized and refuses to save: copy it first

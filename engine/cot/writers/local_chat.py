@@ -14,20 +14,9 @@ import threading
 from pathlib import Path
 
 from engine.cot.writers.chat import CHAT_MODELS, ChatModel, ChatParams, Completion, OnAnswer
-from engine.gguf_lm import load_gguf_lm
+from engine.gguf_lm import import_transformers, load_gguf_lm
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _import_torch():
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise ImportError(
-            "the local LLM writer needs torch, transformers and gguf: pip install 'expllm[local]'"
-        ) from exc
-    return torch, transformers
 
 
 def default_model_path() -> Path:
@@ -56,7 +45,7 @@ class LocalChat(ChatModel):
     def __init__(
         self, model: str | None = None, device: str = "cpu", repetition_penalty: float = 1.0
     ):
-        torch, transformers = _import_torch()
+        torch, transformers = import_transformers()
         path = Path(model) if model else default_model_path()
         if not path.exists():
             raise FileNotFoundError(f"local LLM {path} not found (a .gguf file or a model folder)")
