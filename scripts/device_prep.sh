@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the two prepared GPU jobs of issue 13 carry, built here in one command (`make
-# device-prep`; 20 min on 2 cores, 2026-12-02): the FER+ pack of scripts/device_encoders.sh, and for
-# scripts/device_expllm.sh one augmented view of every FER+ Train face with its Exp-CoT run
+# device-prep`; 20 min on 2 cores, 2026-12-02): the FER+ pack of scripts/device_encoders.sh,
+# and for scripts/device_expllm.sh one augmented view of every FER+ Train face with its Exp-CoT run
 # (AUs of the `fused` back end: needs expllm[openface] and `make models`), FER+ Valid's run, the
 # ExpLLM pack, the LM's wheels for the device's Python and the pack and wheels split into the
 # folders the device calls carry (.work/device). Each step leaves a mark in .work/prep and is

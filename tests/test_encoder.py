@@ -101,11 +101,10 @@ def test_the_nano_predictor_frames_detected_faces_as_the_encoder_learnt():
     skimage = pytest.importorskip("skimage.data")
     from engine.data.faces import FaceFinder
     from engine.evaluation.face_batches import FacePredictor
+    from engine.model.base import BASES
     from engine.model.encoder import FACE_MARGIN
 
     image = np.pad(skimage.astronaut(), ((256, 256), (256, 256), (0, 0)))  # room to grow
-    from engine.model.base import BASES
-
     nano = NanoPredictor(NANO_ENCODER, face_mode="detector")
     assert nano.finder.margin == FACE_MARGIN < FaceFinder().margin
     assert BASES.get("nano").face_margin == FACE_MARGIN  # the nano ExpLLM's predictor's
