@@ -1,11 +1,14 @@
 """How the nano encoder's training crops are framed, and what a detector's margin costs it.
 
     .venv/bin/python benchmarks/face_framing.py            # ~15 min on 2 cores, no torch
-    .venv/bin/python benchmarks/face_framing.py --no-detector   # the scales only, ~1 min
+    .venv/bin/python benchmarks/face_framing.py --no-detector   # the sizes and scales only, ~2 min
 
 FER+ crops (FER2013's framing) are what the encoder learnt from; faces of full frames reach
 it through the Haar detector (``engine.data.faces``) grown by a margin. Prints, on FER+ Test:
 
+* per size (``--sizes``): the encoder's accuracy and UAR (face + mirror) on every crop shrunk
+  to ``size`` px a side (area), as faces of low-resolution images reach it: it enlarges them
+  (``engine.model.encoder.grey_face``);
 * per scale (``--scales``): the encoder's accuracy and UAR (face + mirror) on every crop framed
   tighter (its central part, ``scale`` of its side) or looser (continued by reflection to
   ``scale`` of its side): how much a dataset framed unlike FER2013 costs it;
@@ -50,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scales", type=float, nargs="*", default=[0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.2]
     )
-    parser.add_argument("--no-detector", action="store_true", help="the scales only")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[24, 32, 40])
+    parser.add_argument("--no-detector", action="store_true", help="the sizes and scales only")
     args = parser.parse_args(argv)
     records = read_dataset(f"ferplus:{args.ferplus}", args.split).records
     labels = [r.label for r in records]
     crops = [load_image(r) for r in records]
     session = encoder_session(NANO_ENCODER)
+    for size in args.sizes:
+        shrunk = [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+        scores = classification_metrics(labels, argmax_labels(classify_faces(session, shrunk)))
+        print(json.dumps({"size": size, "n": len(crops), **scores.headline()}))
     for scale in args.scales:
         predicted = argmax_labels(classify_faces(session, [_scaled(c, scale) for c in crops]))
         scores = classification_metrics(labels, predicted).headline()

@@ -38,6 +38,7 @@ from engine.cot.verify import conclusion_label
 from engine.evaluation.scoring import argmax_labels, classification_metrics
 from engine.model.config import GENERATION_BATCH
 from engine.model.conversations import parse_mix
+from engine.model.encoder import grey_face
 from engine.model.training import (
     AU_COLUMN,
     LOG_FILE,
@@ -50,12 +51,6 @@ from engine.model.training import (
 from scripts._packs import read_pack, write_pack
 
 ROW_COLUMNS = ["record_id", "image_path", "label", "cot_text", "verified"]
-
-
-def grey48(face: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), (48, 48), cv2.INTER_AREA)
 
 
 def pack(
@@ -81,7 +76,7 @@ def pack(
     root = dataset_root(shards)
     aus = [c for c in frame.columns if AU_COLUMN.match(c)]
     margin = face_margin_of("nano")
-    train_x = np.stack([grey48(face_of(r, root, margin)) for r in frame.to_dict("records")])
+    train_x = np.stack([grey_face(face_of(r, root, margin)) for r in frame.to_dict("records")])
     records = read_dataset(test_data, split=split, protocol="majority").records
     records = [records[i] for i in _drawn(len(records), test_faces)]
     measured = read_shards(Path(test_shards), ["record_id", *aus]).set_index("record_id")
@@ -90,7 +85,7 @@ def pack(
     )
     test["label"] = [r.label for r in records]
     test = test.join(measured, on="record_id")
-    test_x = np.stack([grey48(load_image(r)) for r in records])
+    test_x = np.stack([grey_face(load_image(r)) for r in records])
     arrays = {
         "train_x": train_x,
         "train_rows": _parquet(frame[ROW_COLUMNS + aus]),

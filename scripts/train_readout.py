@@ -52,7 +52,7 @@ from engine.model import load_model
 from engine.model.answers import answer_scores, label_answers
 from engine.model.config import ADAPTER_DIR, CONFIG_FILE, SHIPPED_MODEL
 from engine.model.conversations import label_conversation
-from engine.model.encoder import softmax
+from engine.model.encoder import grey_face, softmax
 from engine.model.settings import native_cpu_bfloat16
 from engine.resources import shared_dir
 from engine.types import EMOTIONS
@@ -212,12 +212,11 @@ def _distribution_loss(model, chosen):
 def _augmented(images: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """Each RGB face once through the encoder's wide training augmentation (``seed``): grey,
     48 x 48, as ``scripts/train_nano_encoder.py`` trains on."""
-    import cv2
     import torch
 
     from scripts.write_views import views_of
 
-    grey = np.stack([cv2.resize(cv2.cvtColor(i, cv2.COLOR_RGB2GRAY), (48, 48)) for i in images])
+    grey = np.stack([grey_face(i) for i in images])
     views = views_of(grey, torch.Generator().manual_seed(seed))
     return [np.repeat(v[..., None], 3, axis=2) for v in views]
 

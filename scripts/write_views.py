@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.datasets import label_maps
+from engine.model.encoder import grey_face
 from engine.resources import shared_dir
 
 CHUNK = 2048
@@ -77,7 +78,7 @@ def _grey48(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ValueError(f"{path}: not a readable image")
-    return cv2.resize(image, (48, 48), interpolation=cv2.INTER_AREA)
+    return grey_face(image)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from engine.model.encoder import (
     classify_faces,
     encode_faces,
     encoder_session,
+    grey_face,
     pinned,
 )
 
@@ -112,3 +113,16 @@ def test_the_nano_predictor_frames_detected_faces_as_the_encoder_learnt():
     tight = nano.finder.find(image).crop.shape[1]
     loose = FaceFinder(mode="detector").find(image).crop.shape[1]
     assert tight / loose == pytest.approx((1 + 2 * FACE_MARGIN) / (1 + 2 * 0.2), abs=0.02)
+
+
+def test_small_faces_are_enlarged_smoothly_and_large_ones_shrunk_by_area():
+    """Area resizing repeats pixels when it enlarges: FER+ Test faces at 24 px read 53 % right
+    so, 76 % enlarged bicubically (``benchmarks/face_framing.py --sizes``)."""
+    ramp = np.tile(np.arange(0, 240, 10, dtype=np.uint8), (24, 1))  # 24 x 24, +10 per column
+    enlarged = grey_face(np.repeat(ramp[..., None], 3, 2))
+    assert enlarged.shape == (48, 48)
+    assert (np.diff(enlarged[24, 2:-2].astype(int)) > 0).all()  # no pixel repeated
+    blocks = np.kron(ramp, np.ones((4, 4), np.uint8))  # 96 x 96, blocks of 4 x 4
+    assert np.array_equal(grey_face(blocks), np.kron(ramp, np.ones((2, 2), np.uint8)))
+    face = np.repeat(blocks[:48, :48, None], 3, 2)
+    assert np.array_equal(grey_face(face), blocks[:48, :48])  # the encoder's size: as it is

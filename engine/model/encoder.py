@@ -25,14 +25,24 @@ FACE_MARGIN = 0.02
 _CHUNK = 256
 
 
+def grey_face(face: np.ndarray, size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
+    """An RGB (or grey) crop -> uint8 grey of ``size`` (height, width; ITU-R 601 luma): averaged
+    over areas where it shrinks, bicubic where it grows. Area resizing repeats pixels when it
+    enlarges: FER+ Test faces shrunk to 24 px and enlarged so read 53 % right, bicubic 76 %
+    (``benchmarks/face_framing.py --sizes``)."""
+    grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY) if face.ndim == 3 else face
+    if grey.shape == size:
+        return grey
+    shrinks = grey.shape[0] >= size[0] and grey.shape[1] >= size[1]
+    interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_CUBIC
+    return cv2.resize(grey, (size[1], size[0]), interpolation=interpolation)
+
+
 def grey_faces(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """RGB crops -> float32 ``[N, 1, H, W]`` grey in [0, 1] (ITU-R 601 luma, area resize)."""
+    """RGB crops -> float32 ``[N, 1, H, W]`` grey in [0, 1] (``grey_face``)."""
     out = np.empty((len(faces), 1, size[0], size[1]), dtype=np.float32)
     for index, face in enumerate(faces):
-        grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
-        if grey.shape != size:
-            grey = cv2.resize(grey, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        out[index, 0] = grey / 255.0
+        out[index, 0] = grey_face(face, size) / 255.0
     return out
 
 
