@@ -15,8 +15,6 @@ import numpy as np
 
 from engine.types import EMOTIONS
 
-FERPLUS_LABEL_COLUMNS = (*EMOTIONS, "unknown", "NF")
-
 
 def build_demo_dataset(target: Path, ferplus_root: Path | None = None, per_class: int = 4) -> Path:
     """Write the demo dataset under ``target`` (``<class>/<name>``) and return ``target``."""

@@ -184,10 +184,6 @@ class HeadlessChromium:
             raise BrowserError(f"JavaScript error: {text}")
         return result.get("result", {}).get("value")
 
-    def dom(self) -> str:
-        """The page's current DOM as HTML."""
-        return self.evaluate("document.documentElement.outerHTML")
-
     def screenshot(self, path: Path, full_page: bool = False) -> Path:
         """A PNG of the viewport (or of the whole page, up to 16,000 px high)."""
         params: dict = {"format": "png"}

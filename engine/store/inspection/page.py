@@ -19,8 +19,6 @@ import jinja2
 from engine.resources import templates_dir
 
 REPORT_TEMPLATES = "report"
-#: Scripts and styles inlined into every page, in this order.
-ASSETS = ("report.css", "charts.js")
 
 
 @cache
