@@ -4,7 +4,8 @@ transformers reads a GGUF file slowly (~45 s for SmolLM2-135M's on 2 cores: its 
 three times, the weights dequantized to float32). The first read saves the tokenizer and the
 float32 LM it made as a Hugging Face folder in the user cache (``converted_lm_folder``: keyed by
 the file's sha256 and the transformers version), which later reads load in about a second, with
-the same weights, tokens and chat template.
+the same weights, tokens and chat template. Saving it removes the folders of the same file that
+older versions of transformers (or an older copy of the file) made.
 """
 
 from __future__ import annotations
@@ -80,3 +81,16 @@ def _save_converted(folder: Path, tokenizer, lm, gguf: Path) -> None:
             staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _remove_stale(folder, gguf)
+
+
+def _remove_stale(folder: Path, gguf: Path) -> None:
+    """Remove the other converted folders of the file ``gguf`` (made by another version of
+    transformers, or of the file before it changed): ~0.5 GB each, never read again."""
+    for other in folder.parent.glob(f"{gguf.stem}-*-transformers-*"):
+        mark = other / CONVERTED_MARK
+        if other == folder or not mark.is_file():
+            continue
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads(mark.read_text(encoding="utf-8")).get("gguf") == str(gguf):
+                shutil.rmtree(other)

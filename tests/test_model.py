@@ -40,8 +40,13 @@ def test_the_lm_read_from_gguf_is_kept_converted_and_read_back_the_same(tmp_path
     gguf = default_model_path()
     folder = converted_lm_folder(gguf)
     assert folder.is_relative_to(tmp_path) and not folder.exists()
+    stale, kept = (folder.parent / f"{gguf.stem}-0123456789abcdef-transformers-{v}" for v in "12")
+    for made, source in ((stale, gguf), (kept, gguf.with_name("another.gguf"))):
+        made.mkdir(parents=True)
+        (made / CONVERTED_MARK).write_text(json.dumps({"gguf": str(source)}), encoding="utf-8")
     tokenizer, lm = load_gguf_lm(gguf)
     assert (folder / CONVERTED_MARK).is_file()
+    assert not stale.exists() and kept.exists()  # an older conversion of the same file goes
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".converting")]
     again_tokenizer, again = load_gguf_lm(gguf)
     assert again.name_or_path == str(folder) != lm.name_or_path
