@@ -5,22 +5,26 @@ three times, the weights dequantized to float32). The first read saves the token
 float32 LM it made as a Hugging Face folder in the user cache (``converted_lm_folder``: keyed by
 the file's sha256 and the transformers version), which later reads load in about a second, with
 the same weights, tokens and chat template. Saving it removes the folders of the same file that
-older versions of transformers (or an older copy of the file) made.
+older versions of transformers (or an older copy of the file) made, once unread for a month.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from engine.model_files import cache_dir
 from engine.resources import sha256_file
 
-#: Written last into a converted folder: the folder is complete.
+#: Written last into a converted folder: the folder is complete (touched at every read).
 CONVERTED_MARK = "expllm_converted.json"
+#: A converted folder of an older transformers version (or file) unread this long is removed.
+STALE_DAYS = 30
 
 
 def import_transformers():
@@ -44,6 +48,8 @@ def load_gguf_lm(gguf: Path):
     folder = converted_lm_folder(gguf)
     if (folder / CONVERTED_MARK).is_file():
         source, kwargs = folder, {}
+        with contextlib.suppress(OSError):  # read now: not stale (``_remove_stale``)
+            os.utime(folder / CONVERTED_MARK)
     else:
         source, kwargs = gguf.parent, {"gguf_file": gguf.name}
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(source), **kwargs)
@@ -86,11 +92,13 @@ def _save_converted(folder: Path, tokenizer, lm, gguf: Path) -> None:
 
 def _remove_stale(folder: Path, gguf: Path) -> None:
     """Remove the other converted folders of the file ``gguf`` (made by another version of
-    transformers, or of the file before it changed): ~0.5 GB each, never read again."""
+    transformers, or of the file before it changed; ~0.5 GB each) that no load has read for
+    ``STALE_DAYS`` (another environment that still reads its own is left alone)."""
+    unread_since = time.time() - STALE_DAYS * 86_400
     for other in folder.parent.glob(f"{gguf.stem}-*-transformers-*"):
         mark = other / CONVERTED_MARK
-        if other == folder or not mark.is_file():
-            continue
         with contextlib.suppress(OSError, ValueError, AttributeError):
+            if other == folder or mark.stat().st_mtime > unread_since:
+                continue
             if json.loads(mark.read_text(encoding="utf-8")).get("gguf") == str(gguf):
                 shutil.rmtree(other)

@@ -1,7 +1,9 @@
 """ExpLLM models: nano save/load, a real training step with checkpoint and resume, hf tiny LLaVA."""
 
 import json
+import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +36,24 @@ def test_the_lm_read_from_gguf_is_kept_converted_and_read_back_the_same(tmp_path
     import torch
 
     from engine.cot.writers.local_chat import default_model_path
-    from engine.gguf_lm import CONVERTED_MARK, converted_lm_folder, load_gguf_lm
+    from engine.gguf_lm import CONVERTED_MARK, STALE_DAYS, converted_lm_folder, load_gguf_lm
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     gguf = default_model_path()
     folder = converted_lm_folder(gguf)
     assert folder.is_relative_to(tmp_path) and not folder.exists()
-    stale, kept = (folder.parent / f"{gguf.stem}-0123456789abcdef-transformers-{v}" for v in "12")
-    for made, source in ((stale, gguf), (kept, gguf.with_name("another.gguf"))):
+    others = [folder.parent / f"{gguf.stem}-0123456789abcdef-transformers-{v}" for v in "123"]
+    long_ago = time.time() - (STALE_DAYS + 1) * 86_400
+    sources = (gguf, gguf, gguf.with_name("b.gguf"))
+    unread_for_long = (True, False, True)
+    for made, source, unread in zip(others, sources, unread_for_long, strict=True):
         made.mkdir(parents=True)
         (made / CONVERTED_MARK).write_text(json.dumps({"gguf": str(source)}), encoding="utf-8")
+        os.utime(made / CONVERTED_MARK, (long_ago, long_ago) if unread else None)
     tokenizer, lm = load_gguf_lm(gguf)
     assert (folder / CONVERTED_MARK).is_file()
-    assert not stale.exists() and kept.exists()  # an older conversion of the same file goes
+    # the same file's older conversion unread for long goes; one read lately, another file's stay
+    assert [p.exists() for p in others] == [False, True, True]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".converting")]
     again_tokenizer, again = load_gguf_lm(gguf)
     assert again.name_or_path == str(folder) != lm.name_or_path
