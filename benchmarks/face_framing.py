@@ -1,7 +1,7 @@
 """How the nano encoder's training crops are framed, and what a detector's margin costs it.
 
     .venv/bin/python benchmarks/face_framing.py            # ~15 min on 2 cores, no torch
-    .venv/bin/python benchmarks/face_framing.py --no-detector   # the sizes and scales only, ~2 min
+    .venv/bin/python benchmarks/face_framing.py --no-detector   # the sizes and scales only, ~6 min
 
 FER+ crops (FER2013's framing) are what the encoder learnt from; faces of full frames reach
 it through the Haar detector (``engine.data.faces``) grown by a margin. Prints, on FER+ Test:
