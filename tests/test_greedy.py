@@ -201,3 +201,36 @@ def test_a_beginning_read_in_groups_holds_the_keys_of_one_pass():
     for mine, theirs in zip(read.cache.layers, whole.layers, strict=True):
         torch.testing.assert_close(mine.keys, theirs.keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(mine.values, theirs.values, rtol=1e-5, atol=1e-5)
+
+
+def test_the_bfloat16_copy_reads_as_the_lm_with_bfloat16_keys_and_grouped_heads():
+    """``bfloat16_copy``: bfloat16 weights and KV cache, grouped key/value heads passed to the
+    attention kernel unrepeated (the same logits as repeating them), logits close to the
+    float32 LM's under autocast, also read in two passes; the LM itself unchanged."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine.model.bfloat16 import GROUPED_ATTENTION, bfloat16_copy
+    from engine.model.greedy import cache_keyword
+
+    lm = _tiny_llama(torch, transformers, seed=5)
+    half = bfloat16_copy(lm)
+    assert half.config._attn_implementation == GROUPED_ATTENTION
+    assert lm.config._attn_implementation == "sdpa"
+    assert lm.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    assert half.model.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16
+    embeds = torch.randn(3, 9, 32)
+    name = cache_keyword(lm)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        theirs = lm(inputs_embeds=embeds).logits.float()
+        ours = half(inputs_embeds=embeds).logits.float()
+        cache = transformers.DynamicCache()
+        half(inputs_embeds=embeds[:, :4], use_cache=True, **{name: cache})
+        rest = half(inputs_embeds=embeds[:, 4:], use_cache=True, **{name: cache}).logits.float()
+        half.set_attn_implementation("sdpa")  # transformers' own: keys repeated per head
+        repeated = half(inputs_embeds=embeds).logits.float()
+    assert cache.layers[0].keys.dtype == cache.layers[0].values.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, repeated, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rest, ours[:, 4:], rtol=0, atol=0.05)
+    scale = theirs.abs().max()
+    assert (ours - theirs).abs().max() < 0.05 * scale
+    assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() > 0.9

@@ -8,12 +8,13 @@ facts a CoT states): they are read in the first pass with the prompt, in groups 
 similar lengths, each row padded to its group's longest after the prompt's beginning that all
 rows share (read once), the gap masked and skipped by the positions; or after each row's own
 beginning where it was read already for another question (``Beginning``). A model may decode
-with a ``bfloat16_copy`` of its LM. A row whose text only one ending fits (``ending``) gets it
-at once, without a step per token. With ``no_repeat`` n, a row's own words (after its prefix)
-never repeat a run of n tokens unless its guide allows nothing else (the tokens that would
-repeat one rank below all others). Finished rows leave the batch once they are an eighth of it
-(each removal copies the cache's filled part). The cache reserves the prompt plus
-``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per token).
+with a ``bfloat16_copy`` of its LM (``engine.model.bfloat16``). A row whose text only one ending
+fits (``ending``) gets it at once, without a step per token. With ``no_repeat`` n, a row's own
+words (after its prefix) never repeat a run of n tokens unless its guide allows nothing else
+(the tokens that would repeat one rank below all others). Finished rows leave the batch once
+they are an eighth of it (each removal copies the cache's filled part). The cache reserves the
+prompt plus ``max_new_tokens`` positions once, instead of growing (a copy of the whole cache per
+token).
 """
 
 from __future__ import annotations
@@ -297,24 +298,6 @@ class _Window:
     def select(self, keep: list[int]) -> None:
         """Keep only the rows ``keep`` (the cache's ``batch_select_indices``)."""
         self.mask, self.next = self.mask[keep], self.next[keep]
-
-
-def bfloat16_copy(lm):
-    """A copy of ``lm`` for decoding under bfloat16 autocast whose linear layers hold bfloat16
-    weights, cast once instead of at every step; the embeddings and norms stay as they were,
-    so it computes what autocast computes on the original (an output layer tied to the
-    embeddings gets weights of its own)."""
-    import copy
-
-    import torch
-
-    half = copy.deepcopy(lm)
-    for module in half.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), False)
-            if module.bias is not None:
-                module.bias = torch.nn.Parameter(module.bias.detach().to(torch.bfloat16), False)
-    return half
 
 
 @cache

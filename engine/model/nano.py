@@ -19,6 +19,7 @@ import numpy as np
 from engine.cot.writers.local_chat import DEFAULT_GGUF
 from engine.model.answers import label_answers
 from engine.model.base import BASES, IGNORE, Generation, VisionLM, import_training
+from engine.model.bfloat16 import bfloat16_copy
 from engine.model.config import (
     ADAPTER_DIR,
     CONFIG_FILE,
@@ -37,7 +38,7 @@ from engine.model.encoder import (
     feature_shape,
     pinned,
 )
-from engine.model.greedy import Beginning, bfloat16_copy, greedy_decode, read_beginning
+from engine.model.greedy import Beginning, greedy_decode, read_beginning
 from engine.model.guide import TokenGuide
 from engine.model.labels import label_choices
 from engine.model.nano_module import nano_module
