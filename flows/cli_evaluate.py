@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.datasets import TEST_OR_ALL
-from flows.cli_options import from_args
+from flows.cli_options import from_args, quiet_model_loading
 
 #: The option a bare ``NAME=VALUE`` in ``--peers`` sets, per predictor.
 PRIMARY_OPTION = {"gpt4v": "path", "csv": "path", "nano": "path", "rules": "shards"}
@@ -77,6 +77,8 @@ def summary(result: dict) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.quiet:  # before anything imports a Hugging Face library
+        quiet_model_loading()
     from engine.evaluation.scoring import DATASET_CLASSES, allowed_classes
     from flows.evaluate import PredictorSpec, evaluate
     from flows.exp_cot import task_runner_for

@@ -6,10 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from flows.cli_options import add_field_options, from_args
+from flows.cli_options import add_field_options, from_args, quiet_model_loading
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    if args.quiet:  # before anything imports a Hugging Face library
+        quiet_model_loading()
     from engine.model.conversations import parse_mix
     from flows.finetune import FinetuneConfig, finetune
 

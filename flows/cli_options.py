@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 from dataclasses import fields, is_dataclass
 from typing import Any, get_args, get_type_hints
 
@@ -18,6 +19,12 @@ def from_args(target: Any, args: argparse.Namespace, /, **given: Any) -> Any:
         names = list(inspect.signature(getattr(target, "fn", target)).parameters)
     taken = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return target(**(taken | given))
+
+
+def quiet_model_loading() -> None:
+    """``--quiet`` reaches the Hugging Face libraries too: no bars for a GGUF file's conversion
+    or a model's weights loading (the environment may still ask for them)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def add_field_options(

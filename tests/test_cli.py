@@ -1,5 +1,6 @@
 """The expllm command line: exp-cot, inspect (text and HTML), errors, demo."""
 
+import os
 import re
 from pathlib import Path
 
@@ -98,6 +99,20 @@ def test_spec_level_errors_stop_with_a_message(args, message, capsys, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_evaluation_asks_hugging_face_libraries_for_no_bars(quiet, monkeypatch, capsys):
+    """``--quiet`` sets ``HF_HUB_DISABLE_PROGRESS_BARS`` first thing (transformers reads it on
+    import), also for a command that then fails; a value already set is kept."""
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    args = ["evaluate", "--model", "m", "--data", "d:x", "--out", "o", "--classes", "joy"]
+    assert main(args + ["--quiet"] * quiet) == 2
+    assert "joy" in capsys.readouterr().err
+    assert os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == ("1" if quiet else None)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    main(args + ["--quiet"])
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
 
 
 def test_exp_cot_option_defaults_are_the_pipeline_config_defaults():

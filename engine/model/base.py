@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ def import_training():
         raise ImportError(
             f"ExpLLM models need torch, transformers and peft ({exc}): pip install 'expllm[train]'"
         ) from exc
+    # peft reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a
+    # model: a warning no user of ours can act on
+    warnings.filterwarnings(
+        "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning, "transformers"
+    )
     return torch, transformers, peft
 
 
