@@ -14,6 +14,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,12 +41,18 @@ def import_training():
         raise ImportError(
             f"ExpLLM models need torch, transformers and peft ({exc}): pip install 'expllm[train]'"
         ) from exc
-    # peft reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a
-    # model: a warning no user of ours can act on
+    _ignore_peft_deprecation()
+    return torch, transformers, peft
+
+
+@cache
+def _ignore_peft_deprecation() -> None:
+    """peft reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a
+    model, a warning no user of ours can act on: ignored, the filter added once (each change
+    of the filters makes Python show its once-only warnings again)."""
     warnings.filterwarnings(
         "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning, "transformers"
     )
-    return torch, transformers, peft
 
 
 def _base_class(base: str) -> tuple[type[VisionLM], str]:
