@@ -1,7 +1,7 @@
 """How the nano encoder's training crops are framed, and what a detector's margin costs it.
 
-    .venv/bin/python benchmarks/face_framing.py            # ~15 min on 2 cores, no torch
-    .venv/bin/python benchmarks/face_framing.py --no-detector   # the sizes and scales only, ~6 min
+    .venv/bin/python benchmarks/face_framing.py            # ~26 min on 2 cores, no torch
+    .venv/bin/python benchmarks/face_framing.py --no-detector   # sizes, scales, cuts: ~17 min
 
 FER+ crops (FER2013's framing) are what the encoder learnt from; faces of full frames reach
 it through the Haar detector (``engine.data.faces``) grown by a margin. Prints, on FER+ Test:
@@ -12,6 +12,10 @@ it through the Haar detector (``engine.data.faces``) grown by a margin. Prints, 
 * per scale (``--scales``): the encoder's accuracy and UAR (face + mirror) on every crop framed
   tighter (its central part, ``scale`` of its side) or looser (continued by reflection to
   ``scale`` of its side): how much a dataset framed unlike FER2013 costs it;
+* per cut (``--cuts``): the same on every crop cut on one side (left, top) or on both (sides)
+  to ``cut`` of its width or height, as a frame's edge clips a face box or a dataset frames its
+  faces narrower: letterboxed as the encoder reads them (``grey_face``), and stretched to a
+  square first, as it read them until 2026-12-03;
 * ``haar_side``: the detector's box side over the FER+ crop's side (quantiles), each 48 px
   crop placed in a mid-grey canvas (24 px per side) so that no box is clipped by the border;
 * per margin (``--margins``): the encoder's accuracy and UAR (face + mirror) on the faces
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         "--scales", type=float, nargs="*", default=[0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.2]
     )
     parser.add_argument("--sizes", type=int, nargs="*", default=[24, 32, 40])
-    parser.add_argument("--no-detector", action="store_true", help="the sizes and scales only")
+    parser.add_argument("--cuts", type=float, nargs="*", default=[0.9, 0.8, 0.7])
+    parser.add_argument("--no-detector", action="store_true", help="sizes, scales and cuts only")
     args = parser.parse_args(argv)
     records = read_dataset(f"ferplus:{args.ferplus}", args.split).records
     labels = [r.label for r in records]
@@ -68,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         predicted = argmax_labels(classify_faces(session, [_scaled(c, scale) for c in crops]))
         scores = classification_metrics(labels, predicted).headline()
         print(json.dumps({"scale": scale, "n": len(crops), **scores}))
+    for cut in args.cuts:
+        for side in ("left", "top", "sides"):
+            cuts = [_cut(c, cut, side) for c in crops]
+            for reading, faces in (("letterboxed", cuts), ("stretched", _stretched(cuts))):
+                predicted = argmax_labels(classify_faces(session, faces))
+                scores = classification_metrics(labels, predicted).headline()
+                row = {"cut": cut, "side": side, "reading": reading, "n": len(crops)}
+                print(json.dumps({**row, **scores}))
     if args.no_detector:
         return 0
 
@@ -117,6 +130,22 @@ def _scaled(crop: np.ndarray, scale: float) -> np.ndarray:
         return crop[start : start + kept, start : start + kept]
     pad = round(side * (scale - 1) / 2)
     return cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+
+
+def _cut(crop: np.ndarray, cut: float, side: str) -> np.ndarray:
+    """``crop`` with ``1 - cut`` of its width taken from the left or of its height from the top,
+    or of its width taken evenly from both sides."""
+    height, width = crop.shape[:2]
+    if side == "top":
+        return crop[height - round(height * cut) :]
+    kept = round(width * cut)
+    start = width - kept if side == "left" else (width - kept) // 2
+    return crop[:, start : start + kept]
+
+
+def _stretched(crops: list[np.ndarray]) -> list[np.ndarray]:
+    """Each crop resized to a square of its longer side (bicubic)."""
+    return [cv2.resize(c, (max(c.shape[:2]),) * 2, interpolation=cv2.INTER_CUBIC) for c in crops]
 
 
 def _centred(canvases: list[np.ndarray], finder: FaceFinder) -> list[Face | None]:

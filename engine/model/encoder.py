@@ -26,16 +26,32 @@ _CHUNK = 256
 
 
 def grey_face(face: np.ndarray, size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
-    """An RGB (or grey) crop -> uint8 grey of ``size`` (height, width; ITU-R 601 luma): averaged
-    over areas where it shrinks, bicubic where it grows. Area resizing repeats pixels when it
-    enlarges: FER+ Test faces shrunk to 24 px and enlarged so read 53 % right, bicubic 76 %
-    (``benchmarks/face_framing.py --sizes``)."""
+    """An RGB (or grey) crop -> uint8 grey of ``size`` (height, width; ITU-R 601 luma).
+
+    A crop of another shape is first letterboxed (padded on both sides of its short dimension
+    by repeating its edge pixels), so the face keeps its proportions: FER+ Test faces cut to 80 %
+    of their height, as a frame's edge clips a box, read 79.9 % right stretched and 84.2 %
+    letterboxed (``benchmarks/face_framing.py --cuts``). Then averaged over areas where it
+    shrinks, bicubic where it grows: area resizing repeats pixels when it enlarges, and FER+ Test
+    faces shrunk to 24 px and enlarged so read 53 % right, bicubic 76 % (``--sizes``)."""
     grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY) if face.ndim == 3 else face
+    grey = _letterboxed(grey, size[0] / size[1])
     if grey.shape == size:
         return grey
     shrinks = grey.shape[0] >= size[0] and grey.shape[1] >= size[1]
     interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_CUBIC
     return cv2.resize(grey, (size[1], size[0]), interpolation=interpolation)
+
+
+def _letterboxed(grey: np.ndarray, aspect: float) -> np.ndarray:
+    """``grey`` padded by its edge pixels, evenly on both sides, to ``aspect`` (height/width)."""
+    height, width = grey.shape
+    rows = max(0, round(width * aspect) - height)
+    columns = max(0, round(height / aspect) - width)
+    if not rows and not columns:
+        return grey
+    top, left = rows // 2, columns // 2
+    return cv2.copyMakeBorder(grey, top, rows - top, left, columns - left, cv2.BORDER_REPLICATE)
 
 
 def grey_faces(faces: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
