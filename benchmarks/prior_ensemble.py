@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if counts:
             log_prior = np.log(np.mean(sets[list(sets)[-1]], axis=0) + 1e-9)
             for balance in args.balances:
-                scores = _drawn(log_prior - balance * np.log(frequencies), labels, counts, args)
+                scores = _drawn(
+                    log_prior - balance * np.log(frequencies), labels, counts, args.draws
+                )
                 row = {"split": split, "label_counts": counts, "class_balance": balance}
                 print(json.dumps({**row, **scores}))
     choice = {"class_balance": chosen, "uar_bar": args.uar_bar, "transfer_balance": transfer[0]}
@@ -103,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _drawn(scores: np.ndarray, labels: np.ndarray, counts: dict[str, int], args) -> dict:
-    """Mean and spread of the accuracy and UAR of the best class among ``counts``' on faces
-    drawn to ``counts`` (``args.draws`` draws, seed 0)."""
+def _drawn(scores: np.ndarray, labels: np.ndarray, counts: dict[str, int], draws: int) -> dict:
+    """Mean and spread of the accuracy and UAR of the best class among those of ``counts`` on
+    faces drawn to ``counts`` (``draws`` draws, seed 0)."""
     allowed = np.array([EMOTIONS.index(label) for label in counts])
     rng = np.random.default_rng(0)
     accuracies, uars = [], []
-    for _ in range(args.draws):
+    for _ in range(draws):
         drawn = np.concatenate(
             [rng.choice(np.flatnonzero(labels == EMOTIONS.index(k)), n) for k, n in counts.items()]
         )
@@ -118,7 +120,7 @@ def _drawn(scores: np.ndarray, labels: np.ndarray, counts: dict[str, int], args)
         accuracies.append((predicted == truth).mean())
         uars.append(np.mean([(predicted[truth == k] == k).mean() for k in allowed]))
     return {
-        "draws": args.draws,
+        "draws": draws,
         "accuracy": round(float(np.mean(accuracies)), 4),
         "accuracy_sd": round(float(np.std(accuracies)), 4),
         "uar": round(float(np.mean(uars)), 4),
