@@ -33,6 +33,7 @@ import numpy as np
 from engine.data.datasets import read_dataset
 from engine.data.images import load_image
 from engine.evaluation.classifiers import NanoPredictor
+from engine.evaluation.scoring import argmax_labels, classification_metrics
 from engine.model.config import SHIPPED_MODEL, ModelConfig
 from engine.model.encoder import NANO_ENCODER, grey_faces, mirror_average
 from engine.resources import shared_dir
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen, transfer = None, (None, -1.0)
     for split in ("valid", "test"):
         records = read_dataset(f"ferplus:{args.ferplus}", split).records
-        labels = np.array([EMOTIONS.index(r.label) for r in records])
+        truth = [r.label for r in records]
         faces = [load_image(r) for r in records]
         each = [_with_views(classifier, faces, views) for classifier in classifiers]
         sets = {"encoder": each[:1]}
@@ -81,44 +82,42 @@ def main(argv: list[str] | None = None) -> int:
             sets["ensemble"] = each
         for name, members in sets.items():
             log_prior = np.log(np.mean(members, axis=0) + 1e-9)
+            last = name == list(sets)[-1]
             for balance in args.balances:
-                predicted = (log_prior - balance * np.log(frequencies)).argmax(axis=1)
-                accuracy = float((predicted == labels).mean())
-                uar = float(np.mean([(predicted[labels == k] == k).mean() for k in set(labels)]))
-                row = {"split": split, "prior": name, "class_balance": balance, "n": len(labels)}
-                print(json.dumps({**row, "accuracy": round(accuracy, 4), "uar": round(uar, 4)}))
-                last = name == list(sets)[-1]
-                if split == "valid" and last and chosen is None and uar >= args.uar_bar:
+                scores = log_prior - balance * np.log(frequencies)
+                metrics = classification_metrics(truth, argmax_labels(scores))
+                row = {"split": split, "prior": name, "class_balance": balance, "n": len(truth)}
+                print(json.dumps({**row, **metrics.headline()}))
+                if split == "valid" and last and chosen is None and metrics.uar >= args.uar_bar:
                     chosen = balance
-                if split == "valid" and last and uar > transfer[1]:
-                    transfer = (balance, uar)
-        if counts:
-            log_prior = np.log(np.mean(sets[list(sets)[-1]], axis=0) + 1e-9)
-            for balance in args.balances:
-                scores = _drawn(
-                    log_prior - balance * np.log(frequencies), labels, counts, args.draws
-                )
-                row = {"split": split, "label_counts": counts, "class_balance": balance}
-                print(json.dumps({**row, **scores}))
+                if split == "valid" and last and metrics.uar > transfer[1]:
+                    transfer = (balance, metrics.uar)
+            if counts and last:
+                for balance in args.balances:
+                    scores = log_prior - balance * np.log(frequencies)
+                    drawn = _drawn(scores, truth, counts, args.draws)
+                    row = {"split": split, "label_counts": counts, "class_balance": balance}
+                    print(json.dumps({**row, **drawn}))
     choice = {"class_balance": chosen, "uar_bar": args.uar_bar, "transfer_balance": transfer[0]}
     print(json.dumps({"chosen_on_valid": choice}))
     return 0
 
 
-def _drawn(scores: np.ndarray, labels: np.ndarray, counts: dict[str, int], draws: int) -> dict:
+def _drawn(scores: np.ndarray, truth: list[str], counts: dict[str, int], draws: int) -> dict:
     """Mean and spread of the accuracy and UAR of the best class among those of ``counts`` on
     faces drawn to ``counts`` (``draws`` draws, seed 0)."""
     allowed = np.array([EMOTIONS.index(label) for label in counts])
+    restricted = np.full_like(scores, -np.inf)
+    restricted[:, allowed] = scores[:, allowed]
+    predicted = np.array(argmax_labels(restricted))
+    faces_of = {label: np.flatnonzero(np.asarray(truth) == label) for label in counts}
     rng = np.random.default_rng(0)
     accuracies, uars = [], []
     for _ in range(draws):
-        drawn = np.concatenate(
-            [rng.choice(np.flatnonzero(labels == EMOTIONS.index(k)), n) for k, n in counts.items()]
-        )
-        truth = labels[drawn]
-        predicted = allowed[scores[drawn][:, allowed].argmax(axis=1)]
-        accuracies.append((predicted == truth).mean())
-        uars.append(np.mean([(predicted[truth == k] == k).mean() for k in allowed]))
+        drawn = np.concatenate([rng.choice(faces_of[label], n) for label, n in counts.items()])
+        metrics = classification_metrics([truth[i] for i in drawn], list(predicted[drawn]))
+        accuracies.append(metrics.accuracy)
+        uars.append(metrics.uar)
     return {
         "draws": draws,
         "accuracy": round(float(np.mean(accuracies)), 4),
